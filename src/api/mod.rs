@@ -1,0 +1,297 @@
+//! HTTP routes. Handlers are thin: a ruma request in (through the [`Ruma`] extractor), a call on
+//! [`Services`], a ruma response out. Nothing here touches the store.
+
+pub mod client;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    Router,
+    extract::{ConnectInfo, FromRequest, Request, State},
+    response::{IntoResponse, Response},
+    routing::{MethodFilter, on},
+};
+use bytes::Bytes;
+use http::StatusCode;
+use ruma::{
+    OwnedDeviceId, OwnedUserId,
+    api::{
+        IncomingRequest, OutgoingResponse,
+        auth_scheme::{
+            AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional,
+            NoAccessToken, NoAuthentication,
+        },
+        error::ErrorKind,
+        path_builder::PathBuilder,
+    },
+};
+
+use crate::{error::Error, service::Services};
+
+/// Shared state of every handler.
+pub type AppState = Arc<Services>;
+
+/// How an endpoint authenticates its caller.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    None,
+    Optional,
+    Required,
+}
+
+/// Maps ruma's authentication schemes to what the extractor must check.
+pub trait AuthRequirement {
+    const KIND: AuthKind;
+}
+impl AuthRequirement for NoAuthentication {
+    const KIND: AuthKind = AuthKind::None;
+}
+impl AuthRequirement for NoAccessToken {
+    const KIND: AuthKind = AuthKind::None;
+}
+impl AuthRequirement for AccessToken {
+    const KIND: AuthKind = AuthKind::Required;
+}
+impl AuthRequirement for AccessTokenOptional {
+    const KIND: AuthKind = AuthKind::Optional;
+}
+impl AuthRequirement for AppserviceToken {
+    const KIND: AuthKind = AuthKind::Required;
+}
+impl AuthRequirement for AppserviceTokenOptional {
+    const KIND: AuthKind = AuthKind::Optional;
+}
+
+/// A parsed ruma request with the authenticated caller.
+pub struct Ruma<T> {
+    pub body: T,
+    pub user: Option<OwnedUserId>,
+    pub device: Option<OwnedDeviceId>,
+    pub client_ip: Option<String>,
+}
+
+impl<T> Ruma<T> {
+    /// The caller of an endpoint that requires authentication.
+    pub fn sender(&self) -> &OwnedUserId {
+        self.user
+            .as_ref()
+            .expect("the extractor checked the access token")
+    }
+    pub fn sender_device(&self) -> &OwnedDeviceId {
+        self.device
+            .as_ref()
+            .expect("the extractor checked the access token")
+    }
+}
+
+fn access_token(parts: &http::request::Parts) -> Option<String> {
+    if let Some(h) = parts.headers.get(http::header::AUTHORIZATION) {
+        return h
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")
+            .map(|t| t.trim().to_owned());
+    }
+    parts.uri.query().and_then(|q| {
+        form_urlencoded_pairs(q)
+            .find(|(k, _)| k == "access_token")
+            .map(|(_, v)| v)
+    })
+}
+
+fn form_urlencoded_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    q.split('&').filter_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        let decode = |s: &str| percent_decode(&s.replace('+', " "));
+        Some((decode(k), decode(v)))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl<T> FromRequest<AppState> for Ruma<T>
+where
+    T: IncomingRequest + Send,
+    T::Authentication: AuthRequirement,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
+        let (mut parts, body) = req.into_parts();
+        let path_params: Vec<String> = {
+            use axum::extract::FromRequestParts;
+            let raw = axum::extract::RawPathParams::from_request_parts(&mut parts, state)
+                .await
+                .map_err(|e| Error::invalid_param(e.to_string()))?;
+            let mut params: Vec<String> = raw.iter().map(|(_, v)| v.to_owned()).collect();
+            // An empty trailing `{state_key}` was routed without that segment.
+            let expected = T::PATH_BUILDER
+                .all_paths()
+                .next()
+                .map(|p| p.matches('{').count())
+                .unwrap_or(0);
+            params.resize(expected.max(params.len()), String::new());
+            params
+        };
+        let client_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let bytes: Bytes = axum::body::to_bytes(body, state.config.max_request_size)
+            .await
+            .map_err(|_| {
+                Error::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorKind::TooLarge,
+                    "Request body too large",
+                )
+            })?;
+
+        let (mut user, mut device) = (None, None);
+        if <T::Authentication as AuthRequirement>::KIND != AuthKind::None {
+            match access_token(&parts) {
+                Some(token) => {
+                    let owner = state
+                        .token_owner(&token)?
+                        .ok_or_else(|| Error::unknown_token("Unknown access token"))?;
+                    user = Some(owner.user_id);
+                    device = Some(owner.device_id);
+                }
+                None if <T::Authentication as AuthRequirement>::KIND == AuthKind::Required => {
+                    return Err(Error::new(
+                        StatusCode::UNAUTHORIZED,
+                        ErrorKind::MissingToken,
+                        "Missing access token",
+                    ));
+                }
+                None => {}
+            }
+        }
+
+        let http_req = http::Request::from_parts(parts, bytes.clone());
+        let body = T::try_from_http_request(http_req, &path_params).map_err(|e| {
+            let not_json = !bytes.is_empty()
+                && T::METHOD != http::Method::GET
+                && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err();
+            if not_json {
+                Error::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorKind::NotJson,
+                    format!("Body is not JSON: {e}"),
+                )
+            } else {
+                Error::bad_json(format!("Invalid request: {e}"))
+            }
+        })?;
+        Ok(Ruma {
+            body,
+            user,
+            device,
+            client_ip,
+        })
+    }
+}
+
+/// A ruma response as an axum response.
+pub struct RumaResponse<T>(pub T);
+
+impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
+    fn into_response(self) -> Response {
+        match self.0.try_into_http_response::<Vec<u8>>() {
+            Ok(res) => res.map(axum::body::Body::from).into_response(),
+            Err(e) => Error::internal(format!("response serialization: {e}")).into_response(),
+        }
+    }
+}
+
+/// Handler result type.
+pub type ApiResult<T> = Result<RumaResponse<T>, Error>;
+
+/// Registers `handler` for every path (stable and legacy `r0`) of the ruma endpoint `T`.
+pub fn route<T, H, M>(router: Router<AppState>, handler: H) -> Router<AppState>
+where
+    T: IncomingRequest,
+    H: axum::handler::Handler<M, AppState> + Clone,
+    M: 'static,
+{
+    let filter = MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
+    let mut router = router;
+    for path in T::PATH_BUILDER.all_paths() {
+        router = router.route(path, on(filter, handler.clone()));
+        // State events with an empty state key: `/state/{event_type}/` and `/state/{event_type}`.
+        if let Some(prefix) = path.strip_suffix("/{state_key}") {
+            router = router.route(&format!("{prefix}/"), on(filter, handler.clone()));
+            router = router.route(prefix, on(filter, handler.clone()));
+        }
+    }
+    router
+}
+
+async fn unrecognized() -> Error {
+    Error::new(
+        StatusCode::NOT_FOUND,
+        ErrorKind::Unrecognized,
+        "Unrecognized request",
+    )
+}
+
+async fn method_not_allowed(req: Request, next: axum::middleware::Next) -> Response {
+    let res = next.run(req).await;
+    if res.status() == StatusCode::METHOD_NOT_ALLOWED {
+        return Error::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::Unrecognized,
+            "Method not allowed",
+        )
+        .into_response();
+    }
+    res
+}
+
+/// The whole HTTP application.
+pub fn router(services: AppState) -> Router {
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([
+            http::Method::GET,
+            http::Method::POST,
+            http::Method::PUT,
+            http::Method::DELETE,
+            http::Method::OPTIONS,
+        ])
+        .allow_headers([
+            http::header::AUTHORIZATION,
+            http::header::CONTENT_TYPE,
+            http::header::ACCEPT,
+            http::HeaderName::from_static("x-requested-with"),
+        ]);
+    client::routes(Router::new())
+        .fallback(unrecognized)
+        .layer(axum::middleware::from_fn(method_not_allowed))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(cors)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(services)
+}
+
+/// Extracts the axum state in handlers.
+pub type S = State<AppState>;

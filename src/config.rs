@@ -1,0 +1,254 @@
+//! Server configuration: a TOML file, overridden by `TSUNAGU_*` environment variables.
+//!
+//! Every setting has a default, so `tsunagu serve` works with no file at all. Unknown keys and
+//! wrong values stop the start with a message that names the setting.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use ruma::{OwnedServerName, RoomVersionId};
+use serde::Deserialize;
+
+/// Who may create an account through `/register`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// Anyone who can reach the server (user-interactive auth with `m.login.dummy`).
+    Open,
+    /// Only with a registration token (`m.login.registration_token`), made by `tsunagu admin token new`.
+    Token,
+    /// Nobody: accounts are made with `tsunagu admin create-user`.
+    Closed,
+}
+
+/// Limits on login and registration attempts, per client address and per account.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimit {
+    /// Attempts allowed in a burst before requests are refused with `M_LIMIT_EXCEEDED`.
+    pub burst: u32,
+    /// Attempts regained per minute.
+    pub per_minute: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            burst: 10,
+            per_minute: 10,
+        }
+    }
+}
+
+/// The whole configuration of one server.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The domain in user IDs (`@alice:server_name`) and room aliases.
+    pub server_name: OwnedServerName,
+    /// Address and port the Client-Server API listens on.
+    pub listen: SocketAddr,
+    /// Folder holding the database and the server's signing key.
+    pub data_dir: PathBuf,
+    /// Who may register: `open`, `token` or `closed`.
+    pub registration: Registration,
+    /// Room version for new rooms when the client names none.
+    pub default_room_version: RoomVersionId,
+    /// Largest accepted request body, in bytes.
+    pub max_request_size: usize,
+    /// Login and registration rate limits.
+    pub rate_limit: RateLimit,
+    /// The base URL clients should use, served at `/.well-known/matrix/client`.
+    /// Defaults to `http://{listen}`.
+    pub public_base_url: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".try_into().expect("valid server name"),
+            listen: "127.0.0.1:8008".parse().expect("valid address"),
+            data_dir: PathBuf::from("tsunagu-data"),
+            registration: Registration::Token,
+            default_room_version: RoomVersionId::V12,
+            max_request_size: 20 * 1024 * 1024,
+            rate_limit: RateLimit::default(),
+            public_base_url: None,
+        }
+    }
+}
+
+/// A setting that could not be used, with its name.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("setting `{name}`: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+/// Room versions this server can create and join: stable versions that ruma's state resolution
+/// implements, from 10 on.
+pub const SUPPORTED_ROOM_VERSIONS: &[RoomVersionId] =
+    &[RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
+
+impl Config {
+    /// Reads the file (if any), then applies `TSUNAGU_*` environment variables, then validates.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse {
+                        path: path.into(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, std::env::vars())?;
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path
+                        .map(Into::into)
+                        .unwrap_or_else(|| "(environment)".into()),
+                    message: e.message().to_owned(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !SUPPORTED_ROOM_VERSIONS.contains(&self.default_room_version) {
+            return Err(ConfigError::Invalid {
+                name: "default_room_version",
+                message: format!(
+                    "room version {} is not supported (use one of 10, 11, 12)",
+                    self.default_room_version
+                ),
+            });
+        }
+        if self.max_request_size < 1024 {
+            return Err(ConfigError::Invalid {
+                name: "max_request_size",
+                message: "must be at least 1024 bytes".into(),
+            });
+        }
+        if self.rate_limit.burst == 0 {
+            return Err(ConfigError::Invalid {
+                name: "rate_limit.burst",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The URL clients are told to use.
+    pub fn base_url(&self) -> String {
+        self.public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+}
+
+/// Overlays `TSUNAGU_SECTION__KEY=value` variables onto the TOML table. Values are parsed as TOML
+/// when they can be (numbers, booleans), else taken as strings.
+fn apply_env(
+    table: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, value) in vars {
+        let Some(rest) = name.strip_prefix("TSUNAGU_") else {
+            continue;
+        };
+        if rest == "LOG" {
+            continue; // read by the logger, not a setting
+        }
+        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(value));
+        let mut node = &mut *table;
+        for (i, part) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                node.insert(part.clone(), parsed.clone());
+            } else {
+                let entry = node
+                    .entry(part.clone())
+                    .or_insert_with(|| toml::Value::Table(Default::default()));
+                node = entry.as_table_mut().ok_or_else(|| ConfigError::Env {
+                    name: name.clone(),
+                    message: format!("`{part}` is not a section"),
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_env(vars: &[(&str, &str)]) -> Result<Config, String> {
+        let mut table = toml::Table::new();
+        apply_env(
+            &mut table,
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .map_err(|e| e.to_string())?;
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())
+    }
+
+    #[test]
+    fn env_overrides_settings() {
+        let c = from_env(&[
+            ("TSUNAGU_SERVER_NAME", "example.org"),
+            ("TSUNAGU_LISTEN", "127.0.0.1:9000"),
+            ("TSUNAGU_REGISTRATION", "open"),
+            ("TSUNAGU_RATE_LIMIT__BURST", "3"),
+        ])
+        .unwrap();
+        assert_eq!(c.server_name.as_str(), "example.org");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.registration, Registration::Open);
+        assert_eq!(c.rate_limit.burst, 3);
+    }
+
+    #[test]
+    fn unknown_setting_is_named() {
+        let err = from_env(&[("TSUNAGU_SERVR_NAME", "x")]).unwrap_err();
+        assert!(err.contains("servr_name"), "{err}");
+        let err = from_env(&[("TSUNAGU_REGISTRATION", "maybe")]).unwrap_err();
+        assert!(err.contains("maybe"), "{err}");
+    }
+
+    #[test]
+    fn example_config_is_the_default() {
+        let text = include_str!("../config/tsunagu.toml");
+        let c: Config = toml::from_str(text).unwrap();
+        let d = Config::default();
+        assert_eq!(c.server_name, d.server_name);
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.data_dir, d.data_dir);
+        assert_eq!(c.registration, d.registration);
+        assert_eq!(c.default_room_version, d.default_room_version);
+        assert_eq!(c.max_request_size, d.max_request_size);
+    }
+}

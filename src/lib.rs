@@ -1,0 +1,107 @@
+//! Tsunagu: a small Matrix homeserver for communities that outlive the organisations their
+//! members came from.
+//!
+//! The server is a library: [`Server::start`] takes a [`Config`] and returns a handle. The
+//! `tsunagu` binary, the tests and any embedding program use that same entry point.
+//!
+//! Layers (see ARCHITECTURE.md): [`api`] (HTTP, thin) → [`service`] (Matrix rules) → [`store`]
+//! (typed tables over an embedded engine).
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod service;
+pub mod store;
+
+use std::{net::SocketAddr, sync::Arc};
+
+pub use config::Config;
+use service::Services;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    services: Arc<Services>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+    /// A registration token created on the first start (printed by the binary).
+    pub first_start_token: Option<String>,
+}
+
+impl Server {
+    /// Opens the data directory, binds the listener and serves until [`Server::stop`].
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        let listen = config.listen;
+        let services = Services::open(config).await?;
+        let first_start_token = services.first_start().await?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let addr = listener.local_addr()?;
+        let app = api::router(services.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        Ok(Self {
+            addr,
+            services,
+            shutdown: Some(tx),
+            task,
+            first_start_token,
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://addr` for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    /// Stops accepting requests and waits for open requests to finish.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        // Long-polling syncs may hold connections open; do not wait for them forever.
+        match tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.task).await {
+            Ok(r) => r??,
+            Err(_) => self.task.abort(),
+        }
+        self.services.store.persist().await?;
+        Ok(())
+    }
+
+    /// Serves until the task ends (the binary's main loop).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await??;
+        Ok(())
+    }
+}
+
+impl Services {
+    /// On the first start with registration by token, creates one single-use token.
+    async fn first_start(&self) -> anyhow::Result<Option<String>> {
+        if self.config.registration == config::Registration::Token
+            && self.has_no_accounts()?
+            && self.has_no_registration_tokens()?
+        {
+            return Ok(Some(self.new_registration_token(Some(1)).await?));
+        }
+        Ok(None)
+    }
+}

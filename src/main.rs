@@ -1,0 +1,166 @@
+//! The `tsunagu` command: run the server, or administer its data directory.
+
+use std::{io::Write, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use tsunagu::{Config, Server, service::Services};
+
+#[derive(Parser)]
+#[command(
+    name = "tsunagu",
+    version,
+    about = "A Matrix homeserver for communities"
+)]
+struct Cli {
+    /// Configuration file (TOML). Without it, defaults and TSUNAGU_* variables apply.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the homeserver.
+    Serve,
+    /// Administer accounts and registration tokens (works on the data directory).
+    Admin {
+        #[command(subcommand)]
+        command: Admin,
+    },
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// Create an account.
+    CreateUser {
+        /// The user name (localpart), e.g. `alice`.
+        name: String,
+        /// Make the account a server admin.
+        #[arg(long)]
+        admin: bool,
+        /// The password; asked for when omitted.
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Manage registration tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a registration token.
+    New {
+        /// How many registrations it allows (unlimited when omitted).
+        #[arg(long)]
+        uses: Option<u32>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TSUNAGU_LOG")
+                .unwrap_or_else(|_| "tsunagu=info,warn".into()),
+        )
+        .init();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tsunagu: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tsunagu: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tsunagu: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Admin { command } => admin(command, config).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server_name = config.server_name.clone();
+    let data_dir = config.data_dir.clone();
+    let registration = config.registration;
+    let server = Server::start(config).await?;
+    println!(
+        "Tsunagu is serving {server_name} on {} (data in {})",
+        server.url(),
+        data_dir.display()
+    );
+    println!("Registration: {registration:?}");
+    if let Some(token) = &server.first_start_token {
+        println!("First start: registration token for the first account: {token}");
+        println!(
+            "  Register in Element with homeserver {} and this token,",
+            server.url()
+        );
+    }
+    println!("  or create an account with: tsunagu admin create-user NAME --admin");
+    let services = server.services().clone();
+    tokio::select! {
+        r = server.wait() => r,
+        _ = tokio::signal::ctrl_c() => {
+            services.store.persist().await?;
+            println!("Stopped.");
+            Ok(())
+        }
+    }
+}
+
+async fn admin(command: Admin, config: Config) -> anyhow::Result<()> {
+    let services = Services::open(config).await?;
+    match command {
+        Admin::CreateUser {
+            name,
+            admin,
+            password,
+        } => {
+            let user_id = services.user_id_for_localpart(&name)?;
+            let password = match password {
+                Some(p) => p,
+                None => {
+                    print!("Password for {user_id}: ");
+                    std::io::stdout().flush()?;
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            if password.is_empty() {
+                anyhow::bail!("the password must not be empty");
+            }
+            services
+                .create_account(&user_id, Some(&password), admin)
+                .await?;
+            println!("Created {user_id}{}", if admin { " (admin)" } else { "" });
+        }
+        Admin::Token {
+            command: TokenCmd::New { uses },
+        } => {
+            let token = services.new_registration_token(uses).await?;
+            println!("{token}");
+        }
+    }
+    Ok(())
+}

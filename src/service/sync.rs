@@ -1,0 +1,435 @@
+//! `/sync`: what changed for a user since a stream position, long-polling until something does.
+//!
+//! A sync token is `{stream_pos}_{typing_serial}`. Everything durable (timeline, state,
+//! memberships, receipts, account data) is read from the store up to the published stream
+//! position; typing comes from memory.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use ruma::{
+    DeviceId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
+    api::client::{
+        filter::{FilterDefinition, RoomEventFilter},
+        sync::sync_events::{
+            UnreadNotificationsCount,
+            v3::{InvitedRoom, JoinedRoom, LeftRoom, Response, State, StateEvents, Timeline},
+        },
+    },
+    events::StateEventType,
+};
+use serde_json::json;
+
+use super::{
+    Services,
+    pdu::{ClientView, StoredEvent, to_raw},
+    state::StateMap,
+    timeline::MembershipRecord,
+};
+use crate::{
+    error::{Error, Result},
+    store::{Table, decode, pos_bytes},
+};
+
+/// A parsed sync token.
+#[derive(Clone, Copy, Debug)]
+pub struct Since {
+    pub pos: u64,
+    pub typing: u64,
+}
+
+impl Since {
+    pub fn parse(token: &str) -> Result<Self> {
+        let mut parts = token.split('_');
+        let pos = parts.next().and_then(|p| p.parse().ok());
+        let typing = parts.next().map(|p| p.parse().ok()).unwrap_or(Some(0));
+        match (pos, typing) {
+            (Some(pos), Some(typing)) => Ok(Self { pos, typing }),
+            _ => Err(Error::invalid_param("Invalid sync token")),
+        }
+    }
+}
+
+/// One sync request, parsed.
+pub struct SyncRequest<'a> {
+    pub user: &'a UserId,
+    pub device: &'a DeviceId,
+    pub since: Option<Since>,
+    pub filter: FilterDefinition,
+    pub full_state: bool,
+    pub timeout: Duration,
+}
+
+fn type_matches(patterns: &[String], ty: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => ty.starts_with(prefix),
+        None => p == ty,
+    })
+}
+
+/// Whether an event passes a room event filter (types, senders).
+pub fn filter_allows(filter: &RoomEventFilter, ev: &StoredEvent) -> bool {
+    let ty = ev.kind();
+    if filter.types.as_ref().is_some_and(|t| !type_matches(t, &ty))
+        || type_matches(&filter.not_types, &ty)
+    {
+        return false;
+    }
+    let sender = ev.sender();
+    if let Some(s) = &sender {
+        if filter
+            .senders
+            .as_ref()
+            .is_some_and(|list| !list.contains(s))
+            || filter.not_senders.contains(s)
+        {
+            return false;
+        }
+    }
+    true
+}
+
+fn room_allowed(filter: &FilterDefinition, room: &RoomId) -> bool {
+    filter
+        .room
+        .rooms
+        .as_ref()
+        .is_none_or(|r| r.iter().any(|x| x == room))
+        && !filter.room.not_rooms.iter().any(|x| x == room)
+}
+
+impl Services {
+    /// Answers a sync request, waiting up to its timeout for something to report.
+    pub async fn sync(self: &Arc<Self>, req: SyncRequest<'_>) -> Result<Response> {
+        let deadline = tokio::time::Instant::now() + req.timeout.min(Duration::from_secs(300));
+        let mut rx = self.subscribe();
+        loop {
+            rx.borrow_and_update();
+            let response = self.build_sync(&req).await?;
+            let has_news = !response.rooms.is_empty()
+                || !response.account_data.is_empty()
+                || !response.to_device.is_empty();
+            if req.since.is_none() || req.full_state || has_news {
+                return Ok(response);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return Ok(response),
+            }
+        }
+    }
+
+    /// Rooms and whether the user's own entries moved in `(since, upto]`.
+    fn changes_since(
+        &self,
+        user: &UserId,
+        since: u64,
+        upto: u64,
+    ) -> Result<(HashSet<OwnedRoomId>, bool)> {
+        let mut rooms = HashSet::new();
+        let mut mine = false;
+        let end = pos_bytes(upto.saturating_add(1));
+        for item in self
+            .store
+            .scan_range(Table::Stream, &pos_bytes(since + 1), &end, false, 0)
+        {
+            let (_, v) = item?;
+            let entry: super::StreamEntry = decode(Table::Stream, &v)?;
+            if let Some(r) = entry.room {
+                rooms.insert(r);
+            }
+            mine |= entry.user.as_deref() == Some(user);
+        }
+        Ok((rooms, mine))
+    }
+
+    async fn build_sync(&self, req: &SyncRequest<'_>) -> Result<Response> {
+        let pos = self.current_pos();
+        let typing_serial = self.ephemeral.serial();
+        let mut response = Response::new(format!("{pos}_{typing_serial}"));
+        let since_pos = req.since.map(|s| s.pos);
+        let changed = match since_pos {
+            Some(s) => Some(self.changes_since(req.user, s, pos)?.0),
+            None => None,
+        };
+        let typing_since = req.since.map(|s| {
+            if s.typing > typing_serial {
+                0
+            } else {
+                s.typing
+            }
+        });
+
+        let account_data = self.account_data_since(req.user, since_pos.unwrap_or(0))?;
+        let mut room_account_data: BTreeMap<OwnedRoomId, Vec<_>> = BTreeMap::new();
+        for (room, ty, content) in account_data {
+            let ev = json!({ "type": ty, "content": content });
+            match room {
+                Some(r) => room_account_data.entry(r).or_default().push(to_raw(&ev)),
+                None => {
+                    let ev = to_raw(&ev);
+                    if req
+                        .filter
+                        .account_data
+                        .types
+                        .as_ref()
+                        .is_none_or(|t| type_matches(t, &ty))
+                    {
+                        response.account_data.events.push(ev)
+                    }
+                }
+            }
+        }
+
+        for (room_id, m) in self.memberships(req.user)? {
+            if !room_allowed(&req.filter, &room_id) || m.pos > pos {
+                continue;
+            }
+            let is_new = since_pos.is_none_or(|s| m.pos > s);
+            match m.membership.as_str() {
+                "join" => {
+                    let full = is_new || req.full_state;
+                    let typing_changed =
+                        typing_since.is_some_and(|t| self.ephemeral.typing(&room_id).1 > t);
+                    let touched = changed.as_ref().is_none_or(|c| c.contains(&room_id))
+                        || typing_changed
+                        || room_account_data.contains_key(&room_id);
+                    if !full && !touched {
+                        continue;
+                    }
+                    let from = if full && req.since.is_none() {
+                        None
+                    } else if is_new {
+                        None
+                    } else {
+                        since_pos
+                    };
+                    let mut joined = self
+                        .joined_room(req, &room_id, from, pos, full, typing_since)
+                        .await?;
+                    if let Some(ad) = room_account_data.remove(&room_id) {
+                        joined.account_data.events = ad;
+                    }
+                    if !joined.is_empty() || full {
+                        response.rooms.join.insert(room_id, joined);
+                    }
+                }
+                "invite" if is_new => {
+                    let mut invited = InvitedRoom::new();
+                    invited.invite_state.events = self.invite_state(&room_id, &m)?;
+                    response.rooms.invite.insert(room_id, invited);
+                }
+                "leave" | "ban"
+                    if (since_pos.is_some() && is_new)
+                        || (since_pos.is_none() && req.filter.room.include_leave) =>
+                {
+                    let mut left = LeftRoom::new();
+                    let from = since_pos.unwrap_or(0) + 1;
+                    let limit = timeline_limit(&req.filter);
+                    let view = ClientView {
+                        device: Some((req.user, req.device)),
+                        with_room_id: false,
+                    };
+                    let mut events =
+                        self.timeline_range(&room_id, from, m.pos + 1, true, limit + 1)?;
+                    left.timeline.limited = events.len() > limit;
+                    events.truncate(limit);
+                    events.reverse();
+                    left.timeline.prev_batch = events.first().map(|e| e.pos.to_string());
+                    left.timeline.events =
+                        events.iter().map(|e| self.client_raw(e, &view)).collect();
+                    response.rooms.leave.insert(room_id, left);
+                }
+                _ => {}
+            }
+        }
+        Ok(response)
+    }
+
+    async fn joined_room(
+        &self,
+        req: &SyncRequest<'_>,
+        room_id: &RoomId,
+        from: Option<u64>,
+        upto: u64,
+        full: bool,
+        typing_since: Option<u64>,
+    ) -> Result<JoinedRoom> {
+        let mut joined = JoinedRoom::new();
+        let filter = &req.filter.room;
+        let limit = timeline_limit(&req.filter);
+        let view = ClientView {
+            device: Some((req.user, req.device)),
+            with_room_id: false,
+        };
+
+        let start = from.map(|f| f + 1).unwrap_or(0);
+        let mut events: Vec<StoredEvent> = self
+            .timeline_range(
+                room_id,
+                start,
+                upto + 1,
+                true,
+                usize::MAX.min(limit * 4 + 50),
+            )?
+            .into_iter()
+            .filter(|e| filter_allows(&filter.timeline, e))
+            .collect();
+        let limited = events.len() > limit
+            || (from.is_none()
+                && events.len() == limit
+                && events.last().is_some_and(|e| e.pos > 1));
+        events.truncate(limit);
+        events.reverse();
+        let first_pos = events.first().map(|e| e.pos);
+        joined.timeline = Timeline::new();
+        joined.timeline.limited = limited;
+        joined.timeline.prev_batch = Some(first_pos.unwrap_or(upto + 1).to_string());
+
+        // State at the start of the timeline: everything for a full sync, else what changed
+        // in the gap a limited timeline skipped.
+        let state_before = |p: Option<u64>| -> Result<StateMap> {
+            match p {
+                Some(p) => self.state_at(room_id, p.saturating_sub(1)),
+                None => self.state_at(room_id, upto),
+            }
+        };
+        let mut state_ids: Vec<ruma::OwnedEventId> = Vec::new();
+        if full {
+            state_ids = state_before(first_pos)?.into_values().collect();
+        } else if limited && let Some(from) = from {
+            let old = self.state_at(room_id, from)?;
+            let new = state_before(first_pos)?;
+            state_ids = new
+                .into_iter()
+                .filter(|(k, v)| old.get(k) != Some(v))
+                .map(|(_, v)| v)
+                .collect();
+        }
+        let lazy = matches!(
+            filter.state.lazy_load_options,
+            ruma::api::client::filter::LazyLoadOptions::Enabled { .. }
+        );
+        let senders: BTreeSet<OwnedUserId> = events
+            .iter()
+            .filter_map(|e| e.sender())
+            .chain([req.user.to_owned()])
+            .collect();
+        let timeline_ids: HashSet<_> = events.iter().map(|e| e.event_id.clone()).collect();
+        let mut state_events = Vec::new();
+        for id in state_ids {
+            if timeline_ids.contains(&id) {
+                continue;
+            }
+            let Some(ev) = self.event(&id)? else { continue };
+            if lazy
+                && ev.kind() == "m.room.member"
+                && !ev
+                    .state_key()
+                    .is_some_and(|k| senders.iter().any(|s| s.as_str() == k))
+            {
+                continue;
+            }
+            if filter_allows(&filter.state, &ev) {
+                state_events.push(self.client_raw(&ev, &view));
+            }
+        }
+        if lazy && !full {
+            // Members of timeline senders whose events the client may not have yet.
+            for sender in &senders {
+                if let Some(ev) =
+                    self.state_event(room_id, &StateEventType::RoomMember, sender.as_str())?
+                    && !timeline_ids.contains(&ev.event_id)
+                    && from.is_some_and(|f| ev.pos > f)
+                {
+                    state_events.push(self.client_raw(&ev, &view));
+                }
+            }
+        }
+        let members_changed = full || events.iter().any(|e| e.kind() == "m.room.member");
+        joined.timeline.events = events.iter().map(|e| self.client_raw(e, &view)).collect();
+        let mut state = StateEvents::new();
+        state.events = state_events;
+        joined.state = State::Before(state);
+
+        // Ephemeral: typing and receipts.
+        let (typing, serial) = self.ephemeral.typing(room_id);
+        if typing_since.is_none_or(|t| serial > t) && (serial > 0 || typing_since.is_none()) {
+            joined.ephemeral.events.push(to_raw(
+                &json!({ "type": "m.typing", "content": { "user_ids": typing } }),
+            ));
+        }
+        if let Some(receipts) = self.receipts_since(room_id, req.user, from.unwrap_or(0))? {
+            joined
+                .ephemeral
+                .events
+                .push(to_raw(&json!({ "type": "m.receipt", "content": receipts })));
+        }
+
+        if members_changed {
+            let members = self.members(room_id)?;
+            let joined_n = members.iter().filter(|(_, m, _)| m == "join").count();
+            let invited_n = members.iter().filter(|(_, m, _)| m == "invite").count();
+            let mut heroes: Vec<OwnedUserId> = members
+                .iter()
+                .filter(|(u, m, _)| u != req.user && (m == "join" || m == "invite"))
+                .map(|(u, _, _)| u.clone())
+                .collect();
+            heroes.sort();
+            heroes.truncate(5);
+            joined.summary.heroes = heroes;
+            joined.summary.joined_member_count = Some(UInt::new_saturating(joined_n as u64));
+            joined.summary.invited_member_count = Some(UInt::new_saturating(invited_n as u64));
+        }
+        let (notify, highlight) = self.unread_counts(req.user, room_id).await?;
+        joined.unread_notifications = UnreadNotificationsCount::new();
+        joined.unread_notifications.notification_count = Some(UInt::new_saturating(notify));
+        joined.unread_notifications.highlight_count = Some(UInt::new_saturating(highlight));
+        Ok(joined)
+    }
+
+    /// Stripped state shown with an invite: enough for a client to show what the room is.
+    fn invite_state(
+        &self,
+        room_id: &RoomId,
+        m: &MembershipRecord,
+    ) -> Result<Vec<ruma::serde::Raw<ruma::events::AnyStrippedStateEvent>>> {
+        let mut out = Vec::new();
+        for ty in [
+            StateEventType::RoomCreate,
+            StateEventType::RoomJoinRules,
+            StateEventType::RoomName,
+            StateEventType::RoomAvatar,
+            StateEventType::RoomTopic,
+            StateEventType::RoomCanonicalAlias,
+            StateEventType::RoomEncryption,
+        ] {
+            if let Some(ev) = self.state_event(room_id, &ty, "")? {
+                out.push(self.stripped_raw(&ev));
+            }
+        }
+        if let Some(invite) = self.event(&m.event_id)? {
+            if let Some(sender) = invite.sender()
+                && let Some(ev) =
+                    self.state_event(room_id, &StateEventType::RoomMember, sender.as_str())?
+            {
+                out.push(self.stripped_raw(&ev));
+            }
+            out.push(self.stripped_raw(&invite));
+        }
+        Ok(out)
+    }
+}
+
+fn timeline_limit(filter: &FilterDefinition) -> usize {
+    filter
+        .room
+        .timeline
+        .limit
+        .map(|l| u64::from(l) as usize)
+        .unwrap_or(10)
+        .clamp(1, 500)
+}
