@@ -1,0 +1,544 @@
+//! Every refusal path answers with the spec's error and changes nothing.
+
+mod common;
+
+use common::{Http, assert_error};
+use serde_json::json;
+
+async fn server_with(
+    dir: &std::path::Path,
+    f: impl FnOnce(&mut tsunagu::Config),
+) -> tsunagu::Server {
+    let mut c = common::config(dir);
+    f(&mut c);
+    tsunagu::Server::start(c).await.unwrap()
+}
+
+#[tokio::test]
+async fn tokens_json_size_and_unknown_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(dir.path(), |c| c.max_request_size = 64 * 1024).await;
+    let http = Http::new(&server.url());
+    let token = http.register("alice").await;
+
+    assert_error(
+        &http
+            .call("GET", "/_matrix/client/v3/account/whoami", None, None)
+            .await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+    assert_error(
+        &http
+            .call(
+                "GET",
+                "/_matrix/client/v3/account/whoami",
+                Some("nope"),
+                None,
+            )
+            .await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+    let (status, me) = http
+        .call(
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, me["user_id"].as_str()),
+        (200, Some("@alice:localhost"))
+    );
+    // The token also works as a query parameter, and on the legacy r0 path.
+    let (status, _) = http
+        .call(
+            "GET",
+            &format!("/_matrix/client/r0/account/whoami?access_token={token}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    assert_error(
+        &http
+            .call(
+                "POST",
+                "/_matrix/client/v3/createRoom",
+                Some(&token),
+                Some("{not json"),
+            )
+            .await,
+        400,
+        "M_NOT_JSON",
+    );
+    assert_error(
+        &http
+            .json(
+                "POST",
+                "/_matrix/client/v3/createRoom",
+                Some(&token),
+                json!({ "name": 5 }),
+            )
+            .await,
+        400,
+        "M_BAD_JSON",
+    );
+    assert_error(
+        &http
+            .call(
+                "GET",
+                "/_matrix/client/v3/no/such/endpoint",
+                Some(&token),
+                None,
+            )
+            .await,
+        404,
+        "M_UNRECOGNIZED",
+    );
+    let huge = json!({ "body": "x".repeat(100 * 1024), "msgtype": "m.text" });
+    let (_, room) = http
+        .json(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    let room_id = room["room_id"].as_str().unwrap();
+    assert_error(
+        &http
+            .json(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/t1"),
+                Some(&token),
+                huge,
+            )
+            .await,
+        413,
+        "M_TOO_LARGE",
+    );
+    assert_error(
+        &http
+            .call(
+                "GET",
+                "/_matrix/client/v3/rooms/not-a-room-id/state",
+                Some(&token),
+                None,
+            )
+            .await,
+        400,
+        "M_BAD_JSON",
+    );
+    // Nothing was stored by the refused requests.
+    let (_, msgs) = http
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=100"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert!(
+        msgs["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["type"] != "m.room.message"),
+        "{msgs}"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn registration_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start(dir.path()).await;
+    let http = Http::new(&server.url());
+    http.register("alice").await;
+    let again =
+        json!({ "username": "alice", "password": "x", "auth": { "type": "m.login.dummy" } });
+    assert_error(
+        &http
+            .json("POST", "/_matrix/client/v3/register", None, again)
+            .await,
+        400,
+        "M_USER_IN_USE",
+    );
+    let bad =
+        json!({ "username": "Al ice!", "password": "x", "auth": { "type": "m.login.dummy" } });
+    assert_error(
+        &http
+            .json("POST", "/_matrix/client/v3/register", None, bad)
+            .await,
+        400,
+        "M_INVALID_USERNAME",
+    );
+    assert_error(
+        &http
+            .call(
+                "GET",
+                "/_matrix/client/v3/register/available?username=alice",
+                None,
+                None,
+            )
+            .await,
+        400,
+        "M_USER_IN_USE",
+    );
+    let (status, ok) = http
+        .call(
+            "GET",
+            "/_matrix/client/v3/register/available?username=bob",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((status, ok["available"].as_bool()), (200, Some(true)));
+    // Wrong password.
+    let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": "wrong" });
+    assert_error(
+        &http
+            .json("POST", "/_matrix/client/v3/login", None, login)
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn registration_token_is_single_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(dir.path(), |c| {
+        c.registration = tsunagu::config::Registration::Token
+    })
+    .await;
+    let token = server
+        .first_start_token
+        .clone()
+        .expect("first start prints a token");
+    let http = Http::new(&server.url());
+    // Without auth: the flows name the registration token stage.
+    let (status, flows) = http
+        .json(
+            "POST",
+            "/_matrix/client/v3/register",
+            None,
+            json!({ "username": "alice", "password": "pw" }),
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(flows["flows"][0]["stages"][0], "m.login.registration_token");
+    let session = flows["session"].as_str().unwrap();
+    let wrong = json!({ "username": "alice", "password": "pw", "auth": { "type": "m.login.registration_token", "token": "guess", "session": session } });
+    let (status, res) = http
+        .json("POST", "/_matrix/client/v3/register", None, wrong)
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(res["errcode"], "M_FORBIDDEN");
+    let dummy =
+        json!({ "username": "alice", "password": "pw", "auth": { "type": "m.login.dummy" } });
+    assert_eq!(
+        http.json("POST", "/_matrix/client/v3/register", None, dummy)
+            .await
+            .0,
+        401,
+        "dummy auth is not enough"
+    );
+    let right = json!({ "username": "alice", "password": "pw", "auth": { "type": "m.login.registration_token", "token": token } });
+    let (status, res) = http
+        .json("POST", "/_matrix/client/v3/register", None, right)
+        .await;
+    assert_eq!(status, 200, "{res}");
+    let reuse = json!({ "username": "bob", "password": "pw", "auth": { "type": "m.login.registration_token", "token": token } });
+    assert_eq!(
+        http.json("POST", "/_matrix/client/v3/register", None, reuse)
+            .await
+            .0,
+        401,
+        "the token was single-use"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn non_members_cannot_read_or_write_private_rooms() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start(dir.path()).await;
+    let http = Http::new(&server.url());
+    let alice = http.register("alice").await;
+    let eve = http.register("eve").await;
+    let (_, room) = http
+        .json(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            json!({ "preset": "private_chat", "name": "secret" }),
+        )
+        .await;
+    let room_id = room["room_id"].as_str().unwrap().to_owned();
+    let (status, _) = http
+        .json(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/a1"),
+            Some(&alice),
+            json!({ "msgtype": "m.text", "body": "for members only" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    for path in [
+        "messages?dir=b",
+        "state",
+        "members",
+        "state/m.room.name/",
+        "joined_members",
+    ] {
+        assert_error(
+            &http
+                .call(
+                    "GET",
+                    &format!("/_matrix/client/v3/rooms/{room_id}/{path}"),
+                    Some(&eve),
+                    None,
+                )
+                .await,
+            403,
+            "M_FORBIDDEN",
+        );
+    }
+    assert_error(
+        &http
+            .json(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/e1"),
+                Some(&eve),
+                json!({ "msgtype": "m.text", "body": "sneaky" }),
+            )
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &http
+            .json(
+                "POST",
+                &format!("/_matrix/client/v3/join/{room_id}"),
+                Some(&eve),
+                json!({}),
+            )
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &http
+            .json(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.name/"),
+                Some(&eve),
+                json!({ "name": "pwned" }),
+            )
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    // Eve's sync does not show the room.
+    let (_, sync) = http
+        .call("GET", "/_matrix/client/v3/sync", Some(&eve), None)
+        .await;
+    assert!(
+        sync["rooms"]["join"].get(&room_id).is_none()
+            && sync["rooms"]["invite"].get(&room_id).is_none(),
+        "{sync}"
+    );
+
+    // After an invite she may join; a ban keeps her out again.
+    assert_eq!(
+        http.json(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room_id}/invite"),
+            Some(&alice),
+            json!({ "user_id": "@eve:localhost" })
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        http.json(
+            "POST",
+            &format!("/_matrix/client/v3/join/{room_id}"),
+            Some(&eve),
+            json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_error(
+        &http
+            .json(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.power_levels/"),
+                Some(&eve),
+                json!({ "users": { "@eve:localhost": 100 } }),
+            )
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_eq!(
+        http.json(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room_id}/ban"),
+            Some(&alice),
+            json!({ "user_id": "@eve:localhost", "reason": "test" })
+        )
+        .await
+        .0,
+        200
+    );
+    assert_error(
+        &http
+            .json(
+                "POST",
+                &format!("/_matrix/client/v3/join/{room_id}"),
+                Some(&eve),
+                json!({}),
+            )
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &http
+            .json(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/e2"),
+                Some(&eve),
+                json!({ "msgtype": "m.text", "body": "still here?" }),
+            )
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+
+    // The room's name never changed and Eve's messages were never stored.
+    let (_, name) = http
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room_id}/state/m.room.name/"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(name["name"], "secret");
+    let (_, msgs) = http
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=100"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    let bodies: Vec<_> = msgs["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(bodies, vec!["for members only"]);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn login_is_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(dir.path(), |c| {
+        c.rate_limit.burst = 3;
+        c.rate_limit.per_minute = 1;
+    })
+    .await;
+    let http = Http::new(&server.url());
+    let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "nobody" }, "password": "x" });
+    let mut last = (0, serde_json::Value::Null);
+    for _ in 0..4 {
+        last = http
+            .json("POST", "/_matrix/client/v3/login", None, login.clone())
+            .await;
+    }
+    assert_error(&last, 429, "M_LIMIT_EXCEEDED");
+    assert!(last.1["retry_after_ms"].as_u64().unwrap() > 0, "{}", last.1);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn idempotent_sends_and_cors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start(dir.path()).await;
+    let http = Http::new(&server.url());
+    let alice = http.register("alice").await;
+    let (_, room) = http
+        .json(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&alice),
+            json!({}),
+        )
+        .await;
+    let room_id = room["room_id"].as_str().unwrap();
+    let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/same-txn");
+    let (_, first) = http
+        .json(
+            "PUT",
+            &path,
+            Some(&alice),
+            json!({ "msgtype": "m.text", "body": "once" }),
+        )
+        .await;
+    let (_, second) = http
+        .json(
+            "PUT",
+            &path,
+            Some(&alice),
+            json!({ "msgtype": "m.text", "body": "once" }),
+        )
+        .await;
+    assert_eq!(first["event_id"], second["event_id"]);
+    let (_, msgs) = http
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(
+        msgs["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["content"]["body"] == "once")
+            .count(),
+        1
+    );
+
+    let res = reqwest::Client::new()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/_matrix/client/v3/sync", server.url()),
+        )
+        .header("origin", "https://app.element.io")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    server.stop().await.unwrap();
+}
