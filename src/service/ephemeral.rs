@@ -203,6 +203,6 @@ impl Services {
                 .or_insert_with(|| json!({}));
             ev[&ty][&user] = data;
         }
-        Ok((!content.is_empty()).then(|| JsonValue::Object(content)))
+        Ok((!content.is_empty()).then_some(JsonValue::Object(content)))
     }
 }

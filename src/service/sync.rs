@@ -79,15 +79,14 @@ pub fn filter_allows(filter: &RoomEventFilter, ev: &StoredEvent) -> bool {
         return false;
     }
     let sender = ev.sender();
-    if let Some(s) = &sender {
-        if filter
+    if let Some(s) = &sender
+        && (filter
             .senders
             .as_ref()
             .is_some_and(|list| !list.contains(s))
-            || filter.not_senders.contains(s)
-        {
-            return false;
-        }
+            || filter.not_senders.contains(s))
+    {
+        return false;
     }
     true
 }
@@ -200,13 +199,7 @@ impl Services {
                     if !full && !touched {
                         continue;
                     }
-                    let from = if full && req.since.is_none() {
-                        None
-                    } else if is_new {
-                        None
-                    } else {
-                        since_pos
-                    };
+                    let from = if is_new { None } else { since_pos };
                     let mut joined = self
                         .joined_room(req, &room_id, from, pos, full, typing_since)
                         .await?;
@@ -268,13 +261,7 @@ impl Services {
 
         let start = from.map(|f| f + 1).unwrap_or(0);
         let mut events: Vec<StoredEvent> = self
-            .timeline_range(
-                room_id,
-                start,
-                upto + 1,
-                true,
-                usize::MAX.min(limit * 4 + 50),
-            )?
+            .timeline_range(room_id, start, upto + 1, true, limit * 4 + 50)?
             .into_iter()
             .filter(|e| filter_allows(&filter.timeline, e))
             .collect();

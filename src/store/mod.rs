@@ -59,18 +59,16 @@ impl Batch {
     }
 }
 
+/// Ordered key-value pairs from an engine.
+pub type KvIter<'a> = Box<dyn Iterator<Item = StoreResult<(Vec<u8>, Vec<u8>)>> + Send + 'a>;
+
 /// The narrow interface a storage engine offers. A second engine only implements this.
 pub trait Engine: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>>;
     /// Applies all writes atomically, in order.
     fn apply(&self, ops: Vec<Op>) -> StoreResult<()>;
     /// Entries with `start <= key < end`, in key order (or reverse order).
-    fn range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        reverse: bool,
-    ) -> Box<dyn Iterator<Item = StoreResult<(Vec<u8>, Vec<u8>)>> + Send + '_>;
+    fn range(&self, start: &[u8], end: &[u8], reverse: bool) -> KvIter<'_>;
     /// Makes every applied write durable.
     fn flush(&self) -> StoreResult<()>;
     /// Bytes used on disk, for benchmarks.

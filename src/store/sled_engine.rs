@@ -41,12 +41,7 @@ impl Engine for SledEngine {
         self.db.apply_batch(batch).map_err(err)
     }
 
-    fn range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        reverse: bool,
-    ) -> Box<dyn Iterator<Item = StoreResult<(Vec<u8>, Vec<u8>)>> + Send + '_> {
+    fn range(&self, start: &[u8], end: &[u8], reverse: bool) -> super::KvIter<'_> {
         let iter = self.db.range(start.to_vec()..end.to_vec());
         let map = |r: sled::Result<(sled::IVec, sled::IVec)>| {
             r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(err)

@@ -13,13 +13,16 @@ use tsunagu::{Config, Server, config::Registration};
 
 /// A config for tests: loopback, port 0, open registration, generous rate limits.
 pub fn config(dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.data_dir = dir.to_owned();
-    c.registration = Registration::Open;
-    c.rate_limit.burst = 1000;
-    c.rate_limit.per_minute = 6000;
-    c
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_owned(),
+        registration: Registration::Open,
+        rate_limit: tsunagu::config::RateLimit {
+            burst: 1000,
+            per_minute: 6000,
+        },
+        ..Default::default()
+    }
 }
 
 pub async fn start(dir: &Path) -> Server {

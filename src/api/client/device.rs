@@ -16,7 +16,7 @@ fn to_ruma(id: ruma::OwnedDeviceId, d: Device) -> dev::Device {
     out.last_seen_ip = d.last_seen_ip;
     out.last_seen_ts = d
         .last_seen_ts
-        .and_then(|t| ruma::UInt::new(t))
+        .and_then(ruma::UInt::new)
         .map(ruma::MilliSecondsSinceUnixEpoch);
     out
 }

@@ -202,9 +202,8 @@ pub async fn unban(
     req: Ruma<unban_user::v3::Request>,
 ) -> ApiResult<unban_user::v3::Response> {
     let b = &req.body;
-    if !s
-        .membership(&b.user_id, &b.room_id)?
-        .is_some_and(|m| m.membership == "ban")
+    if s.membership(&b.user_id, &b.room_id)?
+        .is_none_or(|m| m.membership != "ban")
     {
         return Err(Error::forbidden("The user is not banned"));
     }
@@ -634,20 +633,20 @@ pub async fn alias_delete(
     Ok(RumaResponse(delete_alias::v3::Response::new()))
 }
 
+/// One page of the public room directory.
+struct DirectoryPage {
+    chunk: Vec<ruma::directory::PublicRoomsChunk>,
+    next: Option<String>,
+    prev: Option<String>,
+    total: usize,
+}
+
 fn public_chunk(
     s: &Services,
     term: Option<&str>,
     limit: Option<UInt>,
     since: Option<&str>,
-) -> Result<
-    (
-        Vec<ruma::directory::PublicRoomsChunk>,
-        Option<String>,
-        Option<String>,
-        usize,
-    ),
-    Error,
-> {
+) -> Result<DirectoryPage, Error> {
     let rooms = s.public_rooms(term)?;
     let total = rooms.len();
     let start: usize = since
@@ -679,7 +678,12 @@ fn public_chunk(
     }
     let next = (start + limit < total).then(|| (start + limit).to_string());
     let prev = (start > 0).then(|| start.saturating_sub(limit).to_string());
-    Ok((chunk, next, prev, total))
+    Ok(DirectoryPage {
+        chunk,
+        next,
+        prev,
+        total,
+    })
 }
 
 pub async fn public_rooms(
@@ -696,8 +700,12 @@ pub async fn public_rooms(
             "Other servers' directories need federation",
         ));
     }
-    let (chunk, next, prev, total) =
-        public_chunk(&s, None, req.body.limit, req.body.since.as_deref())?;
+    let DirectoryPage {
+        chunk,
+        next,
+        prev,
+        total,
+    } = public_chunk(&s, None, req.body.limit, req.body.since.as_deref())?;
     let mut res = get_public_rooms::v3::Response::new(chunk);
     res.next_batch = next;
     res.prev_batch = prev;
@@ -720,8 +728,12 @@ pub async fn public_rooms_filtered(
         ));
     }
     let term = req.body.filter.generic_search_term.as_deref();
-    let (chunk, next, prev, total) =
-        public_chunk(&s, term, req.body.limit, req.body.since.as_deref())?;
+    let DirectoryPage {
+        chunk,
+        next,
+        prev,
+        total,
+    } = public_chunk(&s, term, req.body.limit, req.body.since.as_deref())?;
     let mut res = get_public_rooms_filtered::v3::Response::new();
     res.chunk = chunk;
     res.next_batch = next;
