@@ -39,6 +39,40 @@ impl Default for RateLimit {
     }
 }
 
+/// Which embedded storage engine holds the data.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// sled 0.34: a lock-free log-structured B-tree.
+    #[default]
+    Sled,
+    /// redb: a copy-on-write B-tree in one file.
+    Redb,
+}
+
+/// Storage settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// The engine: `sled` or `redb`. Each keeps its own files in the data directory.
+    pub engine: EngineKind,
+    /// Engine cache size in MiB.
+    pub cache_mb: usize,
+    /// A write waits up to this many milliseconds so that concurrent writes share one fsync.
+    /// Writes are still durable before they are acknowledged. 0 = flush at once.
+    pub group_commit_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            engine: EngineKind::default(),
+            cache_mb: 16,
+            group_commit_ms: 0,
+        }
+    }
+}
+
 /// The whole configuration of one server.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -60,6 +94,10 @@ pub struct Config {
     /// The base URL clients should use, served at `/.well-known/matrix/client`.
     /// Defaults to `http://{listen}`.
     pub public_base_url: Option<String>,
+    /// Async worker threads; 0 means one per CPU core.
+    pub worker_threads: usize,
+    /// Storage engine settings.
+    pub storage: StorageConfig,
 }
 
 impl Default for Config {
@@ -73,6 +111,8 @@ impl Default for Config {
             max_request_size: 20 * 1024 * 1024,
             rate_limit: RateLimit::default(),
             public_base_url: None,
+            worker_threads: 0,
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -144,6 +184,18 @@ impl Config {
             return Err(ConfigError::Invalid {
                 name: "max_request_size",
                 message: "must be at least 1024 bytes".into(),
+            });
+        }
+        if self.storage.cache_mb == 0 {
+            return Err(ConfigError::Invalid {
+                name: "storage.cache_mb",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.storage.group_commit_ms > 1000 {
+            return Err(ConfigError::Invalid {
+                name: "storage.group_commit_ms",
+                message: "must be at most 1000 (every acknowledged write waits this long)".into(),
             });
         }
         if self.rate_limit.burst == 0 {
@@ -223,12 +275,14 @@ mod tests {
             ("TSUNAGU_LISTEN", "127.0.0.1:9000"),
             ("TSUNAGU_REGISTRATION", "open"),
             ("TSUNAGU_RATE_LIMIT__BURST", "3"),
+            ("TSUNAGU_STORAGE__ENGINE", "redb"),
         ])
         .unwrap();
         assert_eq!(c.server_name.as_str(), "example.org");
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.registration, Registration::Open);
         assert_eq!(c.rate_limit.burst, 3);
+        assert_eq!(c.storage.engine, EngineKind::Redb);
     }
 
     #[test]
@@ -250,5 +304,9 @@ mod tests {
         assert_eq!(c.registration, d.registration);
         assert_eq!(c.default_room_version, d.default_room_version);
         assert_eq!(c.max_request_size, d.max_request_size);
+        assert_eq!(c.worker_threads, d.worker_threads);
+        assert_eq!(c.storage.engine, d.storage.engine);
+        assert_eq!(c.storage.cache_mb, d.storage.cache_mb);
+        assert_eq!(c.storage.group_commit_ms, d.storage.group_commit_ms);
     }
 }

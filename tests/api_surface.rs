@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{Http, assert_error};
 use serde_json::{Value, json};
+use tsunagu::config::EngineKind;
 
 struct User {
     token: String,
@@ -65,9 +66,21 @@ fn bodies(timeline: &Value) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_features() {
+async fn sync_features_sled() {
+    sync_features(EngineKind::Sled).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_features_redb() {
+    sync_features(EngineKind::Redb).await
+}
+
+async fn sync_features(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
-    let server = common::start(dir.path()).await;
+    let mut config = common::config(dir.path());
+    config.storage.engine = engine;
+    config.storage.group_commit_ms = 2;
+    let server = tsunagu::Server::start(config).await.unwrap();
     let http = Http::new(&server.url());
     let alice = user(&http, "alice").await;
     let bob = user(&http, "bob").await;

@@ -19,20 +19,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn tsunagu(data: &std::path::Path, port: u16) -> Command {
+fn tsunagu(data: &std::path::Path, port: u16, engine: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tsunagu"));
     cmd.env("TSUNAGU_DATA_DIR", data)
         .env("TSUNAGU_LISTEN", format!("127.0.0.1:{port}"))
         .env("TSUNAGU_SERVER_NAME", "alumni.test")
         .env("TSUNAGU_REGISTRATION", "closed")
         .env("TSUNAGU_LOG", "warn")
+        .env("TSUNAGU_STORAGE__ENGINE", engine)
         .stdin(Stdio::null());
     cmd
 }
 
-async fn serve(data: &std::path::Path) -> (Child, Http) {
+async fn serve(data: &std::path::Path, engine: &str) -> (Child, Http) {
     let port = free_port();
-    let child = tsunagu(data, port)
+    let child = tsunagu(data, port, engine)
         .arg("serve")
         .stdout(Stdio::null())
         .spawn()
@@ -58,12 +59,21 @@ async fn login(http: &Http, user: &str, password: &str) -> String {
 }
 
 #[tokio::test]
-async fn admin_commands_and_kill_9_durability() {
+async fn admin_commands_and_kill_9_durability_sled() {
+    admin_commands_and_kill_9_durability("sled").await
+}
+
+#[tokio::test]
+async fn admin_commands_and_kill_9_durability_redb() {
+    admin_commands_and_kill_9_durability("redb").await
+}
+
+async fn admin_commands_and_kill_9_durability(engine: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
 
     // Admin commands work on the data directory before the server runs.
-    let out = tsunagu(&data, 1)
+    let out = tsunagu(&data, 1, engine)
         .args([
             "admin",
             "create-user",
@@ -80,7 +90,7 @@ async fn admin_commands_and_kill_9_durability() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("@alice:alumni.test"));
-    let out = tsunagu(&data, 1)
+    let out = tsunagu(&data, 1, engine)
         .args(["admin", "token", "new", "--uses", "2"])
         .output()
         .unwrap();
@@ -89,7 +99,7 @@ async fn admin_commands_and_kill_9_durability() {
     assert!(token.len() >= 16, "a token was printed: {token:?}");
 
     // A wrong setting stops the start and names it.
-    let out = tsunagu(&data, 1)
+    let out = tsunagu(&data, 1, engine)
         .env("TSUNAGU_REGISTRATION", "sometimes")
         .arg("serve")
         .output()
@@ -100,7 +110,7 @@ async fn admin_commands_and_kill_9_durability() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = tsunagu(&data, 1)
+    let out = tsunagu(&data, 1, engine)
         .env("TSUNAGU_LISTN", "x")
         .arg("serve")
         .output()
@@ -111,7 +121,7 @@ async fn admin_commands_and_kill_9_durability() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let (mut child, http) = serve(&data).await;
+    let (mut child, http) = serve(&data, engine).await;
     let access = login(&http, "alice", "pw-alice").await;
     let (_, room) = http
         .json(
@@ -139,7 +149,7 @@ async fn admin_commands_and_kill_9_durability() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    let (mut child, http) = serve(&data).await;
+    let (mut child, http) = serve(&data, engine).await;
     let access = login(&http, "alice", "pw-alice").await;
     let (status, msgs) = http
         .call(

@@ -69,7 +69,7 @@ impl Services {
     /// Opens the store in the configured data directory and loads (or creates) the signing key.
     pub async fn open(config: Config) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let store = Store::open(&config.data_dir)?;
+        let store = Store::open(&config.data_dir, &config.storage)?;
         let pos = store
             .get(Table::Global, STREAM_POS_KEY)?
             .and_then(|b| crate::store::pos_from(&b))

@@ -5,13 +5,17 @@
 //! Key parts are joined by [`SEP`] (0xFF, a byte that never occurs in UTF-8), and stream
 //! positions are big-endian so that byte order is numeric order.
 
+mod redb_engine;
 mod sled_engine;
 
-use std::{path::Path, sync::Arc};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use serde::{Serialize, de::DeserializeOwned};
 
+pub use redb_engine::RedbEngine;
 pub use sled_engine::SledEngine;
+
+use crate::config::{EngineKind, StorageConfig};
 
 /// Separator between the parts of a key.
 pub const SEP: u8 = 0xFF;
@@ -150,21 +154,31 @@ pub struct Store {
     /// Serializes flushes so that one flush covers every write applied before it (group commit).
     flush_lock: Arc<tokio::sync::Mutex<u64>>,
     applied: Arc<std::sync::atomic::AtomicU64>,
+    /// How long the flusher waits for more writes to join its flush.
+    group_commit: Duration,
 }
 
 impl Store {
-    /// Opens (or creates) the default engine in `dir`.
-    pub fn open(dir: &Path) -> StoreResult<Self> {
-        Ok(Self::with_engine(Arc::new(SledEngine::open(
-            &dir.join("db"),
-        )?)))
+    /// Opens (or creates) the configured engine in `dir`. Each engine has its own file name,
+    /// so switching engines never reads the other's data by mistake.
+    pub fn open(dir: &Path, config: &StorageConfig) -> StoreResult<Self> {
+        let cache = config.cache_mb * 1024 * 1024;
+        let engine: Arc<dyn Engine> = match config.engine {
+            EngineKind::Sled => Arc::new(SledEngine::open(&dir.join("db"), cache)?),
+            EngineKind::Redb => Arc::new(RedbEngine::open(&dir.join("tsunagu.redb"), cache)?),
+        };
+        Ok(Self::with_engine(
+            engine,
+            Duration::from_millis(config.group_commit_ms),
+        ))
     }
 
-    pub fn with_engine(engine: Arc<dyn Engine>) -> Self {
+    pub fn with_engine(engine: Arc<dyn Engine>, group_commit: Duration) -> Self {
         Self {
             engine,
             flush_lock: Arc::new(tokio::sync::Mutex::new(0)),
             applied: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            group_commit,
         }
     }
 
@@ -213,6 +227,10 @@ impl Store {
         let mut flushed = self.flush_lock.lock().await;
         if *flushed >= target {
             return Ok(());
+        }
+        if !self.group_commit.is_zero() {
+            // Later writers queue on the lock meanwhile and find their writes covered.
+            tokio::time::sleep(self.group_commit).await;
         }
         let now = self.applied.load(std::sync::atomic::Ordering::SeqCst);
         let engine = self.engine.clone();
@@ -291,10 +309,24 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn batch_scan_and_reopen() {
+    async fn batch_scan_and_reopen_sled() {
+        batch_scan_and_reopen(EngineKind::Sled).await
+    }
+
+    #[tokio::test]
+    async fn batch_scan_and_reopen_redb() {
+        batch_scan_and_reopen(EngineKind::Redb).await
+    }
+
+    async fn batch_scan_and_reopen(engine: EngineKind) {
+        let config = StorageConfig {
+            engine,
+            group_commit_ms: 1,
+            ..Default::default()
+        };
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Store::open(dir.path(), &config).unwrap();
             let mut b = Batch::default();
             for i in [3u64, 1, 2] {
                 b.put(
@@ -312,7 +344,7 @@ mod tests {
                 .collect();
             assert_eq!(got, vec![1, 2, 3]);
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), &config).unwrap();
         let last = store
             .scan_range(
                 Table::Timeline,
@@ -325,6 +357,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(last.1, vec![3]);
+        let mut b = Batch::default();
+        b.delete(Table::Timeline, &key(&[b"!r", &pos_bytes(3)]));
+        store.apply(b).unwrap();
+        let n = store
+            .scan_prefix(Table::Timeline, &prefix(&[b"!r"]))
+            .count();
+        assert_eq!(n, 2);
         assert!(store.get(Table::Users, b"!r").unwrap().is_none());
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{Engine, Op, StoreError, StoreResult};
+use super::{Engine, KvIter, Op, StoreError, StoreResult};
 
 pub struct SledEngine {
     db: sled::Db,
@@ -13,10 +13,10 @@ fn err(e: sled::Error) -> StoreError {
 }
 
 impl SledEngine {
-    pub fn open(path: &Path) -> StoreResult<Self> {
+    pub fn open(path: &Path, cache_bytes: usize) -> StoreResult<Self> {
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(16 * 1024 * 1024)
+            .cache_capacity(cache_bytes as u64)
             // We flush ourselves before acknowledging a write; no background flusher needed.
             .flush_every_ms(None)
             .open()
@@ -41,7 +41,7 @@ impl Engine for SledEngine {
         self.db.apply_batch(batch).map_err(err)
     }
 
-    fn range(&self, start: &[u8], end: &[u8], reverse: bool) -> super::KvIter<'_> {
+    fn range(&self, start: &[u8], end: &[u8], reverse: bool) -> KvIter<'_> {
         let iter = self.db.range(start.to_vec()..end.to_vec());
         let map = |r: sled::Result<(sled::IVec, sled::IVec)>| {
             r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(err)
