@@ -39,6 +39,19 @@ impl Default for RateLimit {
     }
 }
 
+/// Which new rooms get end-to-end encryption in their initial state.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EncryptionDefault {
+    /// Private rooms (private_chat and trusted_private_chat presets) and direct chats.
+    #[default]
+    Private,
+    /// Every new room.
+    All,
+    /// None: clients decide.
+    Off,
+}
+
 /// Which embedded storage engine holds the data.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -96,6 +109,8 @@ pub struct Config {
     pub public_base_url: Option<String>,
     /// Async worker threads; 0 means one per CPU core.
     pub worker_threads: usize,
+    /// Which new rooms are end-to-end encrypted from the start: `private`, `all` or `off`.
+    pub encryption_by_default: EncryptionDefault,
     /// Storage engine settings.
     pub storage: StorageConfig,
 }
@@ -112,6 +127,7 @@ impl Default for Config {
             rate_limit: RateLimit::default(),
             public_base_url: None,
             worker_threads: 0,
+            encryption_by_default: EncryptionDefault::default(),
             storage: StorageConfig::default(),
         }
     }
@@ -305,6 +321,7 @@ mod tests {
         assert_eq!(c.default_room_version, d.default_room_version);
         assert_eq!(c.max_request_size, d.max_request_size);
         assert_eq!(c.worker_threads, d.worker_threads);
+        assert_eq!(c.encryption_by_default, d.encryption_by_default);
         assert_eq!(c.storage.engine, d.storage.engine);
         assert_eq!(c.storage.cache_mb, d.storage.cache_mb);
         assert_eq!(c.storage.group_commit_ms, d.storage.group_commit_ms);

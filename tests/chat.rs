@@ -137,6 +137,9 @@ async fn two_clients_chat_and_history_survives_restart() {
 
     let mut req = create_room::v3::Request::new();
     req.name = Some("Alumni coffee".into());
+    // Unencrypted on purpose: a new device after the restart reads the history in clear
+    // (encrypted history across devices is tested in tests/e2ee.rs).
+    req.preset = Some(create_room::v3::RoomPreset::PublicChat);
     req.invite = vec![bob.user_id().unwrap().to_owned()];
     let room = alice.create_room(req).await.expect("room created");
     let room_id = room.room_id().to_owned();

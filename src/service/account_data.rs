@@ -52,8 +52,8 @@ impl Services {
         let k = Self::ad_key(user, room, ty);
         self.commit(
             StreamEntry {
-                room: None,
                 user: Some(user.to_owned()),
+                ..Default::default()
             },
             |pos, b| {
                 b.put_json(Table::AccountData, &k, &AccountDataRecord { content, pos });

@@ -139,7 +139,7 @@ impl Services {
         let k = key(&[room_id.as_bytes(), receipt_type.as_bytes(), user.as_bytes()]);
         let entry = StreamEntry {
             room: Some(room_id.to_owned()),
-            user: None,
+            ..Default::default()
         };
         self.commit(entry, |pos, b| {
             b.put_json(

@@ -5,8 +5,10 @@
 //! Each file is one area of the spec; they all add methods to [`Services`].
 
 pub mod account_data;
+pub mod backup;
 pub mod directory;
 pub mod ephemeral;
+pub mod keys;
 pub mod pdu;
 pub mod push;
 pub mod ratelimit;
@@ -37,6 +39,9 @@ pub struct StreamEntry {
     pub room: Option<ruma::OwnedRoomId>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub user: Option<ruma::OwnedUserId>,
+    /// A user whose device or cross-signing keys changed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub keys: Option<ruma::OwnedUserId>,
 }
 
 /// The server's services. Cheap to clone through `Arc`.

@@ -12,7 +12,7 @@ use super::{
     timeline::{NewEvent, rules_for},
 };
 use crate::{
-    config::SUPPORTED_ROOM_VERSIONS,
+    config::{EncryptionDefault, SUPPORTED_ROOM_VERSIONS},
     error::{Error, Result},
     store::{Batch, Table, key},
 };
@@ -217,6 +217,19 @@ impl Services {
                 TimelineEventType::RoomGuestAccess,
                 "",
                 json!({ "guest_access": "can_join" }),
+            ));
+        }
+        // Private rooms and direct chats are end-to-end encrypted from the start.
+        let encrypt = match self.config.encryption_by_default {
+            EncryptionDefault::Private => preset != "public_chat" || req.is_direct,
+            EncryptionDefault::All => true,
+            EncryptionDefault::Off => false,
+        };
+        if encrypt {
+            preset_events.push(NewEvent::state(
+                TimelineEventType::RoomEncryption,
+                "",
+                json!({ "algorithm": "m.megolm.v1.aes-sha2" }),
             ));
         }
         // 6. initial_state overrides the preset's events of the same type and key

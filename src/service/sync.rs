@@ -110,7 +110,8 @@ impl Services {
             let response = self.build_sync(&req).await?;
             let has_news = !response.rooms.is_empty()
                 || !response.account_data.is_empty()
-                || !response.to_device.is_empty();
+                || !response.to_device.is_empty()
+                || !response.device_lists.is_empty();
             if req.since.is_none() || req.full_state || has_news {
                 return Ok(response);
             }
@@ -161,6 +162,30 @@ impl Services {
                 s.typing
             }
         });
+
+        // End-to-end encryption: to-device messages, key counts, device-list changes.
+        response.to_device.events = self
+            .take_to_device(req.user, req.device, since_pos, pos)
+            .await?
+            .iter()
+            .map(to_raw)
+            .collect();
+        response.device_one_time_keys_count = self
+            .one_time_key_counts(req.user, req.device)?
+            .into_iter()
+            .map(|(alg, n)| (alg.as_str().into(), UInt::new_saturating(n)))
+            .collect();
+        response.device_unused_fallback_key_types = Some(
+            self.unused_fallback_key_types(req.user, req.device)?
+                .iter()
+                .map(|alg| alg.as_str().into())
+                .collect(),
+        );
+        if let Some(since) = since_pos {
+            let (changed, left) = self.device_list_changes(req.user, since, pos)?;
+            response.device_lists.changed = changed.into_iter().collect();
+            response.device_lists.left = left.into_iter().collect();
+        }
 
         let account_data = self.account_data_since(req.user, since_pos.unwrap_or(0))?;
         let mut room_account_data: BTreeMap<OwnedRoomId, Vec<_>> = BTreeMap::new();

@@ -293,6 +293,7 @@ impl Services {
         let entry = StreamEntry {
             room: Some(room_id.clone()),
             user: member_target.clone(),
+            keys: None,
         };
         self.commit(entry, |pos, b| {
             let stored = StoredEvent {

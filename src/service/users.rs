@@ -227,12 +227,17 @@ impl Services {
         self.write(b).await
     }
 
-    /// Deletes devices and their access tokens (log out).
+    /// Deletes devices, their access tokens and their keys (log out).
     pub async fn delete_devices(
         &self,
         user_id: &UserId,
         device_ids: &[OwnedDeviceId],
     ) -> Result<()> {
+        self.logout_devices(user_id, device_ids).await?;
+        self.forget_device_keys(user_id, device_ids).await
+    }
+
+    async fn logout_devices(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> Result<()> {
         let mut b = Batch::default();
         for device_id in device_ids {
             let dkey = key(&[user_id.as_bytes(), device_id.as_bytes()]);

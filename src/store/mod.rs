@@ -117,6 +117,20 @@ pub enum Table {
     Filters = 16,
     /// room_id -> () for rooms published in the directory.
     PublicRooms = 17,
+    /// user_id SEP device_id -> signed device keys.
+    DeviceKeys = 18,
+    /// user_id SEP device_id SEP algorithm:key_id -> one-time key.
+    OneTimeKeys = 19,
+    /// user_id SEP device_id SEP algorithm -> fallback key.
+    FallbackKeys = 20,
+    /// user_id SEP master|self_signing|user_signing -> cross-signing key.
+    CrossSigningKeys = 21,
+    /// user_id SEP device_id SEP pos SEP n -> queued to-device message.
+    ToDevice = 22,
+    /// user_id SEP version -> key backup version.
+    BackupVersions = 23,
+    /// user_id SEP version SEP room_id SEP session_id -> backed-up room key.
+    BackupKeys = 24,
 }
 
 impl Table {

@@ -1,7 +1,9 @@
 //! The Client-Server API, one file per area of the spec.
 
+mod backup;
 mod device;
 mod discovery;
+mod keys;
 mod misc;
 mod profile;
 mod room;
@@ -105,5 +107,31 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
     let r0 = route::<push::set_pushrule_enabled::v3::Request, _, _>(r0, misc::pushrule_enabled_put);
     let r0 = route::<push::get_pushrule_actions::v3::Request, _, _>(r0, misc::pushrule_actions_get);
     let r0 = route::<push::set_pushrule_actions::v3::Request, _, _>(r0, misc::pushrule_actions_put);
-    route::<push::get_pushers::v3::Request, _, _>(r0, misc::pushers)
+    let r0 = route::<push::get_pushers::v3::Request, _, _>(r0, misc::pushers);
+    // end-to-end encryption
+    use ruma::api::client::{backup as bk, keys as k, to_device};
+    let r0 = route::<k::upload_keys::v3::Request, _, _>(r0, keys::upload);
+    let r0 = route::<k::get_keys::v3::Request, _, _>(r0, keys::query);
+    let r0 = route::<k::claim_keys::v3::Request, _, _>(r0, keys::claim);
+    let r0 = route::<k::get_key_changes::v3::Request, _, _>(r0, keys::changes);
+    let r0 = route::<k::upload_signing_keys::v3::Request, _, _>(r0, keys::upload_signing);
+    let r0 = route::<k::upload_signatures::v3::Request, _, _>(r0, keys::upload_signatures);
+    let r0 = route::<to_device::send_event_to_device::v3::Request, _, _>(r0, keys::send_to_device);
+    let r0 = route::<bk::create_backup_version::v3::Request, _, _>(r0, backup::create_version);
+    let r0 = route::<bk::get_latest_backup_info::v3::Request, _, _>(r0, backup::latest_version);
+    let r0 = route::<bk::get_backup_info::v3::Request, _, _>(r0, backup::get_version);
+    let r0 = route::<bk::update_backup_version::v3::Request, _, _>(r0, backup::update_version);
+    let r0 = route::<bk::delete_backup_version::v3::Request, _, _>(r0, backup::delete_version);
+    let r0 = route::<bk::add_backup_keys::v3::Request, _, _>(r0, backup::put_keys);
+    let r0 = route::<bk::add_backup_keys_for_room::v3::Request, _, _>(r0, backup::put_room_keys);
+    let r0 =
+        route::<bk::add_backup_keys_for_session::v3::Request, _, _>(r0, backup::put_session_key);
+    let r0 = route::<bk::get_backup_keys::v3::Request, _, _>(r0, backup::get_keys);
+    let r0 = route::<bk::get_backup_keys_for_room::v3::Request, _, _>(r0, backup::get_room_keys);
+    let r0 =
+        route::<bk::get_backup_keys_for_session::v3::Request, _, _>(r0, backup::get_session_key);
+    let r0 = route::<bk::delete_backup_keys::v3::Request, _, _>(r0, backup::delete_keys);
+    let r0 =
+        route::<bk::delete_backup_keys_for_room::v3::Request, _, _>(r0, backup::delete_room_keys);
+    route::<bk::delete_backup_keys_for_session::v3::Request, _, _>(r0, backup::delete_session_key)
 }

@@ -1,0 +1,764 @@
+//! End-to-end encryption support: device keys, one-time and fallback keys, cross-signing keys
+//! and signatures, device-list changes, and to-device messages. The server only relays and
+//! stores public keys and ciphertext; it never holds room keys.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use ruma::{CanonicalJsonObject, DeviceId, OwnedDeviceId, OwnedUserId, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as JsonValue, json};
+
+use super::{Services, StreamEntry};
+use crate::{
+    error::{Error, Result},
+    store::{Batch, Table, decode, key, pos_bytes, prefix},
+};
+
+/// A stored fallback key and whether a claim has used it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FallbackKey {
+    pub key_id: String,
+    pub key: JsonValue,
+    pub used: bool,
+}
+
+/// One queued to-device message.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ToDeviceRecord {
+    pub sender: OwnedUserId,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub content: JsonValue,
+}
+
+/// Where a cross-signing key sits in the user's identity.
+pub const CROSS_SIGNING_KINDS: [&str; 3] = ["master", "self_signing", "user_signing"];
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::invalid_param(msg)
+}
+
+fn as_object(v: &JsonValue, what: &str) -> Result<CanonicalJsonObject> {
+    match ruma::CanonicalJsonValue::try_from(v.clone()) {
+        Ok(ruma::CanonicalJsonValue::Object(o)) => Ok(o),
+        _ => Err(Error::bad_json(format!("{what} must be a JSON object"))),
+    }
+}
+
+/// Checks the signature `signer`/`key_id` on `obj` with an unpadded-base64 ed25519 public key.
+pub fn signature_valid(obj: &JsonValue, signer: &str, key_id: &str, public_key: &str) -> bool {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+    let Ok(canonical) = as_object(obj, "key") else {
+        return false;
+    };
+    let Some(sig) = obj
+        .get("signatures")
+        .and_then(|s| s.get(signer))
+        .and_then(|s| s.get(key_id))
+        .and_then(|s| s.as_str())
+    else {
+        return false;
+    };
+    let (Ok(sig), Ok(pk)) = (
+        b64.decode(sig.trim_end_matches('=')),
+        b64.decode(public_key.trim_end_matches('=')),
+    ) else {
+        return false;
+    };
+    let Ok(message) = ruma::signatures::to_canonical_json_string_for_signing(&canonical) else {
+        return false;
+    };
+    ruma::signatures::verify_canonical_json_bytes(
+        &ruma::SigningKeyAlgorithm::Ed25519,
+        &pk,
+        &sig,
+        message.as_bytes(),
+    )
+    .is_ok()
+}
+
+/// The single ed25519 public key of a cross-signing key object: (key id, key).
+fn cross_signing_public_key(obj: &JsonValue) -> Option<(String, String)> {
+    let keys = obj.get("keys")?.as_object()?;
+    let (id, k) = keys.iter().next()?;
+    Some((id.clone(), k.as_str()?.to_owned()))
+}
+
+fn merge_signatures(target: &mut JsonValue, from: &JsonValue) {
+    let Some(sigs) = from.get("signatures").and_then(|s| s.as_object()) else {
+        return;
+    };
+    if !target.get("signatures").is_some_and(|s| s.is_object()) {
+        target["signatures"] = json!({});
+    }
+    for (signer, keys) in sigs {
+        let Some(keys) = keys.as_object() else {
+            continue;
+        };
+        if !target["signatures"]
+            .get(signer)
+            .is_some_and(|s| s.is_object())
+        {
+            target["signatures"][signer] = json!({});
+        }
+        for (key_id, sig) in keys {
+            target["signatures"][signer][key_id] = sig.clone();
+        }
+    }
+}
+
+impl Services {
+    // ---- device keys -------------------------------------------------------------------
+
+    pub fn device_keys(&self, user: &UserId, device: &DeviceId) -> Result<Option<JsonValue>> {
+        Ok(self.store.get_json(
+            Table::DeviceKeys,
+            &key(&[user.as_bytes(), device.as_bytes()]),
+        )?)
+    }
+
+    /// Device keys of a user's devices (all when `devices` is empty).
+    pub fn all_device_keys(
+        &self,
+        user: &UserId,
+        devices: &[OwnedDeviceId],
+    ) -> Result<BTreeMap<OwnedDeviceId, JsonValue>> {
+        let mut out = BTreeMap::new();
+        for item in self
+            .store
+            .scan_prefix(Table::DeviceKeys, &prefix(&[user.as_bytes()]))
+        {
+            let (k, v) = item?;
+            let device: OwnedDeviceId = String::from_utf8_lossy(&k).into_owned().into();
+            if !devices.is_empty() && !devices.contains(&device) {
+                continue;
+            }
+            let mut keys: JsonValue = decode(Table::DeviceKeys, &v)?;
+            if let Some(d) = self.device(user, &device)? {
+                keys["unsigned"] = json!({ "device_display_name": d.display_name });
+            }
+            out.insert(device, keys);
+        }
+        Ok(out)
+    }
+
+    /// `/keys/upload`: device keys, one-time keys and fallback keys of the caller's device.
+    /// Returns the unclaimed one-time key counts.
+    pub async fn upload_keys(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        device_keys: Option<JsonValue>,
+        one_time_keys: Vec<(String, JsonValue)>,
+        fallback_keys: Vec<(String, JsonValue)>,
+    ) -> Result<BTreeMap<String, u64>> {
+        let mut batch = Batch::default();
+        let mut keys_changed = false;
+        if let Some(dk) = device_keys {
+            if !dk.is_object() {
+                return Err(Error::bad_json("device_keys must be an object"));
+            }
+            let uid = dk
+                .get("user_id")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| Error::bad_json("device_keys.user_id must be a string"))?;
+            let did = dk
+                .get("device_id")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| Error::bad_json("device_keys.device_id must be a string"))?;
+            if uid != user.as_str() || did != device.as_str() {
+                return Err(invalid(
+                    "device_keys must be for your own user and this device",
+                ));
+            }
+            let ed_id = format!("ed25519:{device}");
+            let ed = dk
+                .get("keys")
+                .and_then(|k| k.get(&ed_id))
+                .and_then(|k| k.as_str())
+                .ok_or_else(|| Error::bad_json(format!("device_keys.keys needs {ed_id}")))?;
+            if !dk.get("algorithms").is_some_and(|a| a.is_array()) {
+                return Err(Error::bad_json("device_keys.algorithms must be an array"));
+            }
+            if !signature_valid(&dk, user.as_str(), &ed_id, ed) {
+                return Err(invalid(
+                    "device_keys are not signed by the device's own key",
+                ));
+            }
+            let old = self.device_keys(user, device)?;
+            let mut stored = dk.clone();
+            if let Some(sigs) = stored.as_object_mut() {
+                sigs.remove("unsigned");
+            }
+            if let Some(old) = &old {
+                if old.get("keys") != stored.get("keys") {
+                    // New identity keys for the same device: start over (old signatures are void).
+                } else {
+                    merge_signatures(&mut stored, old);
+                }
+            }
+            if old.as_ref() != Some(&stored) {
+                batch.put_json(
+                    Table::DeviceKeys,
+                    &key(&[user.as_bytes(), device.as_bytes()]),
+                    &stored,
+                );
+                keys_changed = true;
+            }
+        }
+        for (id, k) in one_time_keys {
+            if !k.is_object() && !k.is_string() {
+                return Err(Error::bad_json(format!(
+                    "one-time key {id} must be an object or string"
+                )));
+            }
+            let k_key = key(&[user.as_bytes(), device.as_bytes(), id.as_bytes()]);
+            if !self.store.contains(Table::OneTimeKeys, &k_key)? {
+                batch.put_json(Table::OneTimeKeys, &k_key, &k);
+            }
+        }
+        for (id, k) in fallback_keys {
+            let algorithm = id.split(':').next().unwrap_or_default().to_owned();
+            let record = FallbackKey {
+                key_id: id,
+                key: k,
+                used: false,
+            };
+            batch.put_json(
+                Table::FallbackKeys,
+                &key(&[user.as_bytes(), device.as_bytes(), algorithm.as_bytes()]),
+                &record,
+            );
+        }
+        if keys_changed {
+            self.commit(
+                StreamEntry {
+                    keys: Some(user.to_owned()),
+                    ..Default::default()
+                },
+                |_, b| {
+                    *b = std::mem::take(&mut batch);
+                    Ok(())
+                },
+            )
+            .await?;
+        } else if !batch.is_empty() {
+            self.write(batch).await?;
+        }
+        self.one_time_key_counts(user, device)
+    }
+
+    pub fn one_time_key_counts(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<BTreeMap<String, u64>> {
+        let mut counts = BTreeMap::new();
+        for item in self.store.scan_prefix(
+            Table::OneTimeKeys,
+            &prefix(&[user.as_bytes(), device.as_bytes()]),
+        ) {
+            let (k, _) = item?;
+            let id = String::from_utf8_lossy(&k);
+            *counts
+                .entry(id.split(':').next().unwrap_or_default().to_owned())
+                .or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
+    pub fn unused_fallback_key_types(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for item in self.store.scan_prefix(
+            Table::FallbackKeys,
+            &prefix(&[user.as_bytes(), device.as_bytes()]),
+        ) {
+            let (k, v) = item?;
+            let fb: FallbackKey = decode(Table::FallbackKeys, &v)?;
+            if !fb.used {
+                out.push(String::from_utf8_lossy(&k).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// `/keys/claim`: one one-time key per requested device, else its fallback key.
+    pub async fn claim_key(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        algorithm: &str,
+    ) -> Result<Option<(String, JsonValue)>> {
+        let _guard = self
+            .room_lock(ruma::room_id!("!keys:tsunagu"))
+            .lock_owned()
+            .await;
+        let p = prefix(&[user.as_bytes(), device.as_bytes()]);
+        let found = self
+            .store
+            .scan_prefix(Table::OneTimeKeys, &p)
+            .filter_map(|r| r.ok())
+            .find(|(k, _)| String::from_utf8_lossy(k).starts_with(&format!("{algorithm}:")));
+        if let Some((k, v)) = found {
+            let id = String::from_utf8_lossy(&k).into_owned();
+            let mut b = Batch::default();
+            b.delete(
+                Table::OneTimeKeys,
+                &key(&[user.as_bytes(), device.as_bytes(), id.as_bytes()]),
+            );
+            self.write(b).await?;
+            return Ok(Some((id, decode(Table::OneTimeKeys, &v)?)));
+        }
+        let fk = key(&[user.as_bytes(), device.as_bytes(), algorithm.as_bytes()]);
+        if let Some(mut fb) = self
+            .store
+            .get_json::<FallbackKey>(Table::FallbackKeys, &fk)?
+        {
+            if !fb.used {
+                fb.used = true;
+                let mut b = Batch::default();
+                b.put_json(Table::FallbackKeys, &fk, &fb);
+                self.write(b).await?;
+            }
+            return Ok(Some((fb.key_id, fb.key)));
+        }
+        Ok(None)
+    }
+
+    /// Removes a deleted device's keys and tells the people who share rooms with its owner.
+    pub async fn forget_device_keys(&self, user: &UserId, devices: &[OwnedDeviceId]) -> Result<()> {
+        let mut batch = Batch::default();
+        for device in devices {
+            batch.delete(
+                Table::DeviceKeys,
+                &key(&[user.as_bytes(), device.as_bytes()]),
+            );
+            for table in [Table::OneTimeKeys, Table::FallbackKeys, Table::ToDevice] {
+                for item in self
+                    .store
+                    .scan_prefix(table, &prefix(&[user.as_bytes(), device.as_bytes()]))
+                {
+                    let (k, _) = item?;
+                    batch.delete(table, &key(&[user.as_bytes(), device.as_bytes(), &k]));
+                }
+            }
+        }
+        self.commit(
+            StreamEntry {
+                keys: Some(user.to_owned()),
+                ..Default::default()
+            },
+            |_, b| {
+                *b = batch;
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    // ---- cross-signing ------------------------------------------------------------------
+
+    pub fn cross_signing_key(&self, user: &UserId, kind: &str) -> Result<Option<JsonValue>> {
+        Ok(self.store.get_json(
+            Table::CrossSigningKeys,
+            &key(&[user.as_bytes(), kind.as_bytes()]),
+        )?)
+    }
+
+    /// `/keys/device_signing/upload`: validated cross-signing keys (the self-signing and
+    /// user-signing keys must be signed by the master key).
+    pub async fn upload_cross_signing_keys(
+        &self,
+        user: &UserId,
+        keys: Vec<(&'static str, JsonValue)>,
+    ) -> Result<()> {
+        let mut master = self.cross_signing_key(user, "master")?;
+        let mut batch = Batch::default();
+        for (kind, k) in &keys {
+            if !k.is_object() {
+                return Err(Error::bad_json(format!("{kind} key must be an object")));
+            }
+            if k.get("user_id").and_then(|v| v.as_str()) != Some(user.as_str()) {
+                return Err(invalid(format!("{kind} key must be for your own user")));
+            }
+            let usage = k
+                .get("usage")
+                .and_then(|u| u.as_array())
+                .ok_or_else(|| Error::bad_json(format!("{kind} key needs usage")))?;
+            if !usage.iter().any(|u| u.as_str() == Some(kind)) {
+                return Err(invalid(format!("{kind} key has the wrong usage")));
+            }
+            if cross_signing_public_key(k).is_none() {
+                return Err(Error::bad_json(format!("{kind} key needs one ed25519 key")));
+            }
+            if *kind == "master" {
+                master = Some(k.clone());
+            }
+        }
+        for (kind, k) in &keys {
+            if *kind != "master" {
+                let Some((mid, mpk)) = master.as_ref().and_then(cross_signing_public_key) else {
+                    return Err(invalid("Upload a master key first"));
+                };
+                if !signature_valid(k, user.as_str(), &mid, &mpk) {
+                    return Err(invalid(format!(
+                        "{kind} key is not signed by the master key"
+                    )));
+                }
+            }
+            batch.put_json(
+                Table::CrossSigningKeys,
+                &key(&[user.as_bytes(), kind.as_bytes()]),
+                k,
+            );
+        }
+        self.commit(
+            StreamEntry {
+                keys: Some(user.to_owned()),
+                ..Default::default()
+            },
+            |_, b| {
+                *b = batch;
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `/keys/signatures/upload`: adds verified signatures to device keys and cross-signing
+    /// keys. Returns failures per user and key ID.
+    pub async fn upload_signatures(
+        &self,
+        signer: &UserId,
+        signed: Vec<(OwnedUserId, String, JsonValue)>,
+    ) -> Result<BTreeMap<OwnedUserId, BTreeMap<String, (String, String)>>> {
+        let mut failures: BTreeMap<OwnedUserId, BTreeMap<String, (String, String)>> =
+            BTreeMap::new();
+        let mut batch = Batch::default();
+        let mut changed = BTreeSet::new();
+        let self_signing = self
+            .cross_signing_key(signer, "self_signing")?
+            .as_ref()
+            .and_then(cross_signing_public_key);
+        let user_signing = self
+            .cross_signing_key(signer, "user_signing")?
+            .as_ref()
+            .and_then(cross_signing_public_key);
+        let master = self.cross_signing_key(signer, "master")?;
+        let master_pk = master.as_ref().and_then(cross_signing_public_key);
+        for (user, key_id, obj) in signed {
+            let mut fail = |code: &str, msg: &str| {
+                failures
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(key_id.clone(), (code.to_owned(), msg.to_owned()));
+            };
+            if !obj.is_object() {
+                fail("M_INVALID_SIGNATURE", "not an object");
+                continue;
+            }
+            // Which stored object is being signed?
+            let device_target = self.device_keys(&user, key_id.as_str().into())?;
+            let user_master = self.cross_signing_key(&user, "master")?;
+            let is_master = user_master
+                .as_ref()
+                .and_then(cross_signing_public_key)
+                .is_some_and(|(_, pk)| pk == key_id);
+            let (table_key, mut target, signing_key) = if let Some(dk) = device_target {
+                if user != signer {
+                    fail(
+                        "M_INVALID_SIGNATURE",
+                        "only a device's owner signs its keys",
+                    );
+                    continue;
+                }
+                (
+                    key(&[user.as_bytes(), key_id.as_bytes()]),
+                    dk,
+                    self_signing.clone().or(master_pk.clone()),
+                )
+            } else if is_master {
+                let signing = if user == signer {
+                    None
+                } else {
+                    user_signing.clone()
+                };
+                (
+                    key(&[user.as_bytes(), b"master"]),
+                    user_master.clone().unwrap_or_default(),
+                    signing,
+                )
+            } else {
+                fail("M_NOT_FOUND", "unknown key");
+                continue;
+            };
+            // The uploaded object must be the stored one (apart from signatures) ...
+            let strip = |v: &JsonValue| {
+                let mut v = v.clone();
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("signatures");
+                    o.remove("unsigned");
+                }
+                v
+            };
+            if strip(&obj) != strip(&target) {
+                fail(
+                    "M_INVALID_SIGNATURE",
+                    "the signed object differs from the stored key",
+                );
+                continue;
+            }
+            // ... and carry a valid signature by the signer's appropriate key.
+            let valid = match (&signing_key, is_master && user == signer) {
+                (_, true) => {
+                    // A user's own device signs their master key: check with any of their devices.
+                    obj.get("signatures")
+                        .and_then(|s| s.get(signer.as_str()))
+                        .and_then(|s| s.as_object())
+                        .is_some_and(|sigs| {
+                            sigs.keys().any(|kid| {
+                                kid.strip_prefix("ed25519:")
+                                    .and_then(|d| self.device_keys(signer, d.into()).ok().flatten())
+                                    .and_then(|dk| {
+                                        dk.get("keys")?.get(kid)?.as_str().map(str::to_owned)
+                                    })
+                                    .is_some_and(|pk| {
+                                        signature_valid(&obj, signer.as_str(), kid, &pk)
+                                    })
+                            })
+                        })
+                }
+                (Some((kid, pk)), false) => signature_valid(&obj, signer.as_str(), kid, pk),
+                (None, false) => false,
+            };
+            if !valid {
+                fail("M_INVALID_SIGNATURE", "signature does not verify");
+                continue;
+            }
+            merge_signatures(&mut target, &obj);
+            let table = if is_master && self.device_keys(&user, key_id.as_str().into())?.is_none() {
+                Table::CrossSigningKeys
+            } else {
+                Table::DeviceKeys
+            };
+            batch.put_json(table, &table_key, &target);
+            changed.insert(user.clone());
+        }
+        for user in changed {
+            let b = std::mem::take(&mut batch);
+            self.commit(
+                StreamEntry {
+                    keys: Some(user),
+                    ..Default::default()
+                },
+                |_, out| {
+                    *out = b;
+                    Ok(())
+                },
+            )
+            .await?;
+        }
+        Ok(failures)
+    }
+
+    // ---- device lists -------------------------------------------------------------------
+
+    /// Users who share at least one joined room with `user` (including `user`).
+    pub fn users_sharing_rooms(&self, user: &UserId) -> Result<HashSet<OwnedUserId>> {
+        let mut out = HashSet::from([user.to_owned()]);
+        for room in self.rooms_with_membership(user, &["join"])? {
+            out.extend(self.joined_members(&room)?);
+        }
+        Ok(out)
+    }
+
+    /// Device-list changes between two stream positions, as `/keys/changes` and sync report
+    /// them: users whose keys changed or who newly share a room (`changed`), and users who no
+    /// longer share any room (`left`).
+    pub fn device_list_changes(
+        &self,
+        user: &UserId,
+        since: u64,
+        upto: u64,
+    ) -> Result<(BTreeSet<OwnedUserId>, BTreeSet<OwnedUserId>)> {
+        let (mut changed, mut left) = (BTreeSet::new(), BTreeSet::new());
+        let end = pos_bytes(upto.saturating_add(1));
+        let mut entries = Vec::new();
+        for item in self
+            .store
+            .scan_range(Table::Stream, &pos_bytes(since + 1), &end, false, 0)
+        {
+            let (_, v) = item?;
+            let entry: StreamEntry = decode(Table::Stream, &v)?;
+            if entry.keys.is_some() || (entry.room.is_some() && entry.user.is_some()) {
+                entries.push(entry);
+            }
+        }
+        if entries.is_empty() {
+            return Ok((changed, left)); // the common case: only messages moved
+        }
+        let sharing = self.users_sharing_rooms(user)?;
+        let my_rooms: HashSet<_> = self
+            .rooms_with_membership(user, &["join", "leave", "ban"])?
+            .into_iter()
+            .collect();
+        for entry in entries {
+            if let Some(k) = entry.keys {
+                if sharing.contains(&k) {
+                    changed.insert(k);
+                }
+            }
+            if let (Some(room), Some(target)) = (entry.room, entry.user) {
+                if !my_rooms.contains(&room) {
+                    continue;
+                }
+                if target == user {
+                    // I joined: everyone in the room may be new to me.
+                    if self.is_joined(user, &room)? {
+                        changed.extend(
+                            self.joined_members(&room)?
+                                .into_iter()
+                                .filter(|u| u != user),
+                        );
+                    }
+                } else if sharing.contains(&target) {
+                    changed.insert(target);
+                } else {
+                    left.insert(target);
+                }
+            }
+        }
+        left.retain(|u| !sharing.contains(u));
+        changed.retain(|u| !left.contains(u));
+        Ok((changed, left))
+    }
+
+    // ---- to-device ----------------------------------------------------------------------
+
+    /// Queues to-device messages; `*` means every device of the user. Idempotent per
+    /// sender device and transaction ID.
+    pub async fn send_to_device(
+        &self,
+        sender: &UserId,
+        sender_device: &DeviceId,
+        txn_id: &str,
+        kind: &str,
+        messages: Vec<(OwnedUserId, String, JsonValue)>,
+    ) -> Result<()> {
+        let txn_key = key(&[
+            sender.as_bytes(),
+            sender_device.as_bytes(),
+            format!("to_device:{txn_id}").as_bytes(),
+        ]);
+        if self.store.contains(Table::Transactions, &txn_key)? {
+            return Ok(());
+        }
+        let mut deliveries = Vec::new();
+        for (user, device, content) in messages {
+            if !self.is_local(&user) {
+                continue; // federation comes later
+            }
+            let targets: Vec<OwnedDeviceId> = if device == "*" {
+                self.devices(&user)?.into_iter().map(|(d, _)| d).collect()
+            } else {
+                vec![device.into()]
+            };
+            for d in targets {
+                deliveries.push((user.clone(), d, content.clone()));
+            }
+        }
+        let users: BTreeSet<_> = deliveries.iter().map(|(u, _, _)| u.clone()).collect();
+        // One stream position per recipient so each recipient's sync wakes.
+        let mut first = true;
+        for user in users {
+            let mine: Vec<_> = deliveries
+                .iter()
+                .filter(|(u, _, _)| *u == user)
+                .cloned()
+                .collect();
+            let txn_key = txn_key.clone();
+            let mark_txn = std::mem::replace(&mut first, false);
+            self.commit(
+                StreamEntry {
+                    user: Some(user.clone()),
+                    ..Default::default()
+                },
+                |pos, b| {
+                    for (i, (u, d, content)) in mine.iter().enumerate() {
+                        let rec = ToDeviceRecord {
+                            sender: sender.to_owned(),
+                            kind: kind.to_owned(),
+                            content: content.clone(),
+                        };
+                        let k = key(&[
+                            u.as_bytes(),
+                            d.as_bytes(),
+                            &pos_bytes(pos),
+                            &(i as u32).to_be_bytes(),
+                        ]);
+                        b.put_json(Table::ToDevice, &k, &rec);
+                    }
+                    if mark_txn {
+                        b.put(Table::Transactions, &txn_key, vec![]);
+                    }
+                    Ok(())
+                },
+            )
+            .await?;
+        }
+        if first {
+            let mut b = Batch::default();
+            b.put(Table::Transactions, &txn_key, vec![]);
+            self.write(b).await?;
+        }
+        Ok(())
+    }
+
+    /// Pending to-device messages for a device up to `upto`, after deleting those the client
+    /// acknowledged by syncing with `acked` (everything at or before it).
+    pub async fn take_to_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        acked: Option<u64>,
+        upto: u64,
+    ) -> Result<Vec<JsonValue>> {
+        let p = prefix(&[user.as_bytes(), device.as_bytes()]);
+        if let Some(acked) = acked {
+            let mut b = Batch::default();
+            for item in self.store.scan_range(
+                Table::ToDevice,
+                &p,
+                &key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(acked + 1)]),
+                false,
+                0,
+            ) {
+                let (k, _) = item?;
+                b.delete(Table::ToDevice, &k);
+            }
+            if !b.is_empty() {
+                self.write(b).await?;
+            }
+        }
+        let mut out = Vec::new();
+        for item in self.store.scan_range(
+            Table::ToDevice,
+            &p,
+            &key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(upto + 1)]),
+            false,
+            p.len(),
+        ) {
+            let (_, v) = item?;
+            let rec: ToDeviceRecord = decode(Table::ToDevice, &v)?;
+            out.push(json!({ "sender": rec.sender, "type": rec.kind, "content": rec.content }));
+        }
+        Ok(out)
+    }
+}
