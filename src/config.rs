@@ -113,6 +113,8 @@ pub struct Config {
     pub encryption_by_default: EncryptionDefault,
     /// Storage engine settings.
     pub storage: StorageConfig,
+    /// Application service registration files (YAML) to load at start.
+    pub appservices: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -129,6 +131,7 @@ impl Default for Config {
             worker_threads: 0,
             encryption_by_default: EncryptionDefault::default(),
             storage: StorageConfig::default(),
+            appservices: Vec::new(),
         }
     }
 }

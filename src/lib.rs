@@ -36,6 +36,8 @@ impl Server {
         let listen = config.listen;
         let services = Services::open(config).await?;
         let first_start_token = services.first_start().await?;
+        services.ensure_appservice_users().await?;
+        services.start_appservice_senders();
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
@@ -82,6 +84,7 @@ impl Server {
             Ok(r) => r??,
             Err(_) => self.task.abort(),
         }
+        self.services.shutdown().await;
         self.services.store.persist().await?;
         Ok(())
     }

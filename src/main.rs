@@ -48,6 +48,21 @@ enum Admin {
         #[command(subcommand)]
         command: TokenCmd,
     },
+    /// Application services (bridges).
+    Appservice {
+        #[command(subcommand)]
+        command: AppserviceCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AppserviceCmd {
+    /// Check a registration file and print what it will claim; then list it under
+    /// `appservices` in the config.
+    Register {
+        /// The registration file (YAML).
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -125,7 +140,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let services = server.services().clone();
     tokio::select! {
         r = server.wait() => r,
-        _ = tokio::signal::ctrl_c() => {
+        _ = shutdown_signal() => {
             services.store.persist().await?;
             println!("Stopped.");
             Ok(())
@@ -133,7 +148,42 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
 }
 
+/// Ctrl-C or SIGTERM (systemd's stop).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 async fn admin(command: Admin, config: Config) -> anyhow::Result<()> {
+    if let Admin::Appservice {
+        command: AppserviceCmd::Register { file },
+    } = &command
+    {
+        let a = tsunagu::service::appservice::check_file(file, &config.server_name)?;
+        println!("{}", a.describe());
+        if !config.appservices.iter().any(|p| p == file) {
+            println!(
+                "Valid. Add it to the config to load it: appservices = [{:?}]",
+                file.display().to_string()
+            );
+        }
+        return Ok(());
+    }
     let services = Services::open(config).await?;
     match command {
         Admin::CreateUser {
@@ -166,6 +216,7 @@ async fn admin(command: Admin, config: Config) -> anyhow::Result<()> {
             let token = services.new_registration_token(uses).await?;
             println!("{token}");
         }
+        Admin::Appservice { .. } => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -68,6 +68,8 @@ pub struct Ruma<T> {
     pub user: Option<OwnedUserId>,
     pub device: Option<OwnedDeviceId>,
     pub client_ip: Option<String>,
+    /// Set when the caller authenticated with an appservice's `as_token`.
+    pub appservice: Option<Arc<crate::service::appservice::Appservice>>,
 }
 
 impl<T> Ruma<T> {
@@ -166,15 +168,21 @@ where
                 )
             })?;
 
-        let (mut user, mut device) = (None, None);
+        let (mut user, mut device, mut appservice) = (None, None, None);
         if <T::Authentication as AuthRequirement>::KIND != AuthKind::None {
             match access_token(&parts) {
                 Some(token) => {
-                    let owner = state
-                        .token_owner(&token)?
-                        .ok_or_else(|| Error::unknown_token("Unknown access token"))?;
-                    user = Some(owner.user_id);
-                    device = Some(owner.device_id);
+                    if let Some(owner) = state.token_owner(&token)? {
+                        user = Some(owner.user_id);
+                        device = Some(owner.device_id);
+                    } else if let Some(a) = state.appservice_by_token(&token) {
+                        let (u, d) = appservice_identity(state, &a, &parts)?;
+                        user = Some(u);
+                        device = Some(d);
+                        appservice = Some(a);
+                    } else {
+                        return Err(Error::unknown_token("Unknown access token"));
+                    }
                 }
                 None if <T::Authentication as AuthRequirement>::KIND == AuthKind::Required => {
                     return Err(Error::new(
@@ -207,8 +215,52 @@ where
             user,
             device,
             client_ip,
+            appservice,
         })
     }
+}
+
+/// Who an appservice acts as: the `user_id` query parameter (inside its namespace) or its own
+/// sender; on the `device_id` given (if that device exists) or a device named after it.
+fn appservice_identity(
+    state: &AppState,
+    a: &crate::service::appservice::Appservice,
+    parts: &http::request::Parts,
+) -> Result<(OwnedUserId, OwnedDeviceId), Error> {
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded_pairs(q).collect())
+        .unwrap_or_default();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let user = match param("user_id") {
+        Some(u) => OwnedUserId::try_from(u).map_err(|_| Error::invalid_param("Invalid user_id"))?,
+        None => a.sender.clone(),
+    };
+    if !a.is_user(&user) {
+        return Err(Error::forbidden(
+            "That user is outside the appservice's namespace",
+        ));
+    }
+    if state.account(&user)?.is_none() && user != a.sender {
+        // Registration itself is allowed; everything else needs the user to exist.
+        if parts.uri.path().ends_with("/register") {
+            return Ok((a.sender.clone(), OwnedDeviceId::from(a.id())));
+        }
+        return Err(Error::forbidden(
+            "The appservice has not registered this user",
+        ));
+    }
+    let device = param("device_id")
+        .map(OwnedDeviceId::from)
+        .filter(|d| state.device(&user, d).ok().flatten().is_some())
+        .unwrap_or_else(|| OwnedDeviceId::from(a.id()));
+    Ok((user, device))
 }
 
 /// A ruma response as an axum response.

@@ -36,6 +36,14 @@ impl Services {
             .map(|r| r.room_id))
     }
 
+    /// Resolves an alias, asking the appservice that claims it when it is unknown.
+    pub async fn resolve_alias_or_ask(&self, alias: &RoomAliasId) -> Result<Option<OwnedRoomId>> {
+        match self.resolve_alias(alias)? {
+            Some(room) => Ok(Some(room)),
+            None => Ok(self.query_appservice_alias(alias).await),
+        }
+    }
+
     pub async fn set_alias(
         &self,
         alias: &RoomAliasId,
@@ -47,6 +55,15 @@ impl Services {
         }
         if self.room_record(room_id)?.is_none() {
             return Err(Error::not_found("Unknown room"));
+        }
+        if let Some(owner) = self.exclusive_alias_owner(alias)
+            && !owner.is_user(user)
+        {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::Exclusive,
+                format!("{alias} is reserved by the appservice {}", owner.id()),
+            ));
         }
         if self.resolve_alias(alias)?.is_some() {
             return Err(Error::new(

@@ -116,11 +116,14 @@ impl Services {
             self.poke();
         }
         if let Some(t) = timeout {
-            let this = self.clone();
+            // A weak reference: a pending expiry must not keep a stopped server's store open.
+            let this = std::sync::Arc::downgrade(self);
             let (room_id, user) = (room_id.to_owned(), user.to_owned());
             tokio::spawn(async move {
                 tokio::time::sleep(t + Duration::from_millis(10)).await;
-                if this.ephemeral.expire(&room_id, &user) {
+                if let Some(this) = this.upgrade()
+                    && this.ephemeral.expire(&room_id, &user)
+                {
                     this.poke();
                 }
             });

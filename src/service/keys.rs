@@ -254,7 +254,8 @@ impl Services {
         user: &UserId,
         device: &DeviceId,
     ) -> Result<BTreeMap<String, u64>> {
-        let mut counts = BTreeMap::new();
+        // Clients (matrix-sdk, like Synapse's behaviour) expect an explicit 0 when none are left.
+        let mut counts = BTreeMap::from([("signed_curve25519".to_owned(), 0)]);
         for item in self.store.scan_prefix(
             Table::OneTimeKeys,
             &prefix(&[user.as_bytes(), device.as_bytes()]),

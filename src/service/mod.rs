@@ -5,6 +5,7 @@
 //! Each file is one area of the spec; they all add methods to [`Services`].
 
 pub mod account_data;
+pub mod appservice;
 pub mod backup;
 pub mod directory;
 pub mod ephemeral;
@@ -59,6 +60,13 @@ pub struct Services {
     pub rate_limiter: ratelimit::RateLimiter,
     room_locks:
         std::sync::Mutex<std::collections::HashMap<ruma::OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Registered application services.
+    pub appservices: Vec<Arc<appservice::Appservice>>,
+    /// Outgoing HTTP (appservice pushes and queries; plain HTTP on the local network).
+    pub http: reqwest::Client,
+    /// Set to true when the server stops; background tasks end.
+    shutdown: watch::Sender<bool>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 const STREAM_POS_KEY: &[u8] = b"stream_pos";
@@ -73,6 +81,7 @@ struct StoredSigningKey {
 impl Services {
     /// Opens the store in the configured data directory and loads (or creates) the signing key.
     pub async fn open(config: Config) -> anyhow::Result<Arc<Self>> {
+        let appservices = appservice::load_all(&config.appservices, &config.server_name)?;
         std::fs::create_dir_all(&config.data_dir)?;
         let store = Store::open(&config.data_dir, &config.storage)?;
         let pos = store
@@ -91,6 +100,12 @@ impl Services {
             ephemeral: Default::default(),
             uiaa: Default::default(),
             room_locks: Default::default(),
+            appservices,
+            shutdown: watch::channel(false).0,
+            tasks: Default::default(),
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .build()?,
         }))
     }
 
@@ -106,6 +121,38 @@ impl Services {
     /// A receiver that wakes when the stream position advances (or ephemeral data changes).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.stream.subscribe()
+    }
+
+    /// Runs a background task that ends when the server stops.
+    pub fn spawn_task<F>(self: &Arc<Self>, task: impl FnOnce(Arc<Self>) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut stop = self.shutdown.subscribe();
+        let fut = task(self.clone());
+        let handle = tokio::spawn(async move {
+            tokio::select! {
+                _ = fut => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        });
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
+    }
+
+    /// A receiver that turns true when the server stops.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Ends the background tasks and waits for them (they hold the store open).
+    pub async fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
     }
 
     /// Wakes sync waiters without advancing the stream (typing).

@@ -96,7 +96,10 @@ impl Services {
             None => None,
         };
         for user in &req.invite {
-            if self.is_local(user) && self.account(user)?.is_none() {
+            if self.is_local(user)
+                && self.account(user)?.is_none()
+                && !self.query_appservice_user(user).await
+            {
                 return Err(Error::not_found(format!("Unknown user {user}")));
             }
         }
@@ -220,11 +223,14 @@ impl Services {
             ));
         }
         // Private rooms and direct chats are end-to-end encrypted from the start.
-        let encrypt = match self.config.encryption_by_default {
-            EncryptionDefault::Private => preset != "public_chat" || req.is_direct,
-            EncryptionDefault::All => true,
-            EncryptionDefault::Off => false,
-        };
+        // Appservices' users (bridges) get no default encryption: many bridges cannot read
+        // encrypted rooms; one that wants encryption asks for it in initial_state.
+        let encrypt = !self.is_appservice_user(creator)
+            && match self.config.encryption_by_default {
+                EncryptionDefault::Private => preset != "public_chat" || req.is_direct,
+                EncryptionDefault::All => true,
+                EncryptionDefault::Off => false,
+            };
         if encrypt {
             preset_events.push(NewEvent::state(
                 TimelineEventType::RoomEncryption,
@@ -316,7 +322,11 @@ impl Services {
         if self.room_record(room_id)?.is_none() {
             return Err(Error::not_found("Unknown room"));
         }
-        if membership == "invite" && self.is_local(target) && self.account(target)?.is_none() {
+        if membership == "invite"
+            && self.is_local(target)
+            && self.account(target)?.is_none()
+            && !self.query_appservice_user(target).await
+        {
             return Err(Error::not_found(format!("Unknown user {target}")));
         }
         let mut content = json!({ "membership": membership });

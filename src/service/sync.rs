@@ -115,9 +115,13 @@ impl Services {
             if req.since.is_none() || req.full_state || has_news {
                 return Ok(response);
             }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => return Ok(response),
+            let mut stop = self.shutdown_signal();
+            tokio::select! {
+                r = tokio::time::timeout_at(deadline, rx.changed()) => match r {
+                    Ok(Ok(())) => continue,
+                    _ => return Ok(response),
+                },
+                _ = stop.wait_for(|s| *s) => return Ok(response),
             }
         }
     }

@@ -31,6 +31,8 @@ pub struct NewEvent {
     pub content: JsonValue,
     pub state_key: Option<String>,
     pub redacts: Option<OwnedEventId>,
+    /// `origin_server_ts` chosen by an appservice (timestamp massaging); else now.
+    pub timestamp: Option<u64>,
 }
 
 impl NewEvent {
@@ -44,6 +46,7 @@ impl NewEvent {
             content,
             state_key: Some(state_key.into()),
             redacts: None,
+            timestamp: None,
         }
     }
     pub fn message(kind: impl Into<TimelineEventType>, content: JsonValue) -> Self {
@@ -52,6 +55,7 @@ impl NewEvent {
             content,
             state_key: None,
             redacts: None,
+            timestamp: None,
         }
     }
 }
@@ -200,7 +204,12 @@ impl Services {
         );
         obj.insert(
             "origin_server_ts".into(),
-            CanonicalJsonValue::Integer(now_ms().try_into().map_err(Error::internal)?),
+            CanonicalJsonValue::Integer(
+                ev.timestamp
+                    .unwrap_or_else(now_ms)
+                    .try_into()
+                    .map_err(Error::internal)?,
+            ),
         );
         obj.insert(
             "sender".into(),

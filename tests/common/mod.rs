@@ -181,3 +181,13 @@ pub fn assert_error(got: &(u16, Value), status: u16, errcode: &str) {
     assert_eq!(got.1["errcode"], errcode, "errcode of {}", got.1);
     assert!(got.1["error"].is_string(), "error message in {}", got.1);
 }
+
+/// Logs a user in with raw HTTP (password from [`password`]) and returns the access token.
+pub async fn login_token(http: &Http, name: &str) -> String {
+    let body = serde_json::json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": name }, "password": password(name) });
+    let (status, res) = http
+        .json("POST", "/_matrix/client/v3/login", None, body)
+        .await;
+    assert_eq!(status, 200, "login {name}: {res}");
+    res["access_token"].as_str().unwrap().to_owned()
+}

@@ -1,5 +1,6 @@
 //! The Client-Server API, one file per area of the spec.
 
+mod appservice;
 mod backup;
 mod device;
 mod discovery;
@@ -133,5 +134,9 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
     let r0 = route::<bk::delete_backup_keys::v3::Request, _, _>(r0, backup::delete_keys);
     let r0 =
         route::<bk::delete_backup_keys_for_room::v3::Request, _, _>(r0, backup::delete_room_keys);
+    let r0 = route::<ruma::api::client::appservice::request_ping::v1::Request, _, _>(
+        r0,
+        appservice::ping,
+    );
     route::<bk::delete_backup_keys_for_session::v3::Request, _, _>(r0, backup::delete_session_key)
 }

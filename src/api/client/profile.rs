@@ -13,6 +13,9 @@ pub async fn get(
     axum::extract::State(s): S,
     req: Ruma<get_profile::v3::Request>,
 ) -> ApiResult<get_profile::v3::Response> {
+    if s.account(&req.body.user_id)?.is_none() {
+        s.query_appservice_user(&req.body.user_id).await;
+    }
     let a = s
         .account(&req.body.user_id)?
         .filter(|a| !a.deactivated)

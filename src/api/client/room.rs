@@ -99,7 +99,8 @@ async fn resolve(s: &Services, room: &ruma::RoomOrAliasId) -> Result<OwnedRoomId
     match <&RoomId>::try_from(room) {
         Ok(id) => Ok(id.to_owned()),
         Err(alias) => s
-            .resolve_alias(alias)?
+            .resolve_alias_or_ask(alias)
+            .await?
             .ok_or_else(|| Error::not_found("Room alias not found")),
     }
 }
@@ -360,7 +361,8 @@ pub async fn send_state(
     let b = &req.body;
     s.require_joined(req.sender(), &b.room_id)?;
     let content = json_object(&b.body)?;
-    let ev = NewEvent::state(b.event_type.to_string(), b.state_key.clone(), content);
+    let mut ev = NewEvent::state(b.event_type.to_string(), b.state_key.clone(), content);
+    ev.timestamp = massaged_ts(&req, b.timestamp);
     if ev.kind == TimelineEventType::RoomCanonicalAlias {
         check_canonical_alias(&s, &b.room_id, &ev.content)?;
     }
@@ -410,11 +412,17 @@ pub async fn send(
         device_id: req.sender_device().clone(),
         txn_id: b.txn_id.clone(),
     };
-    let ev = NewEvent::message(b.event_type.to_string(), content);
+    let mut ev = NewEvent::message(b.event_type.to_string(), content);
+    ev.timestamp = massaged_ts(&req, b.timestamp);
     let event_id = s.append(&b.room_id, req.sender(), ev, Some(txn)).await?;
     Ok(RumaResponse(send_message_event::v3::Response::new(
         event_id,
     )))
+}
+
+/// The `ts` query parameter, honoured for appservices only (timestamp massaging).
+fn massaged_ts<T>(req: &Ruma<T>, ts: Option<ruma::MilliSecondsSinceUnixEpoch>) -> Option<u64> {
+    req.appservice.as_ref().and(ts).map(|t| u64::from(t.0))
 }
 
 pub async fn redact(
@@ -440,6 +448,7 @@ pub async fn redact(
         content,
         state_key: None,
         redacts: Some(b.event_id.clone()),
+        timestamp: None,
     };
     let txn = TxnInfo {
         device_id: req.sender_device().clone(),
@@ -607,7 +616,8 @@ pub async fn alias_get(
     req: Ruma<get_alias::v3::Request>,
 ) -> ApiResult<get_alias::v3::Response> {
     let room_id = s
-        .resolve_alias(&req.body.room_alias)?
+        .resolve_alias_or_ask(&req.body.room_alias)
+        .await?
         .ok_or_else(|| Error::not_found("Room alias not found"))?;
     Ok(RumaResponse(get_alias::v3::Response::new(
         room_id,

@@ -17,7 +17,11 @@ pub async fn register(
     req: Ruma<register::v3::Request>,
 ) -> ApiResult<register::v3::Response> {
     let ip = req.client_ip.clone().unwrap_or_default();
-    s.rate_limiter.check(&format!("register:{ip}"))?;
+    let appservice = req.appservice.clone();
+    let via_appservice = body_is_appservice(&req.body);
+    if appservice.is_none() {
+        s.rate_limiter.check(&format!("register:{ip}"))?;
+    }
     let body = req.body;
     if body.kind == register::RegistrationKind::Guest {
         return Err(Error::forbidden(
@@ -39,10 +43,38 @@ pub async fn register(
             "That user name is taken",
         ));
     }
-    let Proof::Registration { token } = s.registration_auth(body.auth.as_ref()).await? else {
-        return Err(Error::forbidden("Unexpected authentication"));
+    let token = match (&appservice, via_appservice) {
+        // Appservices register users of their namespace without user-interactive auth.
+        (Some(a), true) => {
+            if !a.is_user(&user_id) {
+                return Err(exclusive(
+                    "That user ID is outside the appservice's namespace",
+                ));
+            }
+            None
+        }
+        (None, true) => {
+            return Err(Error::new(
+                http::StatusCode::UNAUTHORIZED,
+                ruma::api::error::ErrorKind::MissingToken,
+                "m.login.application_service needs the appservice's as_token",
+            ));
+        }
+        (_, false) => {
+            if s.exclusive_user_owner(&user_id).is_some() {
+                return Err(exclusive("That user ID is reserved by an appservice"));
+            }
+            let Proof::Registration { token } = s.registration_auth(body.auth.as_ref()).await?
+            else {
+                return Err(Error::forbidden("Unexpected authentication"));
+            };
+            token
+        }
     };
-    let password = body.password.as_deref().filter(|p| !p.is_empty());
+    let password = body
+        .password
+        .as_deref()
+        .filter(|p| !p.is_empty() && !via_appservice);
     s.create_account(&user_id, password, false).await?;
     if let Some(token) = token {
         s.use_registration_token(&token).await?;
@@ -64,11 +96,29 @@ pub async fn register(
     Ok(RumaResponse(res))
 }
 
+fn body_is_appservice(body: &register::v3::Request) -> bool {
+    matches!(
+        body.login_type,
+        Some(register::LoginType::ApplicationService)
+    )
+}
+
+fn exclusive(message: &str) -> Error {
+    Error::new(
+        http::StatusCode::BAD_REQUEST,
+        ruma::api::error::ErrorKind::Exclusive,
+        message,
+    )
+}
+
 pub async fn available(
     axum::extract::State(s): S,
     req: Ruma<get_username_availability::v3::Request>,
 ) -> ApiResult<get_username_availability::v3::Response> {
     let user_id = s.user_id_for_localpart(&req.body.username)?;
+    if s.exclusive_user_owner(&user_id).is_some() {
+        return Err(exclusive("That user ID is reserved by an appservice"));
+    }
     if s.account(&user_id)?.is_some() {
         return Err(Error::new(
             http::StatusCode::BAD_REQUEST,
@@ -96,16 +146,23 @@ pub async fn login(
     req: Ruma<login::v3::Request>,
 ) -> ApiResult<login::v3::Response> {
     let ip = req.client_ip.clone().unwrap_or_default();
-    s.rate_limiter.check(&format!("login:{ip}"))?;
+    let appservice = req.appservice.clone();
     let body = req.body;
-    let login::v3::LoginInfo::Password(info) = &body.login_info else {
-        return Err(Error::new(
-            http::StatusCode::BAD_REQUEST,
-            ruma::api::error::ErrorKind::Unknown,
-            "Only m.login.password is supported",
-        ));
+    let (identifier, password) = match &body.login_info {
+        login::v3::LoginInfo::Password(info) => (info.identifier.as_ref(), Some(&info.password)),
+        login::v3::LoginInfo::ApplicationService(info) => (info.identifier.as_ref(), None),
+        _ => {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::Unknown,
+                "Supported login types: m.login.password, m.login.application_service",
+            ));
+        }
     };
-    let user = match &info.identifier {
+    if appservice.is_none() {
+        s.rate_limiter.check(&format!("login:{ip}"))?;
+    }
+    let user = match identifier {
         Some(UserIdentifier::Matrix(m)) => m.user.clone(),
         _ => return Err(Error::forbidden("Use an m.id.user identifier")),
     };
@@ -116,8 +173,21 @@ pub async fn login(
         ruma::UserId::parse_with_server_name(user.to_lowercase(), s.server_name())
             .map_err(|_| Error::forbidden("Invalid username or password"))?
     };
-    s.rate_limiter.check(&format!("login-user:{user_id}"))?;
-    s.check_password(&user_id, &info.password)?;
+    match (password, &appservice) {
+        (Some(password), _) => {
+            s.rate_limiter.check(&format!("login-user:{user_id}"))?;
+            s.check_password(&user_id, password)?;
+        }
+        (None, Some(a)) if a.is_user(&user_id) && s.account(&user_id)?.is_some() => {}
+        (None, Some(_)) => return Err(Error::forbidden("That user is not the appservice's")),
+        (None, None) => {
+            return Err(Error::new(
+                http::StatusCode::UNAUTHORIZED,
+                ruma::api::error::ErrorKind::MissingToken,
+                "m.login.application_service needs the appservice's as_token",
+            ));
+        }
+    }
     let (device_id, token) = s
         .create_device(
             &user_id,
