@@ -611,10 +611,10 @@ impl Services {
             .into_iter()
             .collect();
         for entry in entries {
-            if let Some(k) = entry.keys {
-                if sharing.contains(&k) {
-                    changed.insert(k);
-                }
+            if let Some(k) = entry.keys
+                && sharing.contains(&k)
+            {
+                changed.insert(k);
             }
             if let (Some(room), Some(target)) = (entry.room, entry.user) {
                 if !my_rooms.contains(&room) {

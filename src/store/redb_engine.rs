@@ -10,6 +10,9 @@ use super::{Engine, KvIter, Op, StoreError, StoreResult};
 
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 
+/// A borrowed key or value of the table.
+type Guard = redb::AccessGuard<'static, &'static [u8]>;
+
 pub struct RedbEngine {
     db: Database,
     path: PathBuf,
@@ -67,13 +70,7 @@ impl Engine for RedbEngine {
             let table = txn.open_table(KV).map_err(err)?;
             table.range(start..end).map_err(err)
         })();
-        let map = |r: Result<
-            (
-                redb::AccessGuard<'static, &'static [u8]>,
-                redb::AccessGuard<'static, &'static [u8]>,
-            ),
-            redb::StorageError,
-        >| {
+        let map = |r: Result<(Guard, Guard), redb::StorageError>| {
             r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
                 .map_err(err)
         };
