@@ -1,0 +1,436 @@
+//! The intent API: the appservice acting on the homeserver as its bot or as a ghost user,
+//! through the Client-Server API with its `as_token` and the `user_id` query parameter.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use reqwest::{Method, Url};
+use serde_json::{Value, json};
+
+use crate::{Error, Registration};
+
+/// A connection to the homeserver with the appservice's token. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    as_token: String,
+    server_name: String,
+    bot: String,
+    appservice_id: String,
+    txn_prefix: String,
+    txn_counter: AtomicU64,
+    /// Users known to exist (registered by us or found in use).
+    registered: Mutex<HashSet<String>>,
+    /// `(room, user)` pairs known to be joined.
+    joined: Mutex<HashSet<(String, String)>>,
+}
+
+impl Client {
+    /// A client for the homeserver at `homeserver_url` (e.g. `http://127.0.0.1:8008`), whose
+    /// users are `@localpart:server_name`.
+    pub fn new(
+        homeserver_url: &str,
+        server_name: &str,
+        registration: &Registration,
+    ) -> Result<Self, Error> {
+        let base = Url::parse(homeserver_url)
+            .map_err(|e| Error::Config(format!("homeserver URL {homeserver_url:?}: {e}")))?;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http: reqwest::Client::new(),
+                base,
+                as_token: registration.as_token.clone(),
+                server_name: server_name.to_owned(),
+                bot: format!("@{}:{server_name}", registration.sender_localpart),
+                appservice_id: registration.id.clone(),
+                txn_prefix: format!("as{nanos}"),
+                txn_counter: AtomicU64::new(0),
+                registered: Mutex::default(),
+                joined: Mutex::default(),
+            }),
+        })
+    }
+
+    /// The homeserver's domain.
+    pub fn server_name(&self) -> &str {
+        &self.inner.server_name
+    }
+
+    /// `@{localpart}:{server_name}`.
+    pub fn user_id(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.inner.server_name)
+    }
+
+    /// The bridge bot's user ID (the registration's `sender_localpart`).
+    pub fn bot_id(&self) -> &str {
+        &self.inner.bot
+    }
+
+    /// Acting as the bridge bot.
+    pub fn bot(&self) -> Intent {
+        Intent {
+            client: self.clone(),
+            user_id: self.inner.bot.clone(),
+        }
+    }
+
+    /// Acting as `user_id` (a user in the appservice's namespace).
+    pub fn intent(&self, user_id: &str) -> Intent {
+        Intent {
+            client: self.clone(),
+            user_id: user_id.to_owned(),
+        }
+    }
+
+    /// Asks the homeserver to ping the appservice (`POST /_matrix/client/v1/appservice/{id}/ping`),
+    /// which checks both directions of the configuration. Returns the homeserver's answer.
+    pub async fn ping(&self) -> Result<Value, Error> {
+        let id = self.inner.appservice_id.clone();
+        self.call(
+            Method::POST,
+            &["_matrix", "client", "v1", "appservice", &id, "ping"],
+            None,
+            Some(json!({})),
+        )
+        .await
+    }
+
+    /// A new transaction ID for a send.
+    fn txn_id(&self) -> String {
+        let n = self.inner.txn_counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}.{n}", self.inner.txn_prefix)
+    }
+
+    /// One Client-Server API call: `segments` are the path's parts (each percent-encoded),
+    /// `as_user` adds `?user_id=`. Errors carry the spec's `errcode`.
+    pub async fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        as_user: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<Value, Error> {
+        let mut url = self.inner.base.clone();
+        url.path_segments_mut()
+            .map_err(|_| Error::Config("homeserver URL cannot be a base".into()))?
+            .pop_if_empty()
+            .extend(segments);
+        if let Some(user) = as_user.filter(|u| *u != self.inner.bot) {
+            url.query_pairs_mut().append_pair("user_id", user);
+        }
+        let mut req = self
+            .inner
+            .http
+            .request(method.clone(), url)
+            .bearer_auth(&self.inner.as_token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await?;
+        let status = res.status().as_u16();
+        let text = res.text().await?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if (200..300).contains(&status) {
+            Ok(value)
+        } else {
+            Err(Error::Matrix {
+                status,
+                errcode: value["errcode"].as_str().unwrap_or("").to_owned(),
+                message: format!(
+                    "{method} /{}: {}",
+                    segments.join("/"),
+                    value["error"].as_str().unwrap_or(&value.to_string())
+                ),
+            })
+        }
+    }
+}
+
+/// The appservice acting as one user: the bot or a ghost.
+#[derive(Clone)]
+pub struct Intent {
+    client: Client,
+    user_id: String,
+}
+
+impl Intent {
+    /// The user this intent acts as.
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<Value>,
+    ) -> Result<Value, Error> {
+        self.client
+            .call(method, segments, Some(&self.user_id), body)
+            .await
+    }
+
+    /// Makes sure the user exists: registers it with `m.login.application_service`;
+    /// `M_USER_IN_USE` means it exists already. Remembered for the life of the client.
+    pub async fn ensure_registered(&self) -> Result<(), Error> {
+        if self
+            .client
+            .inner
+            .registered
+            .lock()
+            .unwrap()
+            .contains(&self.user_id)
+        {
+            return Ok(());
+        }
+        let localpart = self
+            .user_id
+            .strip_prefix('@')
+            .and_then(|u| u.split(':').next())
+            .unwrap_or(&self.user_id)
+            .to_owned();
+        let body = json!({
+            "type": "m.login.application_service",
+            "username": localpart,
+            "inhibit_login": true,
+        });
+        match self
+            .client
+            .call(
+                Method::POST,
+                &["_matrix", "client", "v3", "register"],
+                None,
+                Some(body),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.errcode() == Some("M_USER_IN_USE") => {}
+            Err(e) => return Err(e),
+        }
+        self.client
+            .inner
+            .registered
+            .lock()
+            .unwrap()
+            .insert(self.user_id.clone());
+        Ok(())
+    }
+
+    /// Sets the user's global display name.
+    pub async fn set_display_name(&self, name: &str) -> Result<(), Error> {
+        self.ensure_registered().await?;
+        self.call(
+            Method::PUT,
+            &[
+                "_matrix",
+                "client",
+                "v3",
+                "profile",
+                &self.user_id,
+                "displayname",
+            ],
+            Some(json!({ "displayname": name })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Creates a room (the body of `POST /createRoom`) and returns its ID.
+    pub async fn create_room(&self, body: Value) -> Result<String, Error> {
+        self.ensure_registered().await?;
+        let res = self
+            .call(
+                Method::POST,
+                &["_matrix", "client", "v3", "createRoom"],
+                Some(body),
+            )
+            .await?;
+        let room_id = res["room_id"].as_str().unwrap_or_default().to_owned();
+        self.mark_joined(&room_id, true);
+        Ok(room_id)
+    }
+
+    /// Joins a room by ID or alias and returns the room ID.
+    pub async fn join(&self, room: &str) -> Result<String, Error> {
+        self.ensure_registered().await?;
+        let res = self
+            .call(
+                Method::POST,
+                &["_matrix", "client", "v3", "join", room],
+                Some(json!({})),
+            )
+            .await?;
+        let room_id = res["room_id"].as_str().unwrap_or(room).to_owned();
+        self.mark_joined(&room_id, true);
+        Ok(room_id)
+    }
+
+    /// Leaves a room.
+    pub async fn leave(&self, room_id: &str) -> Result<(), Error> {
+        self.mark_joined(room_id, false);
+        self.call(
+            Method::POST,
+            &["_matrix", "client", "v3", "rooms", room_id, "leave"],
+            Some(json!({})),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Invites `user_id` into a room.
+    pub async fn invite(&self, room_id: &str, user_id: &str) -> Result<(), Error> {
+        self.call(
+            Method::POST,
+            &["_matrix", "client", "v3", "rooms", room_id, "invite"],
+            Some(json!({ "user_id": user_id })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Makes sure the user is registered and joined to the room: tries to join, and if that is
+    /// refused, has the bridge bot invite it first.
+    pub async fn ensure_joined(&self, room_id: &str) -> Result<(), Error> {
+        let key = (room_id.to_owned(), self.user_id.clone());
+        if self.client.inner.joined.lock().unwrap().contains(&key) {
+            return Ok(());
+        }
+        self.ensure_registered().await?;
+        if let Err(e) = self.join(room_id).await {
+            if self.user_id == self.client.inner.bot || e.errcode() != Some("M_FORBIDDEN") {
+                return Err(e);
+            }
+            match self.client.bot().invite(room_id, &self.user_id).await {
+                Ok(()) => {}
+                // Already invited (or joined meanwhile): the join below tells.
+                Err(e) if e.errcode() == Some("M_FORBIDDEN") => {}
+                Err(e) => return Err(e),
+            }
+            self.join(room_id).await?;
+        }
+        Ok(())
+    }
+
+    fn mark_joined(&self, room_id: &str, joined: bool) {
+        let key = (room_id.to_owned(), self.user_id.clone());
+        let mut set = self.client.inner.joined.lock().unwrap();
+        if joined {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
+    }
+
+    /// Forgets that the user is joined to the room (after it was kicked or left elsewhere).
+    pub fn forget_joined(&self, room_id: &str) {
+        self.mark_joined(room_id, false);
+    }
+
+    /// Sends a message event with the given content; returns the event ID.
+    pub async fn send_message(&self, room_id: &str, content: Value) -> Result<String, Error> {
+        self.send_event(room_id, "m.room.message", content).await
+    }
+
+    /// Sends any timeline event; returns the event ID.
+    pub async fn send_event(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        content: Value,
+    ) -> Result<String, Error> {
+        let txn = self.client.txn_id();
+        let res = self
+            .call(
+                Method::PUT,
+                &[
+                    "_matrix", "client", "v3", "rooms", room_id, "send", event_type, &txn,
+                ],
+                Some(content),
+            )
+            .await?;
+        Ok(res["event_id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Sends an `m.text` message.
+    pub async fn send_text(&self, room_id: &str, body: &str) -> Result<String, Error> {
+        self.send_message(room_id, json!({ "msgtype": "m.text", "body": body }))
+            .await
+    }
+
+    /// Sends an `m.notice` message.
+    pub async fn send_notice(&self, room_id: &str, body: &str) -> Result<String, Error> {
+        self.send_message(room_id, json!({ "msgtype": "m.notice", "body": body }))
+            .await
+    }
+
+    /// Sends an `m.emote` message.
+    pub async fn send_emote(&self, room_id: &str, body: &str) -> Result<String, Error> {
+        self.send_message(room_id, json!({ "msgtype": "m.emote", "body": body }))
+            .await
+    }
+
+    /// Sets a state event.
+    pub async fn set_state(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+        content: Value,
+    ) -> Result<String, Error> {
+        let res = self
+            .call(
+                Method::PUT,
+                &[
+                    "_matrix", "client", "v3", "rooms", room_id, "state", event_type, state_key,
+                ],
+                Some(content),
+            )
+            .await?;
+        Ok(res["event_id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Reads a state event's content; `None` if there is none.
+    pub async fn get_state(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<Value>, Error> {
+        match self
+            .call(
+                Method::GET,
+                &[
+                    "_matrix", "client", "v3", "rooms", room_id, "state", event_type, state_key,
+                ],
+                None,
+            )
+            .await
+        {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.errcode() == Some("M_NOT_FOUND") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets the room's topic.
+    pub async fn set_topic(&self, room_id: &str, topic: &str) -> Result<String, Error> {
+        self.set_state(room_id, "m.room.topic", "", json!({ "topic": topic }))
+            .await
+    }
+}
