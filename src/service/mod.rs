@@ -64,6 +64,10 @@ pub struct Services {
     pub appservices: Vec<Arc<appservice::Appservice>>,
     /// Outgoing HTTP (appservice pushes and queries; plain HTTP on the local network).
     pub http: reqwest::Client,
+    /// Running unread counts per (user, room); see `push::unread_counts`.
+    unread: std::sync::Mutex<
+        std::collections::HashMap<(ruma::OwnedUserId, ruma::OwnedRoomId), push::UnreadCount>,
+    >,
     /// Set to true when the server stops; background tasks end.
     shutdown: watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -102,6 +106,7 @@ impl Services {
             room_locks: Default::default(),
             appservices,
             shutdown: watch::channel(false).0,
+            unread: Default::default(),
             tasks: Default::default(),
             http: reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(10))
