@@ -64,6 +64,8 @@ pub struct Services {
     pub appservices: Vec<Arc<appservice::Appservice>>,
     /// Outgoing HTTP (appservice pushes and queries; plain HTTP on the local network).
     pub http: reqwest::Client,
+    /// Password hashing runs one at a time (see `users::hash_password`).
+    password_work: tokio::sync::Semaphore,
     /// Running unread counts per (user, room); see `push::unread_counts`.
     unread: std::sync::Mutex<
         std::collections::HashMap<(ruma::OwnedUserId, ruma::OwnedRoomId), push::UnreadCount>,
@@ -107,6 +109,7 @@ impl Services {
             appservices,
             shutdown: watch::channel(false).0,
             unread: Default::default(),
+            password_work: tokio::sync::Semaphore::new(1),
             tasks: Default::default(),
             http: reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(10))

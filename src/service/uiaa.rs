@@ -125,7 +125,7 @@ impl Services {
                 _ => None,
             };
             let matches_user = claimed.is_none_or(|c| c == user.as_str() || c == user.localpart());
-            if matches_user && self.check_password(user, &p.password).is_ok() {
+            if matches_user && self.check_password(user, &p.password).await.is_ok() {
                 return Ok(Proof::Password);
             }
             return Err(self.uiaa_info(

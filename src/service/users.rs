@@ -56,7 +56,7 @@ impl RegistrationToken {
     }
 }
 
-pub fn hash_password(password: &str) -> Result<String> {
+fn hash_password(password: &str) -> Result<String> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -119,7 +119,10 @@ impl Services {
             ));
         }
         let account = Account {
-            password_hash: password.map(hash_password).transpose()?,
+            password_hash: match password {
+                Some(p) => Some(self.hash_password(p).await?),
+                None => None,
+            },
             displayname: Some(user_id.localpart().to_owned()),
             admin,
             ..Default::default()
@@ -137,13 +140,33 @@ impl Services {
         self.write(b).await
     }
 
+    /// Hashes a password off the async workers, one at a time: argon2 takes ~19 MiB and
+    /// tens of milliseconds per hash, which must neither stall other requests nor multiply
+    /// memory on a small board.
+    pub async fn hash_password(&self, password: &str) -> Result<String> {
+        let _permit = self.password_work.acquire().await.map_err(Error::internal)?;
+        let password = password.to_owned();
+        tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(Error::internal)?
+    }
+
     /// Checks a password; the same error for unknown users and wrong passwords.
-    pub fn check_password(&self, user_id: &UserId, password: &str) -> Result<()> {
-        let ok = self
+    pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<()> {
+        let hash = self
             .account(user_id)?
             .filter(|a| !a.deactivated)
-            .and_then(|a| a.password_hash)
-            .is_some_and(|h| verify_password(&h, password));
+            .and_then(|a| a.password_hash);
+        let ok = match hash {
+            Some(hash) => {
+                let _permit = self.password_work.acquire().await.map_err(Error::internal)?;
+                let password = password.to_owned();
+                tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+                    .await
+                    .map_err(Error::internal)?
+            }
+            None => false,
+        };
         if ok {
             Ok(())
         } else {
@@ -262,7 +285,7 @@ impl Services {
         let mut account = self
             .account(user_id)?
             .ok_or_else(|| Error::not_found("No such user"))?;
-        account.password_hash = Some(hash_password(new_password)?);
+        account.password_hash = Some(self.hash_password(new_password).await?);
         self.set_account(user_id, &account).await
     }
 

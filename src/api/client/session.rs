@@ -176,7 +176,7 @@ pub async fn login(
     match (password, &appservice) {
         (Some(password), _) => {
             s.rate_limiter.check(&format!("login-user:{user_id}"))?;
-            s.check_password(&user_id, password)?;
+            s.check_password(&user_id, password).await?;
         }
         (None, Some(a)) if a.is_user(&user_id) && s.account(&user_id)?.is_some() => {}
         (None, Some(_)) => return Err(Error::forbidden("That user is not the appservice's")),
