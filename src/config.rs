@@ -86,6 +86,55 @@ impl Default for StorageConfig {
     }
 }
 
+/// The community bots (see `src/bots/`): one Matrix user that runs every habit.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BotsConfig {
+    /// Start the bots with the server.
+    pub enabled: bool,
+    /// Localpart of the bots' user (`@tsunagu:{server_name}`), created on the first start.
+    pub user: String,
+    /// Display name of the bots' user.
+    pub display_name: String,
+    /// Time zone for schedules (IANA name), until a community sets its own with `!bots timezone`.
+    pub timezone: String,
+    /// Gathering invitations are posted this many hours before a gathering.
+    pub invite_hours_before: u32,
+    /// Members who said yes are reminded this many minutes before a gathering.
+    pub remind_minutes_before: u32,
+    /// Hours after a gathering's start when its notes thread is opened.
+    pub notes_hours_after: u32,
+    /// Coffee roulette day (`monday` .. `sunday`) and local time (`HH:MM`).
+    pub roulette_day: String,
+    /// Coffee roulette local time (`HH:MM`).
+    pub roulette_time: String,
+    /// Weeks between two coffee roulette rounds.
+    pub roulette_every_weeks: u32,
+    /// Hours a charter vote stays open unless the charter says otherwise.
+    pub vote_hours: u32,
+    /// Seconds between two checks of the schedules.
+    pub tick_seconds: u64,
+}
+
+impl Default for BotsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            user: "tsunagu".into(),
+            display_name: "Tsunagu".into(),
+            timezone: "UTC".into(),
+            invite_hours_before: 48,
+            remind_minutes_before: 60,
+            notes_hours_after: 3,
+            roulette_day: "monday".into(),
+            roulette_time: "10:00".into(),
+            roulette_every_weeks: 1,
+            vote_hours: 72,
+            tick_seconds: 30,
+        }
+    }
+}
+
 /// The whole configuration of one server.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -115,6 +164,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Application service registration files (YAML) to load at start.
     pub appservices: Vec<PathBuf>,
+    /// Community bots.
+    pub bots: BotsConfig,
 }
 
 impl Default for Config {
@@ -132,6 +183,7 @@ impl Default for Config {
             encryption_by_default: EncryptionDefault::default(),
             storage: StorageConfig::default(),
             appservices: Vec::new(),
+            bots: BotsConfig::default(),
         }
     }
 }
@@ -328,5 +380,6 @@ mod tests {
         assert_eq!(c.storage.engine, d.storage.engine);
         assert_eq!(c.storage.cache_mb, d.storage.cache_mb);
         assert_eq!(c.storage.group_commit_ms, d.storage.group_commit_ms);
+        assert_eq!(format!("{:?}", c.bots), format!("{:?}", d.bots));
     }
 }

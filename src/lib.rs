@@ -8,6 +8,7 @@
 //! (typed tables over an embedded engine).
 
 pub mod api;
+pub mod bots;
 pub mod config;
 pub mod error;
 pub mod service;
@@ -25,6 +26,8 @@ pub struct Server {
     services: Arc<Services>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The community bots, when `bots.enabled`.
+    bots: Option<bots::BotRunner>,
     /// A registration token created on the first start (printed by the binary).
     pub first_start_token: Option<String>,
 }
@@ -32,6 +35,14 @@ pub struct Server {
 impl Server {
     /// Opens the data directory, binds the listener and serves until [`Server::stop`].
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        Self::start_with_clock(config, std::sync::Arc::new(bots::SystemClock)).await
+    }
+
+    /// Like [`Server::start`], with the bots' time source (tests pass a [`bots::ManualClock`]).
+    pub async fn start_with_clock(
+        config: Config,
+        clock: Arc<dyn bots::Clock>,
+    ) -> anyhow::Result<Self> {
         config.validate()?;
         let listen = config.listen;
         let services = Services::open(config).await?;
@@ -51,11 +62,25 @@ impl Server {
                 })
                 .await
         });
+        // The bots are a client of this server: started once it listens, over loopback.
+        let bots = if services.config.bots.enabled {
+            let mut local = addr;
+            if local.ip().is_unspecified() {
+                local.set_ip(match addr {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            Some(bots::BotRunner::start(services.clone(), &format!("http://{local}"), clock).await?)
+        } else {
+            None
+        };
         Ok(Self {
             addr,
             services,
             shutdown: Some(tx),
             task,
+            bots,
             first_start_token,
         })
     }
@@ -74,17 +99,27 @@ impl Server {
         &self.services
     }
 
+    /// The community bots, when enabled.
+    pub fn bots(&self) -> Option<&bots::BotRunner> {
+        self.bots.as_ref()
+    }
+
     /// Stops accepting requests and waits for open requests to finish.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        // The bots first: they are a client of this server.
+        if let Some(bots) = self.bots.take() {
+            bots.stop().await;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        // Long-polling syncs may hold connections open; do not wait for them forever.
+        // Wake long-polling syncs and end background tasks first, so that open connections
+        // finish at once and release the services (and with them the store).
+        self.services.shutdown().await;
         match tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.task).await {
             Ok(r) => r??,
             Err(_) => self.task.abort(),
         }
-        self.services.shutdown().await;
         self.services.store.persist().await?;
         Ok(())
     }

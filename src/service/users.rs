@@ -144,7 +144,11 @@ impl Services {
     /// tens of milliseconds per hash, which must neither stall other requests nor multiply
     /// memory on a small board.
     pub async fn hash_password(&self, password: &str) -> Result<String> {
-        let _permit = self.password_work.acquire().await.map_err(Error::internal)?;
+        let _permit = self
+            .password_work
+            .acquire()
+            .await
+            .map_err(Error::internal)?;
         let password = password.to_owned();
         tokio::task::spawn_blocking(move || hash_password(&password))
             .await
@@ -159,7 +163,11 @@ impl Services {
             .and_then(|a| a.password_hash);
         let ok = match hash {
             Some(hash) => {
-                let _permit = self.password_work.acquire().await.map_err(Error::internal)?;
+                let _permit = self
+                    .password_work
+                    .acquire()
+                    .await
+                    .map_err(Error::internal)?;
                 let password = password.to_owned();
                 tokio::task::spawn_blocking(move || verify_password(&hash, &password))
                     .await
