@@ -57,9 +57,10 @@ pub enum EncryptionDefault {
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     /// sled 0.34: a lock-free log-structured B-tree.
-    #[default]
     Sled,
-    /// redb: a copy-on-write B-tree in one file.
+    /// redb: a copy-on-write B-tree in one file. The default: in our soak it held a flat
+    /// ~31 MiB RSS and half the disk of sled at the same throughput (BENCHMARKS.md).
+    #[default]
     Redb,
 }
 
