@@ -109,6 +109,20 @@ fn merge_signatures(target: &mut JsonValue, from: &JsonValue) {
 }
 
 impl Services {
+    /// Writes `batch` at a new stream position that tells sync that `user`'s keys changed.
+    async fn commit_key_change(&self, user: &UserId, batch: Batch) -> Result<()> {
+        let entry = StreamEntry {
+            keys: Some(user.to_owned()),
+            ..Default::default()
+        };
+        self.commit(entry, |_, b| {
+            *b = batch;
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
     // ---- device keys -------------------------------------------------------------------
 
     pub fn device_keys(&self, user: &UserId, device: &DeviceId) -> Result<Option<JsonValue>> {
@@ -232,17 +246,7 @@ impl Services {
             );
         }
         if keys_changed {
-            self.commit(
-                StreamEntry {
-                    keys: Some(user.to_owned()),
-                    ..Default::default()
-                },
-                |_, b| {
-                    *b = std::mem::take(&mut batch);
-                    Ok(())
-                },
-            )
-            .await?;
+            self.commit_key_change(user, batch).await?;
         } else if !batch.is_empty() {
             self.write(batch).await?;
         }
@@ -349,18 +353,7 @@ impl Services {
                 }
             }
         }
-        self.commit(
-            StreamEntry {
-                keys: Some(user.to_owned()),
-                ..Default::default()
-            },
-            |_, b| {
-                *b = batch;
-                Ok(())
-            },
-        )
-        .await?;
-        Ok(())
+        self.commit_key_change(user, batch).await
     }
 
     // ---- cross-signing ------------------------------------------------------------------
@@ -419,18 +412,7 @@ impl Services {
                 k,
             );
         }
-        self.commit(
-            StreamEntry {
-                keys: Some(user.to_owned()),
-                ..Default::default()
-            },
-            |_, b| {
-                *b = batch;
-                Ok(())
-            },
-        )
-        .await?;
-        Ok(())
+        self.commit_key_change(user, batch).await
     }
 
     /// `/keys/signatures/upload`: adds verified signatures to device keys and cross-signing
@@ -554,17 +536,7 @@ impl Services {
         }
         for user in changed {
             let b = std::mem::take(&mut batch);
-            self.commit(
-                StreamEntry {
-                    keys: Some(user),
-                    ..Default::default()
-                },
-                |_, out| {
-                    *out = b;
-                    Ok(())
-                },
-            )
-            .await?;
+            self.commit_key_change(&user, b).await?;
         }
         Ok(failures)
     }
