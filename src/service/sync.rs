@@ -105,8 +105,11 @@ impl Services {
     pub async fn sync(self: &Arc<Self>, req: SyncRequest<'_>) -> Result<Response> {
         let deadline = tokio::time::Instant::now() + req.timeout.min(Duration::from_secs(300));
         let mut rx = self.subscribe();
+        let mut stop = self.shutdown_signal();
         loop {
             rx.borrow_and_update();
+            let mut seen = self.current_pos();
+            let typing = self.ephemeral.serial();
             let response = self.build_sync(&req).await?;
             let has_news = !response.rooms.is_empty()
                 || !response.account_data.is_empty()
@@ -115,15 +118,58 @@ impl Services {
             if req.since.is_none() || req.full_state || has_news {
                 return Ok(response);
             }
-            let mut stop = self.shutdown_signal();
-            tokio::select! {
-                r = tokio::time::timeout_at(deadline, rx.changed()) => match r {
-                    Ok(Ok(())) => continue,
-                    _ => return Ok(response),
-                },
-                _ = stop.wait_for(|s| *s) => return Ok(response),
+            // Wait until something this user can see moves. Most wakes are other rooms'
+            // messages: a look at the new stream entries is far cheaper than a rebuild.
+            let my_rooms: HashSet<OwnedRoomId> = self
+                .memberships(req.user)?
+                .into_iter()
+                .map(|(room, _)| room)
+                .collect();
+            loop {
+                tokio::select! {
+                    r = tokio::time::timeout_at(deadline, rx.changed()) => match r {
+                        Ok(Ok(())) => {}
+                        _ => return Ok(response),
+                    },
+                    _ = stop.wait_for(|s| *s) => return Ok(response),
+                }
+                rx.borrow_and_update();
+                let now = self.current_pos();
+                if self.ephemeral.serial() != typing
+                    || self.stream_concerns(req.user, &my_rooms, seen, now)?
+                {
+                    break;
+                }
+                seen = now;
             }
         }
+    }
+
+    /// Whether a stream entry in `(since, upto]` may change what `user` sees: a room they
+    /// have a membership in, their own data (account data, invites, to-device), or anyone's
+    /// keys (device lists).
+    fn stream_concerns(
+        &self,
+        user: &UserId,
+        my_rooms: &HashSet<OwnedRoomId>,
+        since: u64,
+        upto: u64,
+    ) -> Result<bool> {
+        let end = pos_bytes(upto.saturating_add(1));
+        for item in self
+            .store
+            .scan_range(Table::Stream, &pos_bytes(since + 1), &end, false, 0)
+        {
+            let (_, v) = item?;
+            let entry: super::StreamEntry = decode(Table::Stream, &v)?;
+            if entry.keys.is_some()
+                || entry.user.as_deref() == Some(user)
+                || entry.room.as_ref().is_some_and(|r| my_rooms.contains(r))
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Rooms and whether the user's own entries moved in `(since, upto]`.
@@ -155,9 +201,12 @@ impl Services {
         let typing_serial = self.ephemeral.serial();
         let mut response = Response::new(format!("{pos}_{typing_serial}"));
         let since_pos = req.since.map(|s| s.pos);
-        let changed = match since_pos {
-            Some(s) => Some(self.changes_since(req.user, s, pos)?.0),
-            None => None,
+        let (changed, mine) = match since_pos {
+            Some(s) => {
+                let (rooms, mine) = self.changes_since(req.user, s, pos)?;
+                (Some(rooms), mine)
+            }
+            None => (None, true),
         };
         let typing_since = req.since.map(|s| {
             if s.typing > typing_serial {
@@ -191,7 +240,12 @@ impl Services {
             response.device_lists.left = left.into_iter().collect();
         }
 
-        let account_data = self.account_data_since(req.user, since_pos.unwrap_or(0))?;
+        // Account data moves only at the user's own stream entries.
+        let account_data = if mine {
+            self.account_data_since(req.user, since_pos.unwrap_or(0))?
+        } else {
+            Vec::new()
+        };
         let mut room_account_data: BTreeMap<OwnedRoomId, Vec<_>> = BTreeMap::new();
         for (room, ty, content) in account_data {
             let ev = json!({ "type": ty, "content": content });
