@@ -49,6 +49,7 @@ impl Server {
         let first_start_token = services.first_start().await?;
         services.ensure_appservice_users().await?;
         services.start_appservice_senders();
+        services.start_memory_trim();
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
