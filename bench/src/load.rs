@@ -374,3 +374,110 @@ async fn backfill(
     gap.reverse();
     Ok(gap)
 }
+
+/// Latency at rest: one message at a time into one room while a member long-polls `/sync`
+/// for it. Each message is sent only after the previous one arrived, so nothing queues; this
+/// is the delay a person notices in a quiet room (the load phase measures it under a queue).
+pub struct QuietLatency {
+    /// Send request start → `event_id` answer, ms.
+    pub send_ms: Vec<f64>,
+    /// Send request start → the `/sync` answer that carries the event, ms.
+    pub sync_ms: Vec<f64>,
+}
+
+pub async fn quiet_latency(
+    hs: &Hs,
+    sender: &User,
+    receiver_token: &str,
+    room_id: &str,
+    run: &str,
+    n: usize,
+) -> Result<QuietLatency, String> {
+    let filter =
+        enc(&json!({ "room": { "rooms": [room_id], "timeline": { "limit": 50 } } }).to_string());
+    let first = hs
+        .get(
+            &format!("/_matrix/client/v3/sync?filter={filter}&timeout=0"),
+            Some(receiver_token),
+            Duration::from_secs(120),
+        )
+        .await?
+        .ok("/sync before the quiet phase")?;
+    let mut since = next_batch(&first)?;
+    let mut out = QuietLatency {
+        send_ms: Vec::with_capacity(n),
+        sync_ms: Vec::with_capacity(n),
+    };
+    for i in 0..n {
+        // The long-poll is in place before the send starts (it waits up to 30 s).
+        let poll = {
+            let hs = hs.clone();
+            let token = receiver_token.to_owned();
+            let path = format!(
+                "/_matrix/client/v3/sync?filter={filter}&timeout=30000&since={}",
+                enc(&since)
+            );
+            tokio::spawn(async move { hs.get(&path, Some(&token), Duration::from_secs(60)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/{run}-quiet-{i}",
+            enc(room_id)
+        );
+        let body = json!({ "msgtype": "m.text", "body": format!("bench {run} quiet {i}") });
+        let start = Instant::now();
+        let sent = hs
+            .call(
+                Method::PUT,
+                &path,
+                Some(&sender.token),
+                Some(&body),
+                Duration::from_secs(60),
+            )
+            .await?
+            .ok("quiet send")?;
+        out.send_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        let event_id = sent
+            .get("event_id")
+            .and_then(Value::as_str)
+            .ok_or("quiet send answered without event_id")?
+            .to_owned();
+        // The first answer normally carries the event; anything else (a receipt, a typing
+        // notice) is followed by another bounded poll.
+        let mut reply = poll.await.map_err(|e| format!("quiet poll task: {e}"))?;
+        let mut polls = 0;
+        loop {
+            let body = reply?.ok("quiet /sync")?;
+            let arrived = Instant::now();
+            since = next_batch(&body)?;
+            if timeline_of(&body, room_id)
+                .1
+                .iter()
+                .any(|ev| ev.get("event_id").and_then(Value::as_str) == Some(&event_id))
+            {
+                out.sync_ms
+                    .push(arrived.duration_since(start).as_secs_f64() * 1e3);
+                break;
+            }
+            polls += 1;
+            if polls > 10 {
+                return Err(format!("quiet message {event_id} never reached /sync"));
+            }
+            let path = format!(
+                "/_matrix/client/v3/sync?filter={filter}&timeout=30000&since={}",
+                enc(&since)
+            );
+            reply = hs
+                .get(&path, Some(receiver_token), Duration::from_secs(60))
+                .await;
+        }
+    }
+    Ok(out)
+}
+
+fn next_batch(body: &Value) -> Result<String, String> {
+    body.get("next_batch")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| "/sync answer without next_batch".to_owned())
+}

@@ -216,6 +216,9 @@ impl Problems {
     }
 }
 
+/// Messages sent one at a time, after the load, for the latency a quiet room sees.
+const QUIET_MESSAGES: usize = 100;
+
 async fn run(args: Args, url: String) -> Result<Value, String> {
     if args.users == 0 || args.rooms == 0 || args.concurrency == 0 {
         return Err("--users, --rooms and --concurrency must be at least 1".into());
@@ -694,7 +697,7 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
     );
 
     // Sync and pagination timings (skipped when the run was cut short).
-    let (initial_sync, mut noop, pagination) = if aborted.is_none() {
+    let (initial_sync, mut noop, pagination, quiet) = if aborted.is_none() {
         // Initial sync of the user who is in every room.
         let u0 = users[0].clone();
         let t = Instant::now();
@@ -851,9 +854,30 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
             "total_ms": round3(pag_ms),
             "events_per_s": round3(events as f64 / (pag_ms / 1e3)),
         });
-        (initial_sync, noop, pagination)
+        // Latency at rest: 100 messages one at a time into room 0, after the load.
+        let quiet_sender = if n_users > n_rooms { n_rooms } else { 0 };
+        let quiet = match load::quiet_latency(
+            &hs,
+            &users[quiet_sender],
+            &u0.token,
+            &rooms[0],
+            &run_id,
+            QUIET_MESSAGES,
+        )
+        .await
+        {
+            Ok(mut q) => json!({
+                "send_ms": dist(&mut q.send_ms),
+                "sync_ms": dist(&mut q.sync_ms),
+            }),
+            Err(e) => {
+                problems.add(format!("quiet latency: {e}"));
+                Value::Null
+            }
+        };
+        (initial_sync, noop, pagination, quiet)
     } else {
-        (Value::Null, Vec::new(), Value::Null)
+        (Value::Null, Vec::new(), Value::Null, Value::Null)
     };
 
     // Idle memory after a quiet minute.
@@ -956,6 +980,7 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
         "initial_sync": initial_sync,
         "incremental_sync_ms": dist(&mut noop),
         "pagination": pagination,
+        "quiet": quiet,
         "cpu": cpu,
         "memory": memory,
         "disk": disk,

@@ -156,6 +156,8 @@ pub fn summary(r: &Value) -> String {
     );
     o += &d("send latency", &["send", "latency_ms"]);
     o += &d("send->sync delivery", &["delivery", "latency_ms"]);
+    o += &d("at rest: send", &["quiet", "send_ms"]);
+    o += &d("at rest: send->sync", &["quiet", "sync_ms"]);
     o += &format!(
         "  correctness                  received {} lost {} duplicated {} reordered {} unexpected {} wrong-id {} (gaps filled {}, 429 retries {})\n",
         r["correctness"]["received"],
@@ -316,6 +318,24 @@ pub fn table(results: &[Value]) -> String {
         (
             "send→sync p99 (ms)",
             &["delivery", "latency_ms", "p99"],
+            U::Ms,
+            false,
+        ),
+        (
+            "at rest: send latency p50 (ms)",
+            &["quiet", "send_ms", "p50"],
+            U::Ms,
+            false,
+        ),
+        (
+            "at rest: send→sync p50 (ms)",
+            &["quiet", "sync_ms", "p50"],
+            U::Ms,
+            false,
+        ),
+        (
+            "at rest: send→sync p95 (ms)",
+            &["quiet", "sync_ms", "p95"],
             U::Ms,
             false,
         ),
