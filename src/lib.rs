@@ -122,6 +122,14 @@ impl Server {
             Err(_) => self.task.abort(),
         }
         self.services.store.persist().await?;
+        // Requests still finishing on their connections hold the services (and the store's
+        // file lock); wait for them, bounded, so a restart in the same process can open it.
+        for _ in 0..100 {
+            if Arc::strong_count(&self.services) == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         Ok(())
     }
 
