@@ -155,13 +155,8 @@ impl Services {
         since: u64,
         upto: u64,
     ) -> Result<bool> {
-        let end = pos_bytes(upto.saturating_add(1));
-        for item in self
-            .store
-            .scan_range(Table::Stream, &pos_bytes(since + 1), &end, false, 0)
-        {
-            let (_, v) = item?;
-            let entry: super::StreamEntry = decode(Table::Stream, &v)?;
+        for entry in self.stream_entries(since, upto) {
+            let entry = entry?;
             if entry.keys.is_some()
                 || entry.user.as_deref() == Some(user)
                 || entry.room.as_ref().is_some_and(|r| my_rooms.contains(r))
@@ -170,6 +165,18 @@ impl Services {
             }
         }
         Ok(false)
+    }
+
+    /// The stream entries in `(since, upto]`, oldest first.
+    fn stream_entries(
+        &self,
+        since: u64,
+        upto: u64,
+    ) -> impl Iterator<Item = Result<super::StreamEntry>> + '_ {
+        let end = pos_bytes(upto.saturating_add(1));
+        self.store
+            .scan_range(Table::Stream, &pos_bytes(since + 1), &end, false, 0)
+            .map(|item| Ok(decode(Table::Stream, &item?.1)?))
     }
 
     /// Rooms and whether the user's own entries moved in `(since, upto]`.
@@ -181,13 +188,8 @@ impl Services {
     ) -> Result<(HashSet<OwnedRoomId>, bool)> {
         let mut rooms = HashSet::new();
         let mut mine = false;
-        let end = pos_bytes(upto.saturating_add(1));
-        for item in self
-            .store
-            .scan_range(Table::Stream, &pos_bytes(since + 1), &end, false, 0)
-        {
-            let (_, v) = item?;
-            let entry: super::StreamEntry = decode(Table::Stream, &v)?;
+        for entry in self.stream_entries(since, upto) {
+            let entry = entry?;
             if let Some(r) = entry.room {
                 rooms.insert(r);
             }
