@@ -562,14 +562,9 @@ impl Services {
         upto: u64,
     ) -> Result<(BTreeSet<OwnedUserId>, BTreeSet<OwnedUserId>)> {
         let (mut changed, mut left) = (BTreeSet::new(), BTreeSet::new());
-        let end = pos_bytes(upto.saturating_add(1));
         let mut entries = Vec::new();
-        for item in self
-            .store
-            .scan_range(Table::Stream, &pos_bytes(since + 1), &end, false, 0)
-        {
-            let (_, v) = item?;
-            let entry: StreamEntry = decode(Table::Stream, &v)?;
+        for entry in self.stream_entries(since, upto) {
+            let entry = entry?;
             if entry.keys.is_some() || (entry.room.is_some() && entry.user.is_some()) {
                 entries.push(entry);
             }

@@ -126,6 +126,18 @@ impl Services {
         *self.stream.borrow()
     }
 
+    /// The stream entries in `(since, upto]`, oldest first.
+    pub fn stream_entries(
+        &self,
+        since: u64,
+        upto: u64,
+    ) -> impl Iterator<Item = Result<StreamEntry>> + '_ {
+        let end = pos_bytes(upto.saturating_add(1));
+        self.store
+            .scan_range(Table::Stream, &pos_bytes(since + 1), &end, false, 0)
+            .map(|item| Ok(crate::store::decode(Table::Stream, &item?.1)?))
+    }
+
     /// A receiver that wakes when the stream position advances (or ephemeral data changes).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.stream.subscribe()
@@ -157,13 +169,12 @@ impl Services {
     /// since the last trim and then stood still for ten seconds.
     pub fn start_memory_trim(self: &Arc<Self>) {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        const TRIM_AFTER_QUIET: std::time::Duration = std::time::Duration::from_secs(10);
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
         self.spawn_task(|s| async move {
+            let quiet = std::time::Duration::from_secs(10);
             let mut seen = s.current_pos();
             let mut trimmed = None;
             loop {
-                tokio::time::sleep(TRIM_AFTER_QUIET).await;
+                tokio::time::sleep(quiet).await;
                 let pos = s.current_pos();
                 if pos == seen && trimmed != Some(pos) {
                     // SAFETY: malloc_trim only returns free pages of glibc's heaps to the

@@ -29,10 +29,7 @@ use super::{
     state::StateMap,
     timeline::MembershipRecord,
 };
-use crate::{
-    error::{Error, Result},
-    store::{Table, decode, pos_bytes},
-};
+use crate::error::{Error, Result};
 
 /// A parsed sync token.
 #[derive(Clone, Copy, Debug)]
@@ -165,18 +162,6 @@ impl Services {
             }
         }
         Ok(false)
-    }
-
-    /// The stream entries in `(since, upto]`, oldest first.
-    fn stream_entries(
-        &self,
-        since: u64,
-        upto: u64,
-    ) -> impl Iterator<Item = Result<super::StreamEntry>> + '_ {
-        let end = pos_bytes(upto.saturating_add(1));
-        self.store
-            .scan_range(Table::Stream, &pos_bytes(since + 1), &end, false, 0)
-            .map(|item| Ok(decode(Table::Stream, &item?.1)?))
     }
 
     /// Rooms and whether the user's own entries moved in `(since, upto]`.
