@@ -14,6 +14,7 @@ pub mod error;
 pub mod service;
 pub mod store;
 
+use axum::serve::ListenerExt;
 use std::{net::SocketAddr, sync::Arc};
 
 pub use config::Config;
@@ -56,6 +57,13 @@ impl Server {
         let addr = listener.local_addr()?;
         let app = api::router(services.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let (tx, rx) = oneshot::channel::<()>();
+        // Answers go out as soon as they are written, not held back by Nagle's algorithm
+        // waiting for the client's ACK: a long-polling /sync is woken to send one small answer.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {e}");
+            }
+        });
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
