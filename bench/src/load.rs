@@ -378,6 +378,9 @@ async fn backfill(
 /// Latency at rest: one message at a time into one room while a member long-polls `/sync`
 /// for it. Each message is sent only after the previous one arrived, so nothing queues; this
 /// is the delay a person notices in a quiet room (the load phase measures it under a queue).
+/// `pause` is the quiet time before each send, so that the long poll is waiting when it
+/// lands; with no pause the poll may arrive after the send (and answer at once), but the
+/// server's threads never fall asleep: the difference is the cost of waking an idle server.
 pub struct QuietLatency {
     /// Send request start → `event_id` answer, ms.
     pub send_ms: Vec<f64>,
@@ -392,6 +395,7 @@ pub async fn quiet_latency(
     room_id: &str,
     run: &str,
     n: usize,
+    pause: Duration,
 ) -> Result<QuietLatency, String> {
     let filter =
         enc(&json!({ "room": { "rooms": [room_id], "timeline": { "limit": 50 } } }).to_string());
@@ -419,7 +423,7 @@ pub async fn quiet_latency(
             );
             tokio::spawn(async move { hs.get(&path, Some(&token), Duration::from_secs(60)).await })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(pause).await;
         let path = format!(
             "/_matrix/client/v3/rooms/{}/send/m.room.message/{run}-quiet-{i}",
             enc(room_id)

@@ -246,7 +246,7 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
         .await?
         .ok("GET /_matrix/client/versions")?;
     let server_versions = versions.get("versions").cloned().unwrap_or(Value::Null);
-    let rss_at_start = args.server_pid.and_then(proc_mem).map(|m| m.0);
+    let rss_at_start = args.server_pid.and_then(proc_mem).map(|m| m.rss);
 
     // Accounts.
     let t = Instant::now();
@@ -345,7 +345,7 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
         }
     };
     let bytes_before = size_of(data_dir.clone()).await;
-    let rss_before = args.server_pid.and_then(proc_mem).map(|m| m.0);
+    let rss_before = args.server_pid.and_then(proc_mem).map(|m| m.rss);
     let server_cpu = || {
         args.server_pid
             .and_then(|p| report::proc_cpu_secs(&p.to_string()))
@@ -380,7 +380,7 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
             let mut alive = true;
             while sampling.load(Ordering::Relaxed) {
                 match proc_mem(pid) {
-                    Some((rss, _)) => peak = peak.max(rss),
+                    Some(m) => peak = peak.max(m.rss),
                     None => {
                         if alive {
                             plan.abort(format!("server process {pid} is gone"));
@@ -464,7 +464,7 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
             let done = plan.done.load(Ordering::Relaxed);
             let span = next_tick.duration_since(tick).as_secs_f64().max(1e-3);
             let eps = (done - last_done) as f64 / span;
-            let rss = args.server_pid.and_then(proc_mem).map(|m| m.0);
+            let rss = args.server_pid.and_then(proc_mem).map(|m| m.rss);
             let bytes = size_of(data_dir.clone()).await;
             let elapsed = next_tick.duration_since(send_t0).as_secs();
             eprintln!(
@@ -856,25 +856,31 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
         });
         // Latency at rest: 100 messages one at a time into room 0, after the load.
         let quiet_sender = if n_users > n_rooms { n_rooms } else { 0 };
-        let quiet = match load::quiet_latency(
-            &hs,
-            &users[quiet_sender],
-            &u0.token,
-            &rooms[0],
-            &run_id,
-            QUIET_MESSAGES,
-        )
-        .await
-        {
-            Ok(mut q) => json!({
-                "send_ms": dist(&mut q.send_ms),
-                "sync_ms": dist(&mut q.sync_ms),
-            }),
-            Err(e) => {
-                problems.add(format!("quiet latency: {e}"));
-                Value::Null
+        let mut quiet = json!({});
+        // At rest: 20 ms of quiet before each send. Back to back: none, so the server's
+        // threads never sleep; the difference is what waking an idle server costs.
+        for (phase, pause, prefix) in [
+            ("at rest", Duration::from_millis(20), ""),
+            ("back to back", Duration::ZERO, "hot_"),
+        ] {
+            match load::quiet_latency(
+                &hs,
+                &users[quiet_sender],
+                &u0.token,
+                &rooms[0],
+                &format!("{run_id}-{prefix}"),
+                QUIET_MESSAGES,
+                pause,
+            )
+            .await
+            {
+                Ok(mut q) => {
+                    quiet[format!("{prefix}send_ms")] = dist(&mut q.send_ms);
+                    quiet[format!("{prefix}sync_ms")] = dist(&mut q.sync_ms);
+                }
+                Err(e) => problems.add(format!("{phase} latency: {e}")),
             }
-        };
+        }
         (initial_sync, noop, pagination, quiet)
     } else {
         (Value::Null, Vec::new(), Value::Null, Value::Null)
@@ -899,8 +905,10 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
                 "rss_at_start_kib": rss_at_start,
                 "rss_before_load_kib": rss_before,
                 "peak_rss_kib": peak_rss,
-                "vmhwm_kib": m.map(|m| m.1),
-                "idle_rss_kib": m.map(|m| m.0),
+                "vmhwm_kib": m.map(|m| m.hwm),
+                "idle_rss_kib": m.map(|m| m.rss),
+                "idle_rss_anon_kib": m.map(|m| m.anon),
+                "idle_rss_file_kib": m.map(|m| m.file),
                 "idle_after_s": args.idle_secs,
             })
         }

@@ -27,8 +27,21 @@ pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// `(VmRSS, VmHWM)` in KiB from /proc/PID/status.
-pub fn proc_mem(pid: u32) -> Option<(u64, u64)> {
+/// Memory of a process in KiB, from /proc/PID/status.
+#[derive(Clone, Copy, Debug)]
+pub struct ProcMem {
+    /// VmRSS: resident now.
+    pub rss: u64,
+    /// VmHWM: the highest VmRSS so far.
+    pub hwm: u64,
+    /// RssAnon: heap, stacks, dirty private pages; what the kernel can only swap.
+    pub anon: u64,
+    /// RssFile: pages of mapped files (the executable, libraries), which the kernel can drop
+    /// and read again under memory pressure.
+    pub file: u64,
+}
+
+pub fn proc_mem(pid: u32) -> Option<ProcMem> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         s.lines()
@@ -36,7 +49,12 @@ pub fn proc_mem(pid: u32) -> Option<(u64, u64)> {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<u64>().ok())
     };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some(ProcMem {
+        rss: field("VmRSS:")?,
+        hwm: field("VmHWM:")?,
+        anon: field("RssAnon:")?,
+        file: field("RssFile:")?,
+    })
 }
 
 /// CPU time (user + system) of a process in seconds, from /proc/PID/stat (USER_HZ = 100).
@@ -158,6 +176,8 @@ pub fn summary(r: &Value) -> String {
     o += &d("send->sync delivery", &["delivery", "latency_ms"]);
     o += &d("at rest: send", &["quiet", "send_ms"]);
     o += &d("at rest: send->sync", &["quiet", "sync_ms"]);
+    o += &d("back to back: send", &["quiet", "hot_send_ms"]);
+    o += &d("back to back: send->sync", &["quiet", "hot_sync_ms"]);
     o += &format!(
         "  correctness                  received {} lost {} duplicated {} reordered {} unexpected {} wrong-id {} (gaps filled {}, 429 retries {})\n",
         r["correctness"]["received"],
@@ -205,13 +225,15 @@ pub fn summary(r: &Value) -> String {
                 .unwrap_or_else(|| "n/a".into())
         };
         o += &format!(
-            "  server RSS                   at start {}, before load {}, peak sampled {}, VmHWM {}, idle after {} s {}\n",
+            "  server RSS                   at start {}, before load {}, peak sampled {}, VmHWM {}, idle after {} s {} ({} anonymous, {} file-backed)\n",
             kib("rss_at_start_kib"),
             kib("rss_before_load_kib"),
             kib("peak_rss_kib"),
             kib("vmhwm_kib"),
             r["memory"]["idle_after_s"],
             kib("idle_rss_kib"),
+            kib("idle_rss_anon_kib"),
+            kib("idle_rss_file_kib"),
         );
     }
     if r["disk"].is_object() {
@@ -340,6 +362,12 @@ pub fn table(results: &[Value]) -> String {
             false,
         ),
         (
+            "back to back: send→sync p50 (ms)",
+            &["quiet", "hot_sync_ms", "p50"],
+            U::Ms,
+            false,
+        ),
+        (
             "initial sync, user in all rooms (ms)",
             &["initial_sync", "ms"],
             U::Ms,
@@ -390,6 +418,18 @@ pub fn table(results: &[Value]) -> String {
         (
             "RSS idle at end (MiB)",
             &["memory", "idle_rss_kib"],
+            U::Kib,
+            false,
+        ),
+        (
+            "… of which anonymous: heap, stacks (MiB)",
+            &["memory", "idle_rss_anon_kib"],
+            U::Kib,
+            false,
+        ),
+        (
+            "… of which file-backed: executable pages (MiB)",
+            &["memory", "idle_rss_file_kib"],
             U::Kib,
             false,
         ),
