@@ -386,6 +386,21 @@ pub struct QuietLatency {
     pub send_ms: Vec<f64>,
     /// Send request start → the `/sync` answer that carries the event, ms.
     pub sync_ms: Vec<f64>,
+    /// The receiver's last `next_batch`: the next phase continues from it, as a client does.
+    /// (Starting a phase with a fresh initial sync would repeat an earlier request, and a
+    /// server may answer a repeated `/sync` from its cache: Synapse keeps answers for 2 min.)
+    pub since: String,
+}
+
+/// One pass of [`quiet_latency`].
+pub struct QuietPass {
+    /// Messages, one at a time.
+    pub messages: usize,
+    /// Quiet time before each send.
+    pub pause: Duration,
+    /// Where the receiver's `/sync` continues from (the previous pass's [`QuietLatency::since`]);
+    /// `None` starts with an initial sync.
+    pub since: Option<String>,
 }
 
 pub async fn quiet_latency(
@@ -394,24 +409,31 @@ pub async fn quiet_latency(
     receiver_token: &str,
     room_id: &str,
     run: &str,
-    n: usize,
-    pause: Duration,
+    pass: QuietPass,
 ) -> Result<QuietLatency, String> {
+    let QuietPass {
+        messages: n,
+        pause,
+        since,
+    } = pass;
     let filter =
         enc(&json!({ "room": { "rooms": [room_id], "timeline": { "limit": 50 } } }).to_string());
-    let first = hs
-        .get(
-            &format!("/_matrix/client/v3/sync?filter={filter}&timeout=0"),
-            Some(receiver_token),
-            Duration::from_secs(120),
-        )
-        .await?
-        .ok("/sync before the quiet phase")?;
-    let mut since = next_batch(&first)?;
-    let mut out = QuietLatency {
-        send_ms: Vec::with_capacity(n),
-        sync_ms: Vec::with_capacity(n),
+    let mut since = match since {
+        Some(since) => since,
+        None => {
+            let first = hs
+                .get(
+                    &format!("/_matrix/client/v3/sync?filter={filter}&timeout=0"),
+                    Some(receiver_token),
+                    Duration::from_secs(120),
+                )
+                .await?
+                .ok("/sync before the quiet phase")?;
+            next_batch(&first)?
+        }
     };
+    let mut send_ms = Vec::with_capacity(n);
+    let mut sync_ms = Vec::with_capacity(n);
     for i in 0..n {
         // The long-poll is in place before the send starts (it waits up to 30 s).
         let poll = {
@@ -440,7 +462,7 @@ pub async fn quiet_latency(
             )
             .await?
             .ok("quiet send")?;
-        out.send_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        send_ms.push(start.elapsed().as_secs_f64() * 1e3);
         let event_id = sent
             .get("event_id")
             .and_then(Value::as_str)
@@ -459,8 +481,7 @@ pub async fn quiet_latency(
                 .iter()
                 .any(|ev| ev.get("event_id").and_then(Value::as_str) == Some(&event_id))
             {
-                out.sync_ms
-                    .push(arrived.duration_since(start).as_secs_f64() * 1e3);
+                sync_ms.push(arrived.duration_since(start).as_secs_f64() * 1e3);
                 break;
             }
             polls += 1;
@@ -476,7 +497,11 @@ pub async fn quiet_latency(
                 .await;
         }
     }
-    Ok(out)
+    Ok(QuietLatency {
+        send_ms,
+        sync_ms,
+        since,
+    })
 }
 
 fn next_batch(body: &Value) -> Result<String, String> {

@@ -857,6 +857,7 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
         // Latency at rest: 100 messages one at a time into room 0, after the load.
         let quiet_sender = if n_users > n_rooms { n_rooms } else { 0 };
         let mut quiet = json!({});
+        let mut since = None;
         // At rest: 20 ms of quiet before each send. Back to back: none, so the server's
         // threads never sleep; the difference is what waking an idle server costs.
         for (phase, pause, prefix) in [
@@ -869,12 +870,16 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
                 &u0.token,
                 &rooms[0],
                 &format!("{run_id}-{prefix}"),
-                QUIET_MESSAGES,
-                pause,
+                load::QuietPass {
+                    messages: QUIET_MESSAGES,
+                    pause,
+                    since: since.take(),
+                },
             )
             .await
             {
                 Ok(mut q) => {
+                    since = Some(q.since);
                     quiet[format!("{prefix}send_ms")] = dist(&mut q.send_ms);
                     quiet[format!("{prefix}sync_ms")] = dist(&mut q.sync_ms);
                 }
