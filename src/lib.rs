@@ -8,6 +8,7 @@
 //! (typed tables over an embedded engine).
 
 pub mod api;
+#[cfg(feature = "bots")]
 pub mod bots;
 pub mod config;
 pub mod error;
@@ -28,6 +29,7 @@ pub struct Server {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     /// The community bots, when `bots.enabled`.
+    #[cfg(feature = "bots")]
     bots: Option<bots::BotRunner>,
     /// A registration token created on the first start (printed by the binary).
     pub first_start_token: Option<String>,
@@ -36,14 +38,50 @@ pub struct Server {
 impl Server {
     /// Opens the data directory, binds the listener and serves until [`Server::stop`].
     pub async fn start(config: Config) -> anyhow::Result<Self> {
-        Self::start_with_clock(config, std::sync::Arc::new(bots::SystemClock)).await
+        #[cfg(feature = "bots")]
+        return Self::start_with_clock(config, Arc::new(bots::SystemClock)).await;
+        #[cfg(not(feature = "bots"))]
+        {
+            if config.bots.enabled {
+                anyhow::bail!(
+                    "bots.enabled is set, but this tsunagu was built without the bot layer: \
+                     build it with `cargo build --release --features bots`"
+                );
+            }
+            Self::listen(config).await
+        }
     }
 
     /// Like [`Server::start`], with the bots' time source (tests pass a [`bots::ManualClock`]).
+    #[cfg(feature = "bots")]
     pub async fn start_with_clock(
         config: Config,
         clock: Arc<dyn bots::Clock>,
     ) -> anyhow::Result<Self> {
+        let mut server = Self::listen(config).await?;
+        // The bots are a client of this server: started once it listens, over loopback.
+        if server.services.config.bots.enabled {
+            let mut local = server.addr;
+            if local.ip().is_unspecified() {
+                local.set_ip(match local {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            let url = format!("http://{local}");
+            match bots::BotRunner::start(server.services.clone(), &url, clock).await {
+                Ok(bots) => server.bots = Some(bots),
+                Err(e) => {
+                    server.stop().await?;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(server)
+    }
+
+    /// Opens the services and serves the API; everything but the bots.
+    async fn listen(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
         let listen = config.listen;
         let services = Services::open(config).await?;
@@ -71,25 +109,13 @@ impl Server {
                 })
                 .await
         });
-        // The bots are a client of this server: started once it listens, over loopback.
-        let bots = if services.config.bots.enabled {
-            let mut local = addr;
-            if local.ip().is_unspecified() {
-                local.set_ip(match addr {
-                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-                });
-            }
-            Some(bots::BotRunner::start(services.clone(), &format!("http://{local}"), clock).await?)
-        } else {
-            None
-        };
         Ok(Self {
             addr,
             services,
             shutdown: Some(tx),
             task,
-            bots,
+            #[cfg(feature = "bots")]
+            bots: None,
             first_start_token,
         })
     }
@@ -109,6 +135,7 @@ impl Server {
     }
 
     /// The community bots, when enabled.
+    #[cfg(feature = "bots")]
     pub fn bots(&self) -> Option<&bots::BotRunner> {
         self.bots.as_ref()
     }
@@ -116,6 +143,7 @@ impl Server {
     /// Stops accepting requests and waits for open requests to finish.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         // The bots first: they are a client of this server.
+        #[cfg(feature = "bots")]
         if let Some(bots) = self.bots.take() {
             bots.stop().await;
         }
@@ -158,5 +186,26 @@ impl Services {
             return Ok(Some(self.new_registration_token(Some(1)).await?));
         }
         Ok(None)
+    }
+}
+
+#[cfg(all(test, not(feature = "bots")))]
+mod tests {
+    /// A lean build asked to run the bots says how to get them, before touching the data dir.
+    #[tokio::test]
+    async fn bots_need_the_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::Config {
+            data_dir: dir.path().join("data"),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        };
+        config.bots.enabled = true;
+        let err = crate::Server::start(config)
+            .await
+            .err()
+            .expect("start refused");
+        assert!(err.to_string().contains("--features bots"), "{err}");
+        assert!(!dir.path().join("data").exists());
     }
 }

@@ -1,4 +1,5 @@
 #![recursion_limit = "256"]
+#![cfg(feature = "bots")]
 //! The community bots against an in-process Tsunagu, with real matrix-sdk clients in encrypted
 //! rooms: commands are decrypted and answered encrypted; schedules run on a manual clock driven
 //! through `BotRunner::tick` (no sleeps); thanks, people, gatherings, roulette and the charter
