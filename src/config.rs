@@ -71,8 +71,8 @@ pub struct StorageConfig {
     /// The engine: `sled` or `redb`. Each keeps its own files in the data directory.
     pub engine: EngineKind,
     /// Engine cache size in MiB. Small by default: the kernel's page cache keeps the database
-    /// file in spare RAM anyway, and the medium benchmark ran as fast with 1 MiB as with 16;
-    /// a server with hundreds of busy rooms gains from more (BENCHMARKS.md).
+    /// file in spare RAM anyway, and the medium and large benchmarks ran as fast with 2 MiB as
+    /// with 16 (BENCHMARKS.md).
     pub cache_mb: usize,
     /// A write waits up to this many milliseconds so that concurrent writes share one fsync.
     /// Writes are still durable before they are acknowledged. 0 = flush at once.
