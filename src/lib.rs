@@ -72,7 +72,9 @@ impl Server {
             match bots::BotRunner::start(server.services.clone(), &url, clock).await {
                 Ok(bots) => server.bots = Some(bots),
                 Err(e) => {
-                    server.stop().await?;
+                    if let Err(stop) = server.stop().await {
+                        tracing::warn!("stopping the server after the bots failed: {stop}");
+                    }
                     return Err(e);
                 }
             }
