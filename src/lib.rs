@@ -12,6 +12,7 @@ pub mod api;
 pub mod bots;
 pub mod config;
 pub mod error;
+pub mod json;
 pub mod service;
 pub mod store;
 
@@ -60,7 +61,7 @@ impl Server {
     ) -> anyhow::Result<Self> {
         let mut server = Self::listen(config).await?;
         // The bots are a client of this server: started once it listens, over loopback.
-        if server.services.config.bots.enabled {
+        if server.services.config().bots.enabled {
             let mut local = server.addr;
             if local.ip().is_unspecified() {
                 local.set_ip(match local {
@@ -89,8 +90,7 @@ impl Server {
         let services = Services::open(config).await?;
         let first_start_token = services.first_start().await?;
         services.ensure_appservice_users().await?;
-        services.start_appservice_senders();
-        services.start_memory_trim();
+        services.start_tasks();
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
@@ -154,12 +154,12 @@ impl Server {
         }
         // Wake long-polling syncs and end background tasks first, so that open connections
         // finish at once and release the services (and with them the store).
-        self.services.shutdown().await;
+        self.services.shutdown().await?;
         match tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.task).await {
             Ok(r) => r??,
             Err(_) => self.task.abort(),
         }
-        self.services.store.persist().await?;
+        self.services.core.persist().await?;
         // Requests still finishing on their connections hold the services (and the store's
         // file lock); wait for them, bounded, so a restart in the same process can open it.
         for _ in 0..100 {
@@ -175,19 +175,6 @@ impl Server {
     pub async fn wait(self) -> anyhow::Result<()> {
         self.task.await??;
         Ok(())
-    }
-}
-
-impl Services {
-    /// On the first start with registration by token, creates one single-use token.
-    async fn first_start(&self) -> anyhow::Result<Option<String>> {
-        if self.config.registration == config::Registration::Token
-            && self.has_no_accounts()?
-            && self.has_no_registration_tokens()?
-        {
-            return Ok(Some(self.new_registration_token(Some(1)).await?));
-        }
-        Ok(None)
     }
 }
 

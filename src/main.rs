@@ -142,7 +142,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::select! {
         r = server.wait() => r,
         _ = shutdown_signal() => {
-            services.store.persist().await?;
+            services.core.persist().await?;
             println!("Stopped.");
             Ok(())
         }
@@ -192,7 +192,7 @@ async fn admin(command: Admin, config: Config) -> anyhow::Result<()> {
             admin,
             password,
         } => {
-            let user_id = services.user_id_for_localpart(&name)?;
+            let user_id = services.users.user_id_for_localpart(&name)?;
             let password = match password {
                 Some(p) => p,
                 None => {
@@ -207,14 +207,14 @@ async fn admin(command: Admin, config: Config) -> anyhow::Result<()> {
                 anyhow::bail!("the password must not be empty");
             }
             services
-                .create_account(&user_id, Some(&password), admin)
+                .create_account(&user_id, Some(&password), admin, None)
                 .await?;
             println!("Created {user_id}{}", if admin { " (admin)" } else { "" });
         }
         Admin::Token {
             command: TokenCmd::New { uses },
         } => {
-            let token = services.new_registration_token(uses).await?;
+            let token = services.users.new_registration_token(uses).await?;
             println!("{token}");
         }
         Admin::Appservice { .. } => unreachable!("handled above"),

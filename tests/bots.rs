@@ -307,6 +307,7 @@ async fn say(room: &Room, body: &str) -> OwnedEventId {
 fn stored(server: &Server, room_id: &RoomId) -> Vec<(String, String)> {
     server
         .services()
+        .timeline
         .timeline_range(room_id, 0, u64::MAX, false, usize::MAX)
         .expect("stored timeline")
         .into_iter()
@@ -747,6 +748,7 @@ async fn a_proposal_is_voted_through_a_poll_and_one_organisation_cannot_take_ove
     let levels = common::eventually(WAIT, "bob's new power level in the room state", || async {
         let c = server
             .services()
+            .timeline
             .state_content(&room_id, &"m.room.power_levels".into(), "")
             .ok()
             .flatten()?;
@@ -757,6 +759,7 @@ async fn a_proposal_is_voted_through_a_poll_and_one_organisation_cannot_take_ove
     assert_eq!(levels["users"][bot.as_str()], 100);
     let charter = server
         .services()
+        .timeline
         .state_content(&room_id, &"org.tsunagu.charter".into(), "")
         .unwrap()
         .expect("the charter is in room state");

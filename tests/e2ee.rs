@@ -29,7 +29,7 @@ use matrix_sdk::{
     },
 };
 use serde_json::{Value, json};
-use tsunagu::{Server, service::pdu::StoredEvent};
+use tsunagu::{Server, store::StoredEvent};
 
 const WAIT: u64 = 30;
 
@@ -212,6 +212,7 @@ async fn send(room: &Room, body: &str) -> OwnedEventId {
 fn stored(server: &Server, room_id: &RoomId) -> Vec<StoredEvent> {
     server
         .services()
+        .timeline
         .timeline_range(room_id, 0, u64::MAX, false, usize::MAX)
         .expect("stored timeline")
 }

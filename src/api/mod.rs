@@ -1,9 +1,14 @@
-//! HTTP routes. Handlers are thin: a ruma request in (through the [`Ruma`] extractor), a call on
-//! [`Services`], a ruma response out. Nothing here touches the store.
+//! HTTP routes. Handlers are thin: a ruma request in (through the [`Ruma`] extractor), one call
+//! on a service area, a ruma response out. Nothing here touches the store.
+//!
+//! A handler's signature names its endpoint: `async fn h(State(s): State<AppState>,
+//! req: Ruma<send_message_event::v3::Request>) -> ApiResult<send_message_event::v3::Response>`.
+//! [`RouterExt::ruma`] reads the request type from it and registers every path ruma knows for
+//! that endpoint, so a route cannot be paired with the wrong handler.
 
 pub mod client;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use axum::{
     Router,
@@ -74,16 +79,30 @@ pub struct Ruma<T> {
 
 impl<T> Ruma<T> {
     /// The caller of an endpoint that requires authentication.
-    pub fn sender(&self) -> &OwnedUserId {
-        self.user
-            .as_ref()
-            .expect("the extractor checked the access token")
+    pub fn sender(&self) -> Result<&OwnedUserId, Error> {
+        self.user.as_ref().ok_or_else(missing_token)
     }
-    pub fn sender_device(&self) -> &OwnedDeviceId {
-        self.device
-            .as_ref()
-            .expect("the extractor checked the access token")
+
+    pub fn sender_device(&self) -> Result<&OwnedDeviceId, Error> {
+        self.device.as_ref().ok_or_else(missing_token)
     }
+}
+
+fn missing_token() -> Error {
+    Error::new(
+        StatusCode::UNAUTHORIZED,
+        ErrorKind::MissingToken,
+        "Missing access token",
+    )
+}
+
+/// The query string's parameters, decoded.
+fn query_pairs(parts: &http::request::Parts) -> Vec<(String, String)> {
+    parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
 }
 
 fn access_token(parts: &http::request::Parts) -> Option<String> {
@@ -94,40 +113,41 @@ fn access_token(parts: &http::request::Parts) -> Option<String> {
             .strip_prefix("Bearer ")
             .map(|t| t.trim().to_owned());
     }
-    parts.uri.query().and_then(|q| {
-        form_urlencoded_pairs(q)
-            .find(|(k, _)| k == "access_token")
-            .map(|(_, v)| v)
-    })
+    query_pairs(parts)
+        .into_iter()
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v)
 }
 
-fn form_urlencoded_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    q.split('&').filter_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        let decode = |s: &str| percent_decode(&s.replace('+', " "));
-        Some((decode(k), decode(v)))
-    })
-}
+/// The caller: from the access token in the headers (or query), before any body is read.
+type Caller = (
+    Option<OwnedUserId>,
+    Option<OwnedDeviceId>,
+    Option<Arc<crate::service::appservice::Appservice>>,
+);
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(b) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
+fn authenticate(
+    state: &AppState,
+    parts: &http::request::Parts,
+    kind: AuthKind,
+) -> Result<Caller, Error> {
+    if kind == AuthKind::None {
+        return Ok((None, None, None));
     }
-    String::from_utf8_lossy(&out).into_owned()
+    match access_token(parts) {
+        Some(token) => {
+            if let Some(owner) = state.users.token_owner(&token)? {
+                Ok((Some(owner.user_id), Some(owner.device_id), None))
+            } else if let Some(a) = state.appservices.by_token(&token) {
+                let (u, d) = appservice_identity(state, &a, parts)?;
+                Ok((Some(u), Some(d), Some(a)))
+            } else {
+                Err(Error::unknown_token("Unknown access token"))
+            }
+        }
+        None if kind == AuthKind::Required => Err(missing_token()),
+        None => Ok((None, None, None)),
+    }
 }
 
 impl<T> FromRequest<AppState> for Ruma<T>
@@ -158,7 +178,10 @@ where
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_string());
-        let bytes: Bytes = axum::body::to_bytes(body, state.config.max_request_size)
+        // Who is asking, from the headers alone: a stranger's body is never read.
+        let (user, device, appservice) =
+            authenticate(state, &parts, <T::Authentication as AuthRequirement>::KIND)?;
+        let mut bytes: Bytes = axum::body::to_bytes(body, state.config().max_request_size)
             .await
             .map_err(|_| {
                 Error::new(
@@ -167,38 +190,13 @@ where
                     "Request body too large",
                 )
             })?;
-
-        let (mut user, mut device, mut appservice) = (None, None, None);
-        if <T::Authentication as AuthRequirement>::KIND != AuthKind::None {
-            match access_token(&parts) {
-                Some(token) => {
-                    if let Some(owner) = state.token_owner(&token)? {
-                        user = Some(owner.user_id);
-                        device = Some(owner.device_id);
-                    } else if let Some(a) = state.appservice_by_token(&token) {
-                        let (u, d) = appservice_identity(state, &a, &parts)?;
-                        user = Some(u);
-                        device = Some(d);
-                        appservice = Some(a);
-                    } else {
-                        return Err(Error::unknown_token("Unknown access token"));
-                    }
-                }
-                None if <T::Authentication as AuthRequirement>::KIND == AuthKind::Required => {
-                    return Err(Error::new(
-                        StatusCode::UNAUTHORIZED,
-                        ErrorKind::MissingToken,
-                        "Missing access token",
-                    ));
-                }
-                None => {}
-            }
+        if bytes.is_empty() && T::METHOD != http::Method::GET && T::METHOD != http::Method::DELETE {
+            // Clients leave the body out when every field is optional (matrix-nio's join).
+            bytes = Bytes::from_static(b"{}");
         }
-
         let http_req = http::Request::from_parts(parts, bytes.clone());
         let body = T::try_from_http_request(http_req, &path_params).map_err(|e| {
-            let not_json = !bytes.is_empty()
-                && T::METHOD != http::Method::GET
+            let not_json = T::METHOD != http::Method::GET
                 && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err();
             if not_json {
                 Error::new(
@@ -227,11 +225,7 @@ fn appservice_identity(
     a: &crate::service::appservice::Appservice,
     parts: &http::request::Parts,
 ) -> Result<(OwnedUserId, OwnedDeviceId), Error> {
-    let query: Vec<(String, String)> = parts
-        .uri
-        .query()
-        .map(|q| form_urlencoded_pairs(q).collect())
-        .unwrap_or_default();
+    let query = query_pairs(parts);
     let param = |name: &str| {
         query
             .iter()
@@ -247,7 +241,7 @@ fn appservice_identity(
             "That user is outside the appservice's namespace",
         ));
     }
-    if state.account(&user)?.is_none() && user != a.sender {
+    if state.users.account(&user)?.is_none() && user != a.sender {
         // Registration itself is allowed; everything else needs the user to exist.
         if parts.uri.path().ends_with("/register") {
             return Ok((a.sender.clone(), OwnedDeviceId::from(a.id())));
@@ -258,7 +252,7 @@ fn appservice_identity(
     }
     let device = param("device_id")
         .map(OwnedDeviceId::from)
-        .filter(|d| state.device(&user, d).ok().flatten().is_some())
+        .filter(|d| state.users.device(&user, d).ok().flatten().is_some())
         .unwrap_or_else(|| OwnedDeviceId::from(a.id()));
     Ok((user, device))
 }
@@ -278,24 +272,45 @@ impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
 /// Handler result type.
 pub type ApiResult<T> = Result<RumaResponse<T>, Error>;
 
-/// Registers `handler` for every path (stable and legacy `r0`) of the ruma endpoint `T`.
-pub fn route<T, H, M>(router: Router<AppState>, handler: H) -> Router<AppState>
+/// A handler of one ruma endpoint; implemented for every `async fn(State<AppState>,
+/// Ruma<Request>) -> ApiResult<Request::OutgoingResponse>`.
+pub trait RumaHandler<Req> {
+    /// Registers the handler for every path (stable and legacy `r0`) of its endpoint.
+    fn add_to(self, router: Router<AppState>) -> Router<AppState>;
+}
+
+impl<Req, F, Fut> RumaHandler<Req> for F
 where
-    T: IncomingRequest,
-    H: axum::handler::Handler<M, AppState> + Clone,
-    M: 'static,
+    Req: IncomingRequest + Send + 'static,
+    Req::Authentication: AuthRequirement,
+    F: FnOnce(State<AppState>, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ApiResult<Req::OutgoingResponse>> + Send + 'static,
 {
-    let filter = MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
-    let mut router = router;
-    for path in T::PATH_BUILDER.all_paths() {
-        router = router.route(path, on(filter, handler.clone()));
-        // State events with an empty state key: `/state/{event_type}/` and `/state/{event_type}`.
-        if let Some(prefix) = path.strip_suffix("/{state_key}") {
-            router = router.route(&format!("{prefix}/"), on(filter, handler.clone()));
-            router = router.route(prefix, on(filter, handler.clone()));
+    fn add_to(self, mut router: Router<AppState>) -> Router<AppState> {
+        let filter =
+            MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard methods");
+        for path in Req::PATH_BUILDER.all_paths() {
+            router = router.route(path, on(filter, self.clone()));
+            // State events with an empty state key: `/state/{event_type}/` and
+            // `/state/{event_type}`.
+            if let Some(prefix) = path.strip_suffix("/{state_key}") {
+                router = router.route(&format!("{prefix}/"), on(filter, self.clone()));
+                router = router.route(prefix, on(filter, self.clone()));
+            }
         }
+        router
     }
-    router
+}
+
+/// `router.ruma(handler)`: registers a [`RumaHandler`].
+pub trait RouterExt {
+    fn ruma<Req, H: RumaHandler<Req>>(self, handler: H) -> Self;
+}
+
+impl RouterExt for Router<AppState> {
+    fn ruma<Req, H: RumaHandler<Req>>(self, handler: H) -> Self {
+        handler.add_to(self)
+    }
 }
 
 async fn unrecognized() -> Error {
@@ -344,6 +359,3 @@ pub fn router(services: AppState) -> Router {
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(services)
 }
-
-/// Extracts the axum state in handlers.
-pub type S = State<AppState>;

@@ -89,23 +89,25 @@ impl BotRunner {
         url: &str,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let config = services.config.bots.clone();
+        let config = services.config().bots.clone();
         schedule::parse_tz(&config.timezone)
             .map_err(|e| anyhow::anyhow!("setting `bots.timezone`: {e}"))?;
-        let dir = services.config.data_dir.join("bots");
+        let dir = services.config().data_dir.join("bots");
         std::fs::create_dir_all(&dir)?;
         let file = StateFile::new(&dir);
         let mut state = file.load()?;
         let user_id = services
+            .users
             .user_id_for_localpart(&config.user)
             .map_err(|e| anyhow::anyhow!("setting `bots.user`: {e}"))?;
-        let fresh_account = services.account(&user_id)?.is_none();
+        let fresh_account = services.users.account(&user_id)?.is_none();
         if fresh_account {
-            services.create_account(&user_id, None, false).await?;
+            services.create_account(&user_id, None, false, None).await?;
             info!(%user_id, "created the bots' user");
         }
         let existing = match &state.device_id {
             Some(d) => services
+                .users
                 .device(&user_id, d)?
                 .map(|dev| (d.clone(), dev.access_token)),
             None => None,
@@ -116,6 +118,7 @@ impl BotRunner {
                 // A new device needs a new crypto store: the old one belongs to another device.
                 let _ = std::fs::remove_dir_all(dir.join("sdk"));
                 let (d, t) = services
+                    .users
                     .create_device(&user_id, None, Some("Tsunagu bots".into()), None)
                     .await?;
                 state.device_id = Some(d.clone());

@@ -1,45 +1,61 @@
-//! Account data (global and per room), room tags and filters.
+//! Account data (global and per room, tags included) and stored filters.
+
+use std::sync::Arc;
 
 use ruma::{OwnedRoomId, RoomId, UserId};
-use serde::{Deserialize, Serialize};
 use serde_json::Value as JsonValue;
 
-use super::{Services, StreamEntry};
+use super::core::{Core, random_token};
 use crate::{
     error::{Error, Result},
-    store::{Table, decode, key, prefix},
+    store::{ACCOUNT_DATA, AccountDataRecord, Batch, FILTERS, StreamEntry},
 };
 
-/// One stored account data event.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AccountDataRecord {
-    pub content: JsonValue,
-    pub pos: u64,
+/// Types a client may not set through the account data endpoints: the server keeps them.
+const SERVER_MANAGED: [&str; 2] = ["m.fully_read", "m.push_rules"];
+
+/// Account data and filters. Depends on [`Core`].
+pub struct AccountData {
+    core: Arc<Core>,
 }
 
-impl Services {
-    fn ad_key(user: &UserId, room: Option<&RoomId>, ty: &str) -> Vec<u8> {
-        key(&[
-            user.as_bytes(),
-            room.map(|r| r.as_bytes()).unwrap_or_default(),
-            ty.as_bytes(),
-        ])
+impl AccountData {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
     }
 
-    pub fn account_data(
+    pub fn get(&self, user: &UserId, room: Option<&RoomId>, ty: &str) -> Result<Option<JsonValue>> {
+        Ok(self
+            .core
+            .store
+            .get(&ACCOUNT_DATA, (user, room, ty))?
+            .map(|r| r.content))
+    }
+
+    /// Like [`AccountData::get`], or M_NOT_FOUND.
+    pub fn require(&self, user: &UserId, room: Option<&RoomId>, ty: &str) -> Result<JsonValue> {
+        self.get(user, room, ty)?
+            .ok_or_else(|| Error::not_found("Account data not found"))
+    }
+
+    /// Sets account data a client sent: a JSON object of a type the server does not manage.
+    pub async fn set_by_client(
         &self,
         user: &UserId,
         room: Option<&RoomId>,
         ty: &str,
-    ) -> Result<Option<JsonValue>> {
-        Ok(self
-            .store
-            .get_json::<AccountDataRecord>(Table::AccountData, &Self::ad_key(user, room, ty))?
-            .map(|r| r.content))
+        content: JsonValue,
+    ) -> Result<()> {
+        if SERVER_MANAGED.contains(&ty) {
+            return Err(Error::bad_json(format!(
+                "{ty} cannot be set through account data"
+            )));
+        }
+        self.set(user, room, ty, content).await
     }
 
     /// Stores account data at a new stream position (sync delivers it).
-    pub async fn set_account_data(
+    pub async fn set(
         &self,
         user: &UserId,
         room: Option<&RoomId>,
@@ -49,63 +65,78 @@ impl Services {
         if !content.is_object() {
             return Err(Error::bad_json("Account data must be a JSON object"));
         }
-        let k = Self::ad_key(user, room, ty);
-        self.commit(
-            StreamEntry {
-                user: Some(user.to_owned()),
-                ..Default::default()
-            },
-            |pos, b| {
-                b.put_json(Table::AccountData, &k, &AccountDataRecord { content, pos });
+        let entry = StreamEntry {
+            user: Some(user.to_owned()),
+            ..Default::default()
+        };
+        self.core
+            .commit(entry, |pos, b| {
+                b.put(
+                    &ACCOUNT_DATA,
+                    (user, room, ty),
+                    &AccountDataRecord { content, pos },
+                );
                 Ok(())
-            },
-        )
-        .await?;
+            })
+            .await?;
         Ok(())
     }
 
     /// All account data of a user changed after `since`: (room or None, type, content).
-    pub fn account_data_since(
+    pub fn since(
         &self,
         user: &UserId,
         since: u64,
     ) -> Result<Vec<(Option<OwnedRoomId>, String, JsonValue)>> {
         let mut out = Vec::new();
-        for item in self
-            .store
-            .scan_prefix(Table::AccountData, &prefix(&[user.as_bytes()]))
-        {
-            let (k, v) = item?;
-            let rec: AccountDataRecord = decode(Table::AccountData, &v)?;
-            if rec.pos <= since {
-                continue;
+        for item in self.core.store.scan(ACCOUNT_DATA.prefix(user)) {
+            let ((_, room, ty), rec) = item?;
+            if rec.pos > since {
+                out.push((room, ty, rec.content));
             }
-            let mut parts = k.splitn(2, |b| *b == crate::store::SEP);
-            let room = parts
-                .next()
-                .filter(|r| !r.is_empty())
-                .and_then(|r| OwnedRoomId::try_from(String::from_utf8_lossy(r).into_owned()).ok());
-            let ty = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            out.push((room, ty, rec.content));
         }
         Ok(out)
     }
 
+    /// A room's tags (`m.tag`), tag -> info.
+    pub fn tags(&self, user: &UserId, room: &RoomId) -> Result<serde_json::Map<String, JsonValue>> {
+        Ok(self
+            .get(user, Some(room), "m.tag")?
+            .and_then(|c| c.get("tags").and_then(|t| t.as_object()).cloned())
+            .unwrap_or_default())
+    }
+
+    /// Adds, replaces (`Some`) or removes (`None`) one tag of a room.
+    pub async fn set_tag(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        tag: &str,
+        info: Option<JsonValue>,
+    ) -> Result<()> {
+        let mut tags = self.tags(user, room)?;
+        match info {
+            Some(info) => tags.insert(tag.to_owned(), info),
+            None => tags.remove(tag),
+        };
+        self.set(
+            user,
+            Some(room),
+            "m.tag",
+            serde_json::json!({ "tags": tags }),
+        )
+        .await
+    }
+
     pub async fn create_filter(&self, user: &UserId, filter: &JsonValue) -> Result<String> {
-        let id = super::random_token(6);
-        let mut b = crate::store::Batch::default();
-        b.put_json(
-            Table::Filters,
-            &key(&[user.as_bytes(), id.as_bytes()]),
-            filter,
-        );
-        self.write(b).await?;
+        let id = random_token(6);
+        let mut b = Batch::default();
+        b.put(&FILTERS, (user, &id), filter);
+        self.core.write(b).await?;
         Ok(id)
     }
 
     pub fn filter(&self, user: &UserId, id: &str) -> Result<Option<JsonValue>> {
-        Ok(self
-            .store
-            .get_json(Table::Filters, &key(&[user.as_bytes(), id.as_bytes()]))?)
+        Ok(self.core.store.get(&FILTERS, (user, id))?)
     }
 }

@@ -1,19 +1,19 @@
 //! Room aliases and the public room directory.
 
-use ruma::{OwnedRoomId, RoomAliasId, RoomId, UserId, events::StateEventType};
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
-use super::Services;
+use ruma::{
+    OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, UserId,
+    api::error::ErrorKind,
+    events::{StateEventType, room::history_visibility::HistoryVisibility},
+};
+use serde_json::Value as JsonValue;
+
+use super::{appservice::Appservices, core::Core, timeline::Timeline, users::Users};
 use crate::{
     error::{Error, Result},
-    store::{Batch, Table},
+    store::{ALIASES, AliasRecord, Batch, PUBLIC_ROOMS},
 };
-
-#[derive(Serialize, Deserialize)]
-struct AliasRecord {
-    room_id: OwnedRoomId,
-    creator: ruma::OwnedUserId,
-}
 
 /// One entry of `/publicRooms`.
 pub struct PublicRoom {
@@ -28,156 +28,231 @@ pub struct PublicRoom {
     pub join_rule: String,
 }
 
-impl Services {
+/// One page of the public room directory.
+pub struct DirectoryPage {
+    pub chunk: Vec<PublicRoom>,
+    pub next: Option<String>,
+    pub prev: Option<String>,
+    pub total: usize,
+}
+
+fn bad_alias(message: impl Into<String>) -> Error {
+    Error::new(http::StatusCode::BAD_REQUEST, ErrorKind::BadAlias, message)
+}
+
+/// Aliases and the directory. Depends on [`Core`], [`Users`], [`Timeline`] and
+/// [`Appservices`].
+pub struct Directory {
+    core: Arc<Core>,
+    users: Arc<Users>,
+    timeline: Arc<Timeline>,
+    appservices: Arc<Appservices>,
+}
+
+impl Directory {
+    pub fn new(
+        core: Arc<Core>,
+        users: Arc<Users>,
+        timeline: Arc<Timeline>,
+        appservices: Arc<Appservices>,
+    ) -> Self {
+        Self {
+            core,
+            users,
+            timeline,
+            appservices,
+        }
+    }
+
     pub fn resolve_alias(&self, alias: &RoomAliasId) -> Result<Option<OwnedRoomId>> {
-        Ok(self
-            .store
-            .get_json::<AliasRecord>(Table::Aliases, alias.as_bytes())?
-            .map(|r| r.room_id))
+        Ok(self.core.store.get(&ALIASES, alias)?.map(|r| r.room_id))
     }
 
     /// Resolves an alias, asking the appservice that claims it when it is unknown.
     pub async fn resolve_alias_or_ask(&self, alias: &RoomAliasId) -> Result<Option<OwnedRoomId>> {
-        match self.resolve_alias(alias)? {
-            Some(room) => Ok(Some(room)),
-            None => Ok(self.query_appservice_alias(alias).await),
+        if let Some(room) = self.resolve_alias(alias)? {
+            return Ok(Some(room));
         }
+        if self.appservices.query_alias(alias).await {
+            return self.resolve_alias(alias);
+        }
+        Ok(None)
     }
 
+    /// Like [`Directory::resolve_alias_or_ask`], or M_NOT_FOUND.
+    pub async fn require_alias(&self, alias: &RoomAliasId) -> Result<OwnedRoomId> {
+        self.resolve_alias_or_ask(alias)
+            .await?
+            .ok_or_else(|| Error::not_found("Room alias not found"))
+    }
+
+    /// Makes `alias` point at a room the user is joined to.
     pub async fn set_alias(
         &self,
         alias: &RoomAliasId,
         room_id: &RoomId,
         user: &UserId,
     ) -> Result<()> {
-        if alias.server_name() != self.server_name() {
+        if alias.server_name() != self.core.server_name() {
             return Err(Error::invalid_param("Aliases must be on this server"));
         }
-        if self.room_record(room_id)?.is_none() {
-            return Err(Error::not_found("Unknown room"));
-        }
-        if let Some(owner) = self.exclusive_alias_owner(alias)
+        self.timeline.known_room(room_id)?;
+        self.timeline.require_joined(user, room_id)?;
+        if let Some(owner) = self.appservices.exclusive_alias_owner(alias)
             && !owner.is_user(user)
         {
             return Err(Error::new(
                 http::StatusCode::BAD_REQUEST,
-                ruma::api::error::ErrorKind::Exclusive,
+                ErrorKind::Exclusive,
                 format!("{alias} is reserved by the appservice {}", owner.id()),
             ));
         }
+        let lock = self.core.lock("aliases");
+        let _guard = lock.lock().await;
         if self.resolve_alias(alias)?.is_some() {
             return Err(Error::new(
                 http::StatusCode::CONFLICT,
-                ruma::api::error::ErrorKind::Unknown,
+                ErrorKind::Unknown,
                 "Alias already exists",
             ));
         }
         let mut b = Batch::default();
-        b.put_json(
-            Table::Aliases,
-            alias.as_bytes(),
+        b.put(
+            &ALIASES,
+            alias,
             &AliasRecord {
                 room_id: room_id.to_owned(),
                 creator: user.to_owned(),
             },
         );
-        self.write(b).await
+        self.core.write(b).await
     }
 
+    /// Deletes an alias: its creator, a server admin or a room moderator may.
     pub async fn delete_alias(&self, alias: &RoomAliasId, user: &UserId) -> Result<()> {
-        let record: AliasRecord = self
+        let record = self
+            .core
             .store
-            .get_json(Table::Aliases, alias.as_bytes())?
+            .get(&ALIASES, alias)?
             .ok_or_else(|| Error::not_found("Unknown alias"))?;
-        let is_admin = self.account(user)?.is_some_and(|a| a.admin);
-        let can_state = self.power_level(&record.room_id, user)?
-            >= self.state_level(&record.room_id, "m.room.canonical_alias")?;
+        let is_admin = self.users.account(user)?.is_some_and(|a| a.admin);
+        let can_state = self
+            .timeline
+            .power_levels(&record.room_id)?
+            .user_can_send_state(user, StateEventType::RoomCanonicalAlias);
         if record.creator != user && !is_admin && !can_state {
             return Err(Error::forbidden(
                 "Only the alias' creator or a room moderator may delete it",
             ));
         }
         let mut b = Batch::default();
-        b.delete(Table::Aliases, alias.as_bytes());
-        self.write(b).await
+        b.delete(&ALIASES, alias);
+        self.core.write(b).await
     }
 
     /// Aliases on this server that point at the room.
-    pub fn local_aliases(&self, room_id: &RoomId) -> Result<Vec<String>> {
+    pub fn local_aliases(&self, room_id: &RoomId) -> Result<Vec<OwnedRoomAliasId>> {
         let mut out = Vec::new();
-        for item in self.store.scan_prefix(Table::Aliases, b"") {
-            let (k, v) = item?;
-            let r: AliasRecord = crate::store::decode(Table::Aliases, &v)?;
+        for item in self.core.store.scan(ALIASES.all()) {
+            let ((alias,), r) = item?;
             if r.room_id == room_id {
-                out.push(String::from_utf8_lossy(&k).into_owned());
+                out.push(alias);
             }
         }
         Ok(out)
     }
 
-    /// The power level needed to send a state event of `ty`.
-    pub fn state_level(&self, room_id: &RoomId, ty: &str) -> Result<i64> {
-        let pl = self
-            .state_content(room_id, &StateEventType::RoomPowerLevels, "")?
+    /// The spec requires aliases in `m.room.canonical_alias` to be valid and, when they are
+    /// ours, to point at the room.
+    pub fn check_canonical_alias(&self, room_id: &RoomId, content: &JsonValue) -> Result<()> {
+        let mut aliases: Vec<&JsonValue> = content
+            .get("alt_aliases")
+            .and_then(|a| a.as_array())
+            .map(|a| a.iter().collect())
             .unwrap_or_default();
-        Ok(pl
-            .get("events")
-            .and_then(|e| e.get(ty))
-            .or_else(|| pl.get("state_default"))
-            .and_then(super::rooms::as_int)
-            .unwrap_or(50))
+        if let Some(a) = content.get("alias").filter(|a| !a.is_null()) {
+            aliases.push(a);
+        }
+        for alias in aliases {
+            let alias = alias
+                .as_str()
+                .ok_or_else(|| bad_alias("Aliases must be strings"))?;
+            let parsed = RoomAliasId::parse(alias)
+                .map_err(|_| bad_alias(format!("Invalid alias {alias}")))?;
+            if parsed.server_name() == self.core.server_name()
+                && self.resolve_alias(&parsed)?.as_deref() != Some(room_id)
+            {
+                return Err(bad_alias(format!("{alias} does not point to this room")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes a room in the directory (or takes it out): for users who may change its
+    /// canonical alias.
+    pub async fn set_visibility(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        public: bool,
+    ) -> Result<()> {
+        self.timeline.require_joined(user, room_id)?;
+        if !self
+            .timeline
+            .power_levels(room_id)?
+            .user_can_send_state(user, StateEventType::RoomCanonicalAlias)
+        {
+            return Err(Error::forbidden(
+                "You may not change this room's directory visibility",
+            ));
+        }
+        self.set_published(room_id, public).await
     }
 
     pub async fn set_published(&self, room_id: &RoomId, published: bool) -> Result<()> {
         let mut b = Batch::default();
         if published {
-            b.put(Table::PublicRooms, room_id.as_bytes(), vec![]);
+            b.put(&PUBLIC_ROOMS, room_id, &());
         } else {
-            b.delete(Table::PublicRooms, room_id.as_bytes());
+            b.delete(&PUBLIC_ROOMS, room_id);
         }
-        self.write(b).await
+        self.core.write(b).await
     }
 
+    /// Whether a known room is published, or M_NOT_FOUND.
     pub fn is_published(&self, room_id: &RoomId) -> Result<bool> {
-        Ok(self
-            .store
-            .contains(Table::PublicRooms, room_id.as_bytes())?)
+        self.timeline.known_room(room_id)?;
+        Ok(self.core.store.contains(&PUBLIC_ROOMS, room_id)?)
     }
 
     /// Published rooms, most joined first, optionally filtered by a search term.
     pub fn public_rooms(&self, filter: Option<&str>) -> Result<Vec<PublicRoom>> {
+        let term = filter.map(str::to_lowercase).filter(|t| !t.is_empty());
         let mut out = Vec::new();
-        for item in self.store.scan_prefix(Table::PublicRooms, b"") {
-            let (k, _) = item?;
-            let Ok(room_id) = OwnedRoomId::try_from(String::from_utf8_lossy(&k).into_owned())
-            else {
-                continue;
-            };
-            let get = |ty: StateEventType, field: &str| -> Result<Option<String>> {
-                Ok(self
-                    .state_content(&room_id, &ty, "")?
-                    .and_then(|c| c.get(field).and_then(|v| v.as_str()).map(str::to_owned)))
-            };
+        for item in self.core.store.scan(PUBLIC_ROOMS.all()) {
+            let ((room_id,), ()) = item?;
+            let get =
+                |ty: StateEventType, field: &str| self.timeline.state_str(&room_id, ty, field);
             let room = PublicRoom {
                 name: get(StateEventType::RoomName, "name")?,
                 topic: get(StateEventType::RoomTopic, "topic")?,
                 canonical_alias: get(StateEventType::RoomCanonicalAlias, "alias")?,
                 avatar_url: get(StateEventType::RoomAvatar, "url")?,
-                joined: self.joined_members(&room_id)?.len(),
+                joined: self.timeline.joined_members(&room_id)?.len(),
                 world_readable: get(StateEventType::RoomHistoryVisibility, "history_visibility")?
-                    .as_deref()
-                    == Some("world_readable"),
+                    .map(HistoryVisibility::from)
+                    == Some(HistoryVisibility::WorldReadable),
                 guest_can_join: get(StateEventType::RoomGuestAccess, "guest_access")?.as_deref()
                     == Some("can_join"),
                 join_rule: get(StateEventType::RoomJoinRules, "join_rule")?
                     .unwrap_or_else(|| "invite".into()),
                 room_id,
             };
-            if let Some(term) = filter.map(str::to_lowercase).filter(|t| !t.is_empty()) {
+            if let Some(term) = &term {
                 let hay = [&room.name, &room.topic, &room.canonical_alias]
                     .iter()
                     .filter_map(|s| s.as_deref())
-                    .any(|s| s.to_lowercase().contains(&term));
+                    .any(|s| s.to_lowercase().contains(term));
                 if !hay {
                     continue;
                 }
@@ -186,5 +261,31 @@ impl Services {
         }
         out.sort_by(|a, b| b.joined.cmp(&a.joined).then(a.room_id.cmp(&b.room_id)));
         Ok(out)
+    }
+
+    /// One page of the directory: `since` is the offset a previous page handed out.
+    pub fn public_rooms_page(
+        &self,
+        term: Option<&str>,
+        limit: Option<u64>,
+        since: Option<&str>,
+    ) -> Result<DirectoryPage> {
+        let rooms = self.public_rooms(term)?;
+        let total = rooms.len();
+        let start: usize = since
+            .map(|t| {
+                t.parse()
+                    .map_err(|_| Error::invalid_param("Invalid since token"))
+            })
+            .transpose()?
+            .unwrap_or(0);
+        let limit = limit.map(|l| l as usize).unwrap_or(100).clamp(1, 500);
+        let chunk = rooms.into_iter().skip(start).take(limit).collect();
+        Ok(DirectoryPage {
+            chunk,
+            next: (start + limit < total).then(|| (start + limit).to_string()),
+            prev: (start > 0).then(|| start.saturating_sub(limit).to_string()),
+            total,
+        })
     }
 }

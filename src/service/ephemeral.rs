@@ -2,18 +2,20 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
-use serde::{Deserialize, Serialize};
+use ruma::{EventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value as JsonValue, json};
 
-use super::{Services, StreamEntry, now_ms};
+use super::{
+    core::{Core, now_ms},
+    timeline::Timeline,
+};
 use crate::{
-    error::Result,
-    store::{Table, decode, key, prefix},
+    error::{Error, Result},
+    store::{RECEIPTS, Receipt, StreamEntry},
 };
 
 #[derive(Default)]
@@ -22,14 +24,41 @@ struct RoomTyping {
     serial: u64,
 }
 
-/// Ephemeral room data kept in memory.
+/// Who is typing where, kept in memory.
 #[derive(Default)]
-pub struct Ephemeral {
+struct TypingMap {
     typing: Mutex<HashMap<OwnedRoomId, RoomTyping>>,
     serial: std::sync::atomic::AtomicU64,
 }
 
+/// Typing notifications and read receipts. Depends on [`Core`] and [`Timeline`].
+pub struct Ephemeral {
+    core: Arc<Core>,
+    timeline: Arc<Timeline>,
+    typing: TypingMap,
+}
+
 impl Ephemeral {
+    pub fn new(core: Arc<Core>, timeline: Arc<Timeline>) -> Self {
+        Self {
+            core,
+            timeline,
+            typing: TypingMap::default(),
+        }
+    }
+
+    /// A counter that moves whenever any typing list changes (part of sync tokens).
+    pub fn serial(&self) -> u64 {
+        self.typing.serial()
+    }
+
+    /// Who is typing in a room now, and the serial of its last change.
+    pub fn typing(&self, room_id: &RoomId) -> (Vec<OwnedUserId>, u64) {
+        self.typing.typing(room_id)
+    }
+}
+
+impl TypingMap {
     /// A counter that moves whenever any typing list changes (part of sync tokens).
     pub fn serial(&self) -> u64 {
         self.serial.load(std::sync::atomic::Ordering::SeqCst)
@@ -90,74 +119,72 @@ impl Ephemeral {
     }
 }
 
-/// A stored read receipt.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Receipt {
-    pub event_id: OwnedEventId,
-    pub ts: u64,
-    pub pos: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thread_id: Option<String>,
-}
-
-impl Services {
-    /// Starts or stops a user's typing notice in a room.
+impl Ephemeral {
+    /// Starts or stops a user's typing notice in a room they are joined to.
     pub fn set_typing(
-        self: &std::sync::Arc<Self>,
+        self: &Arc<Self>,
         room_id: &RoomId,
         user: &UserId,
         timeout: Option<Duration>,
-    ) {
+    ) -> Result<()> {
+        self.timeline.require_joined(user, room_id)?;
         let timeout = timeout.map(|t| t.min(Duration::from_secs(120)));
         if self
-            .ephemeral
+            .typing
             .set(room_id, user, timeout.map(|t| Instant::now() + t))
         {
-            self.poke();
+            self.core.poke();
         }
         if let Some(t) = timeout {
             // A weak reference: a pending expiry must not keep a stopped server's store open.
-            let this = std::sync::Arc::downgrade(self);
+            let this = Arc::downgrade(self);
             let (room_id, user) = (room_id.to_owned(), user.to_owned());
             tokio::spawn(async move {
                 tokio::time::sleep(t + Duration::from_millis(10)).await;
                 if let Some(this) = this.upgrade()
-                    && this.ephemeral.expire(&room_id, &user)
+                    && this.typing.expire(&room_id, &user)
                 {
-                    this.poke();
+                    this.core.poke();
                 }
             });
         }
+        Ok(())
     }
 
-    /// Stores a receipt (`m.read` or `m.read.private`) and puts it on the stream.
+    /// Stores a receipt (`m.read` or `m.read.private`) of a joined user for an event they may
+    /// see in the room, and puts it on the stream.
     pub async fn set_receipt(
         &self,
         room_id: &RoomId,
         user: &UserId,
         receipt_type: &str,
-        event_id: OwnedEventId,
+        event_id: &EventId,
         thread_id: Option<String>,
     ) -> Result<()> {
-        let k = key(&[room_id.as_bytes(), receipt_type.as_bytes(), user.as_bytes()]);
+        self.timeline.require_joined(user, room_id)?;
+        let (ev, _) = self.timeline.visible_event(user, event_id)?;
+        if ev.room_id != room_id {
+            return Err(Error::not_found("Event not in this room"));
+        }
         let entry = StreamEntry {
             room: Some(room_id.to_owned()),
             ..Default::default()
         };
-        self.commit(entry, |pos, b| {
-            b.put_json(
-                Table::Receipts,
-                &k,
-                &Receipt {
-                    event_id,
-                    ts: now_ms(),
-                    pos,
-                    thread_id,
-                },
-            );
-            Ok(())
-        })
-        .await?;
+        self.core
+            .commit(entry, |pos, b| {
+                b.put(
+                    &RECEIPTS,
+                    (room_id, receipt_type, user),
+                    &Receipt {
+                        event_id: event_id.to_owned(),
+                        ts: now_ms(),
+                        pos,
+                        thread_id,
+                    },
+                );
+                Ok(())
+            })
+            .await?;
         Ok(())
     }
 
@@ -167,10 +194,10 @@ impl Services {
         user: &UserId,
         receipt_type: &str,
     ) -> Result<Option<Receipt>> {
-        Ok(self.store.get_json(
-            Table::Receipts,
-            &key(&[room_id.as_bytes(), receipt_type.as_bytes(), user.as_bytes()]),
-        )?)
+        Ok(self
+            .core
+            .store
+            .get(&RECEIPTS, (room_id, receipt_type, user))?)
     }
 
     /// The `m.receipt` content of receipts changed after `since` that `viewer` may see
@@ -182,19 +209,12 @@ impl Services {
         since: u64,
     ) -> Result<Option<JsonValue>> {
         let mut content = serde_json::Map::new();
-        for item in self
-            .store
-            .scan_prefix(Table::Receipts, &prefix(&[room_id.as_bytes()]))
-        {
-            let (k, v) = item?;
-            let r: Receipt = decode(Table::Receipts, &v)?;
+        for item in self.core.store.scan(RECEIPTS.prefix(room_id)) {
+            let ((_, ty, user), r) = item?;
             if r.pos <= since {
                 continue;
             }
-            let mut parts = k.splitn(2, |b| *b == crate::store::SEP);
-            let ty = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            let user = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            if ty == "m.read.private" && user != viewer.as_str() {
+            if ty == "m.read.private" && user != viewer {
                 continue;
             }
             let mut data = json!({ "ts": r.ts });
@@ -204,7 +224,7 @@ impl Services {
             let ev = content
                 .entry(r.event_id.to_string())
                 .or_insert_with(|| json!({}));
-            ev[&ty][&user] = data;
+            ev[&ty][user.as_str()] = data;
         }
         Ok((!content.is_empty()).then_some(JsonValue::Object(content)))
     }

@@ -2,33 +2,56 @@
 //! and signatures, device-list changes, and to-device messages. The server only relays and
 //! stores public keys and ciphertext; it never holds room keys.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-
-use ruma::{CanonicalJsonObject, DeviceId, OwnedDeviceId, OwnedUserId, UserId};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value as JsonValue, json};
-
-use super::{Services, StreamEntry};
-use crate::{
-    error::{Error, Result},
-    store::{Batch, Table, decode, key, pos_bytes, prefix},
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    sync::Arc,
 };
 
-/// A stored fallback key and whether a claim has used it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FallbackKey {
-    pub key_id: String,
-    pub key: JsonValue,
-    pub used: bool,
+use ruma::{
+    CanonicalJsonObject, DeviceId, OwnedDeviceId, OwnedUserId, UserId,
+    events::room::member::MembershipState,
+};
+use serde_json::{Value as JsonValue, json};
+
+use super::{core::Core, timeline::Timeline, users::Users};
+use crate::{
+    error::{Error, Result},
+    store::{
+        Batch, CROSS_SIGNING_KEYS, DEVICE_KEYS, FALLBACK_KEYS, FallbackKey, Layout, ONE_TIME_KEYS,
+        StreamEntry, TO_DEVICE, TO_DEVICE_TRANSACTIONS, ToDeviceRecord, TxnScope, scoped_txn,
+    },
+};
+
+/// One user's public keys, as `/keys/query` shows them to a requester.
+#[derive(Default)]
+pub struct UserKeys {
+    pub devices: BTreeMap<OwnedDeviceId, JsonValue>,
+    pub master: Option<JsonValue>,
+    pub self_signing: Option<JsonValue>,
+    /// Only for the requester's own keys.
+    pub user_signing: Option<JsonValue>,
 }
 
-/// One queued to-device message.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ToDeviceRecord {
-    pub sender: OwnedUserId,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub content: JsonValue,
+/// The answer to `/keys/query`.
+pub struct KeyQuery {
+    pub users: BTreeMap<OwnedUserId, UserKeys>,
+    /// Servers that could not be asked, with why.
+    pub failures: BTreeMap<String, JsonValue>,
+}
+
+/// A claimed key: user, device, key ID, key.
+pub type ClaimedKey = (OwnedUserId, OwnedDeviceId, String, JsonValue);
+
+fn federation_failure() -> JsonValue {
+    json!({ "error": "federation is not enabled on this server" })
+}
+
+/// End-to-end encryption keys and to-device messages. Depends on [`Core`], [`Users`] and
+/// [`Timeline`].
+pub struct Keys {
+    core: Arc<Core>,
+    users: Arc<Users>,
+    timeline: Arc<Timeline>,
 }
 
 /// Where a cross-signing key sits in the user's identity.
@@ -108,28 +131,34 @@ fn merge_signatures(target: &mut JsonValue, from: &JsonValue) {
     }
 }
 
-impl Services {
+impl Keys {
+    pub fn new(core: Arc<Core>, users: Arc<Users>, timeline: Arc<Timeline>) -> Self {
+        Self {
+            core,
+            users,
+            timeline,
+        }
+    }
+
     /// Writes `batch` at a new stream position that tells sync that `user`'s keys changed.
     async fn commit_key_change(&self, user: &UserId, batch: Batch) -> Result<()> {
         let entry = StreamEntry {
             keys: Some(user.to_owned()),
             ..Default::default()
         };
-        self.commit(entry, |_, b| {
-            *b = batch;
-            Ok(())
-        })
-        .await?;
+        self.core
+            .commit(entry, |_, b| {
+                b.append(batch);
+                Ok(())
+            })
+            .await?;
         Ok(())
     }
 
     // ---- device keys -------------------------------------------------------------------
 
     pub fn device_keys(&self, user: &UserId, device: &DeviceId) -> Result<Option<JsonValue>> {
-        Ok(self.store.get_json(
-            Table::DeviceKeys,
-            &key(&[user.as_bytes(), device.as_bytes()]),
-        )?)
+        Ok(self.core.store.get(&DEVICE_KEYS, (user, device))?)
     }
 
     /// Device keys of a user's devices (all when `devices` is empty).
@@ -139,22 +168,81 @@ impl Services {
         devices: &[OwnedDeviceId],
     ) -> Result<BTreeMap<OwnedDeviceId, JsonValue>> {
         let mut out = BTreeMap::new();
-        for item in self
-            .store
-            .scan_prefix(Table::DeviceKeys, &prefix(&[user.as_bytes()]))
-        {
-            let (k, v) = item?;
-            let device: OwnedDeviceId = String::from_utf8_lossy(&k).into_owned().into();
+        for item in self.core.store.scan(DEVICE_KEYS.prefix(user)) {
+            let ((_, device), mut keys) = item?;
             if !devices.is_empty() && !devices.contains(&device) {
                 continue;
             }
-            let mut keys: JsonValue = decode(Table::DeviceKeys, &v)?;
-            if let Some(d) = self.device(user, &device)? {
+            if let Some(d) = self.users.device(user, &device)? {
                 keys["unsigned"] = json!({ "device_display_name": d.display_name });
             }
             out.insert(device, keys);
         }
         Ok(out)
+    }
+
+    /// `/keys/query`: the keys of the users (and devices; all when empty) asked for.
+    pub fn query(
+        &self,
+        requester: &UserId,
+        wanted: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+    ) -> Result<KeyQuery> {
+        let mut out = KeyQuery {
+            users: BTreeMap::new(),
+            failures: BTreeMap::new(),
+        };
+        for (user, devices) in wanted {
+            if !self.users.is_local(user) {
+                out.failures
+                    .insert(user.server_name().to_string(), federation_failure());
+                continue;
+            }
+            let keys = UserKeys {
+                devices: self.all_device_keys(user, devices)?,
+                master: self.cross_signing_key(user, "master")?,
+                self_signing: self.cross_signing_key(user, "self_signing")?,
+                user_signing: if user == requester {
+                    self.cross_signing_key(user, "user_signing")?
+                } else {
+                    None
+                },
+            };
+            out.users.insert(user.clone(), keys);
+        }
+        Ok(out)
+    }
+
+    /// `/keys/claim`: one key per device asked for. Returns the keys and the servers that
+    /// could not be asked.
+    pub async fn claim(
+        &self,
+        _requester: &UserId,
+        wanted: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, ruma::OneTimeKeyAlgorithm>>,
+    ) -> Result<(Vec<ClaimedKey>, BTreeMap<String, JsonValue>)> {
+        let mut claimed = Vec::new();
+        let mut failures = BTreeMap::new();
+        for (user, devices) in wanted {
+            if !self.users.is_local(user) {
+                failures.insert(user.server_name().to_string(), federation_failure());
+                continue;
+            }
+            for (device, algorithm) in devices {
+                if let Some((id, k)) = self.claim_key(user, device, algorithm.as_str()).await? {
+                    claimed.push((user.clone(), device.clone(), id, k));
+                }
+            }
+        }
+        Ok((claimed, failures))
+    }
+
+    /// `/keys/changes`: device-list changes between two tokens.
+    pub fn key_changes(
+        &self,
+        user: &UserId,
+        from: u64,
+        to: u64,
+    ) -> Result<(BTreeSet<OwnedUserId>, BTreeSet<OwnedUserId>)> {
+        self.device_list_changes(user, from, to.min(self.core.current_pos()))
     }
 
     /// `/keys/upload`: device keys, one-time keys and fallback keys of the caller's device.
@@ -213,11 +301,7 @@ impl Services {
                 }
             }
             if old.as_ref() != Some(&stored) {
-                batch.put_json(
-                    Table::DeviceKeys,
-                    &key(&[user.as_bytes(), device.as_bytes()]),
-                    &stored,
-                );
+                batch.put(&DEVICE_KEYS, (user, device), &stored);
                 keys_changed = true;
             }
         }
@@ -227,9 +311,12 @@ impl Services {
                     "one-time key {id} must be an object or string"
                 )));
             }
-            let k_key = key(&[user.as_bytes(), device.as_bytes(), id.as_bytes()]);
-            if !self.store.contains(Table::OneTimeKeys, &k_key)? {
-                batch.put_json(Table::OneTimeKeys, &k_key, &k);
+            if !self
+                .core
+                .store
+                .contains(&ONE_TIME_KEYS, (user, device, &id))?
+            {
+                batch.put(&ONE_TIME_KEYS, (user, device, &id), &k);
             }
         }
         for (id, k) in fallback_keys {
@@ -239,16 +326,12 @@ impl Services {
                 key: k,
                 used: false,
             };
-            batch.put_json(
-                Table::FallbackKeys,
-                &key(&[user.as_bytes(), device.as_bytes(), algorithm.as_bytes()]),
-                &record,
-            );
+            batch.put(&FALLBACK_KEYS, (user, device, &algorithm), &record);
         }
         if keys_changed {
             self.commit_key_change(user, batch).await?;
         } else if !batch.is_empty() {
-            self.write(batch).await?;
+            self.core.write(batch).await?;
         }
         self.one_time_key_counts(user, device)
     }
@@ -260,12 +343,8 @@ impl Services {
     ) -> Result<BTreeMap<String, u64>> {
         // Clients (matrix-sdk, like Synapse's behaviour) expect an explicit 0 when none are left.
         let mut counts = BTreeMap::from([("signed_curve25519".to_owned(), 0)]);
-        for item in self.store.scan_prefix(
-            Table::OneTimeKeys,
-            &prefix(&[user.as_bytes(), device.as_bytes()]),
-        ) {
-            let (k, _) = item?;
-            let id = String::from_utf8_lossy(&k);
+        for item in self.core.store.scan(ONE_TIME_KEYS.prefix2(user, device)) {
+            let ((_, _, id), _) = item?;
             *counts
                 .entry(id.split(':').next().unwrap_or_default().to_owned())
                 .or_insert(0) += 1;
@@ -279,78 +358,70 @@ impl Services {
         device: &DeviceId,
     ) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        for item in self.store.scan_prefix(
-            Table::FallbackKeys,
-            &prefix(&[user.as_bytes(), device.as_bytes()]),
-        ) {
-            let (k, v) = item?;
-            let fb: FallbackKey = decode(Table::FallbackKeys, &v)?;
+        for item in self.core.store.scan(FALLBACK_KEYS.prefix2(user, device)) {
+            let ((_, _, algorithm), fb) = item?;
             if !fb.used {
-                out.push(String::from_utf8_lossy(&k).into_owned());
+                out.push(algorithm);
             }
         }
         Ok(out)
     }
 
     /// `/keys/claim`: one one-time key per requested device, else its fallback key.
-    pub async fn claim_key(
+    async fn claim_key(
         &self,
         user: &UserId,
         device: &DeviceId,
         algorithm: &str,
     ) -> Result<Option<(String, JsonValue)>> {
-        let _guard = self
-            .room_lock(ruma::room_id!("!keys:tsunagu"))
-            .lock_owned()
-            .await;
-        let p = prefix(&[user.as_bytes(), device.as_bytes()]);
-        let found = self
-            .store
-            .scan_prefix(Table::OneTimeKeys, &p)
-            .filter_map(|r| r.ok())
-            .find(|(k, _)| String::from_utf8_lossy(k).starts_with(&format!("{algorithm}:")));
-        if let Some((k, v)) = found {
-            let id = String::from_utf8_lossy(&k).into_owned();
-            let mut b = Batch::default();
-            b.delete(
-                Table::OneTimeKeys,
-                &key(&[user.as_bytes(), device.as_bytes(), id.as_bytes()]),
-            );
-            self.write(b).await?;
-            return Ok(Some((id, decode(Table::OneTimeKeys, &v)?)));
+        let lock = self.core.lock("keys-claim");
+        let _guard = lock.lock().await;
+        let wanted = format!("{algorithm}:");
+        let mut found = None;
+        for item in self.core.store.scan(ONE_TIME_KEYS.prefix2(user, device)) {
+            let ((_, _, id), k) = item?;
+            if id.starts_with(&wanted) {
+                found = Some((id, k));
+                break;
+            }
         }
-        let fk = key(&[user.as_bytes(), device.as_bytes(), algorithm.as_bytes()]);
+        if let Some((id, k)) = found {
+            let mut b = Batch::default();
+            b.delete(&ONE_TIME_KEYS, (user, device, &id));
+            self.core.write(b).await?;
+            return Ok(Some((id, k)));
+        }
         if let Some(mut fb) = self
+            .core
             .store
-            .get_json::<FallbackKey>(Table::FallbackKeys, &fk)?
+            .get(&FALLBACK_KEYS, (user, device, algorithm))?
         {
             if !fb.used {
                 fb.used = true;
                 let mut b = Batch::default();
-                b.put_json(Table::FallbackKeys, &fk, &fb);
-                self.write(b).await?;
+                b.put(&FALLBACK_KEYS, (user, device, algorithm), &fb);
+                self.core.write(b).await?;
             }
             return Ok(Some((fb.key_id, fb.key)));
         }
         Ok(None)
     }
 
-    /// Removes a deleted device's keys and tells the people who share rooms with its owner.
-    pub async fn forget_device_keys(&self, user: &UserId, devices: &[OwnedDeviceId]) -> Result<()> {
+    /// Removes deleted devices' keys and queued messages, and tells the people who share
+    /// rooms with their owner.
+    pub async fn forget_devices(&self, user: &UserId, devices: &[OwnedDeviceId]) -> Result<()> {
+        let store = &self.core.store;
         let mut batch = Batch::default();
         for device in devices {
-            batch.delete(
-                Table::DeviceKeys,
-                &key(&[user.as_bytes(), device.as_bytes()]),
-            );
-            for table in [Table::OneTimeKeys, Table::FallbackKeys, Table::ToDevice] {
-                for item in self
-                    .store
-                    .scan_prefix(table, &prefix(&[user.as_bytes(), device.as_bytes()]))
-                {
-                    let (k, _) = item?;
-                    batch.delete(table, &key(&[user.as_bytes(), device.as_bytes(), &k]));
-                }
+            batch.delete(&DEVICE_KEYS, (user, device));
+            for item in store.scan(ONE_TIME_KEYS.prefix2(user, device)) {
+                batch.delete(&ONE_TIME_KEYS, item?.0.as_key_ref());
+            }
+            for item in store.scan(FALLBACK_KEYS.prefix2(user, device)) {
+                batch.delete(&FALLBACK_KEYS, item?.0.as_key_ref());
+            }
+            for item in store.scan(TO_DEVICE.prefix2(user, device)) {
+                batch.delete(&TO_DEVICE, item?.0.as_key_ref());
             }
         }
         self.commit_key_change(user, batch).await
@@ -359,10 +430,7 @@ impl Services {
     // ---- cross-signing ------------------------------------------------------------------
 
     pub fn cross_signing_key(&self, user: &UserId, kind: &str) -> Result<Option<JsonValue>> {
-        Ok(self.store.get_json(
-            Table::CrossSigningKeys,
-            &key(&[user.as_bytes(), kind.as_bytes()]),
-        )?)
+        Ok(self.core.store.get(&CROSS_SIGNING_KEYS, (user, kind))?)
     }
 
     /// `/keys/device_signing/upload`: validated cross-signing keys (the self-signing and
@@ -406,11 +474,7 @@ impl Services {
                     )));
                 }
             }
-            batch.put_json(
-                Table::CrossSigningKeys,
-                &key(&[user.as_bytes(), kind.as_bytes()]),
-                k,
-            );
+            batch.put(&CROSS_SIGNING_KEYS, (user, kind), k);
         }
         self.commit_key_change(user, batch).await
     }
@@ -454,7 +518,7 @@ impl Services {
                 .as_ref()
                 .and_then(cross_signing_public_key)
                 .is_some_and(|(_, pk)| pk == key_id);
-            let (table_key, mut target, signing_key) = if let Some(dk) = device_target {
+            let (device, mut target, signing_key) = if let Some(dk) = device_target {
                 if user != signer {
                     fail(
                         "M_INVALID_SIGNATURE",
@@ -463,7 +527,7 @@ impl Services {
                     continue;
                 }
                 (
-                    key(&[user.as_bytes(), key_id.as_bytes()]),
+                    Some(OwnedDeviceId::from(key_id.as_str())),
                     dk,
                     self_signing.clone().or(master_pk.clone()),
                 )
@@ -473,11 +537,7 @@ impl Services {
                 } else {
                     user_signing.clone()
                 };
-                (
-                    key(&[user.as_bytes(), b"master"]),
-                    user_master.clone().unwrap_or_default(),
-                    signing,
-                )
+                (None, user_master.clone().unwrap_or_default(), signing)
             } else {
                 fail("M_NOT_FOUND", "unknown key");
                 continue;
@@ -526,12 +586,10 @@ impl Services {
                 continue;
             }
             merge_signatures(&mut target, &obj);
-            let table = if is_master && self.device_keys(&user, key_id.as_str().into())?.is_none() {
-                Table::CrossSigningKeys
-            } else {
-                Table::DeviceKeys
-            };
-            batch.put_json(table, &table_key, &target);
+            match &device {
+                Some(device) => batch.put(&DEVICE_KEYS, (&user, device), &target),
+                None => batch.put(&CROSS_SIGNING_KEYS, (&user, "master"), &target),
+            }
             changed.insert(user.clone());
         }
         for user in changed {
@@ -546,8 +604,11 @@ impl Services {
     /// Users who share at least one joined room with `user` (including `user`).
     pub fn users_sharing_rooms(&self, user: &UserId) -> Result<HashSet<OwnedUserId>> {
         let mut out = HashSet::from([user.to_owned()]);
-        for room in self.rooms_with_membership(user, &["join"])? {
-            out.extend(self.joined_members(&room)?);
+        for room in self
+            .timeline
+            .rooms_with_membership(user, &[MembershipState::Join])?
+        {
+            out.extend(self.timeline.joined_members(&room)?);
         }
         Ok(out)
     }
@@ -563,8 +624,8 @@ impl Services {
     ) -> Result<(BTreeSet<OwnedUserId>, BTreeSet<OwnedUserId>)> {
         let (mut changed, mut left) = (BTreeSet::new(), BTreeSet::new());
         let mut entries = Vec::new();
-        for entry in self.stream_entries(since, upto) {
-            let entry = entry?;
+        for entry in self.core.stream_entries(since, upto) {
+            let (_, entry) = entry?;
             if entry.keys.is_some() || (entry.room.is_some() && entry.user.is_some()) {
                 entries.push(entry);
             }
@@ -574,7 +635,15 @@ impl Services {
         }
         let sharing = self.users_sharing_rooms(user)?;
         let my_rooms: HashSet<_> = self
-            .rooms_with_membership(user, &["join", "leave", "ban"])?
+            .timeline
+            .rooms_with_membership(
+                user,
+                &[
+                    MembershipState::Join,
+                    MembershipState::Leave,
+                    MembershipState::Ban,
+                ],
+            )?
             .into_iter()
             .collect();
         for entry in entries {
@@ -589,9 +658,10 @@ impl Services {
                 }
                 if target == user {
                     // I joined: everyone in the room may be new to me.
-                    if self.is_joined(user, &room)? {
+                    if self.timeline.is_joined(user, &room)? {
                         changed.extend(
-                            self.joined_members(&room)?
+                            self.timeline
+                                .joined_members(&room)?
                                 .into_iter()
                                 .filter(|u| u != user),
                         );
@@ -620,21 +690,22 @@ impl Services {
         kind: &str,
         messages: Vec<(OwnedUserId, String, JsonValue)>,
     ) -> Result<()> {
-        let txn_key = key(&[
-            sender.as_bytes(),
-            sender_device.as_bytes(),
-            format!("to_device:{txn_id}").as_bytes(),
-        ]);
-        if self.store.contains(Table::Transactions, &txn_key)? {
+        let txn = scoped_txn(TxnScope::ToDevice, txn_id);
+        let txn_key = (sender, sender_device, txn.as_str());
+        if self.core.store.contains(&TO_DEVICE_TRANSACTIONS, txn_key)? {
             return Ok(());
         }
         let mut deliveries = Vec::new();
         for (user, device, content) in messages {
-            if !self.is_local(&user) {
+            if !self.users.is_local(&user) {
                 continue; // federation comes later
             }
             let targets: Vec<OwnedDeviceId> = if device == "*" {
-                self.devices(&user)?.into_iter().map(|(d, _)| d).collect()
+                self.users
+                    .devices(&user)?
+                    .into_iter()
+                    .map(|(d, _)| d)
+                    .collect()
             } else {
                 vec![device.into()]
             };
@@ -646,45 +717,34 @@ impl Services {
         // One stream position per recipient so each recipient's sync wakes.
         let mut first = true;
         for user in users {
-            let mine: Vec<_> = deliveries
-                .iter()
-                .filter(|(u, _, _)| *u == user)
-                .cloned()
-                .collect();
-            let txn_key = txn_key.clone();
             let mark_txn = std::mem::replace(&mut first, false);
-            self.commit(
-                StreamEntry {
-                    user: Some(user.clone()),
-                    ..Default::default()
-                },
-                |pos, b| {
-                    for (i, (u, d, content)) in mine.iter().enumerate() {
+            let entry = StreamEntry {
+                user: Some(user.clone()),
+                ..Default::default()
+            };
+            self.core
+                .commit(entry, |pos, b| {
+                    for (i, (_, d, content)) in
+                        deliveries.iter().filter(|(u, _, _)| *u == user).enumerate()
+                    {
                         let rec = ToDeviceRecord {
                             sender: sender.to_owned(),
                             kind: kind.to_owned(),
                             content: content.clone(),
                         };
-                        let k = key(&[
-                            u.as_bytes(),
-                            d.as_bytes(),
-                            &pos_bytes(pos),
-                            &(i as u32).to_be_bytes(),
-                        ]);
-                        b.put_json(Table::ToDevice, &k, &rec);
+                        b.put(&TO_DEVICE, (&user, d, pos, i as u32), &rec);
                     }
                     if mark_txn {
-                        b.put(Table::Transactions, &txn_key, vec![]);
+                        b.put(&TO_DEVICE_TRANSACTIONS, txn_key, &());
                     }
                     Ok(())
-                },
-            )
-            .await?;
+                })
+                .await?;
         }
         if first {
             let mut b = Batch::default();
-            b.put(Table::Transactions, &txn_key, vec![]);
-            self.write(b).await?;
+            b.put(&TO_DEVICE_TRANSACTIONS, txn_key, &());
+            self.core.write(b).await?;
         }
         Ok(())
     }
@@ -698,33 +758,29 @@ impl Services {
         acked: Option<u64>,
         upto: u64,
     ) -> Result<Vec<JsonValue>> {
-        let p = prefix(&[user.as_bytes(), device.as_bytes()]);
+        let store = &self.core.store;
         if let Some(acked) = acked {
             let mut b = Batch::default();
-            for item in self.store.scan_range(
-                Table::ToDevice,
-                &p,
-                &key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(acked + 1)]),
+            for item in store.range(
+                &TO_DEVICE,
+                (user, device, 0, 0),
+                (user, device, acked.saturating_add(1), 0),
                 false,
-                0,
             ) {
-                let (k, _) = item?;
-                b.delete(Table::ToDevice, &k);
+                b.delete(&TO_DEVICE, item?.0.as_key_ref());
             }
             if !b.is_empty() {
-                self.write(b).await?;
+                self.core.write(b).await?;
             }
         }
         let mut out = Vec::new();
-        for item in self.store.scan_range(
-            Table::ToDevice,
-            &p,
-            &key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(upto + 1)]),
+        for item in store.range(
+            &TO_DEVICE,
+            (user, device, 0, 0),
+            (user, device, upto.saturating_add(1), 0),
             false,
-            p.len(),
         ) {
-            let (_, v) = item?;
-            let rec: ToDeviceRecord = decode(Table::ToDevice, &v)?;
+            let (_, rec) = item?;
             out.push(json!({ "sender": rec.sender, "type": rec.kind, "content": rec.content }));
         }
         Ok(out)

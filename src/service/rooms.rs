@@ -1,21 +1,37 @@
-//! Room creation and membership changes (join, invite, leave, kick, ban, unban, forget),
-//! and profile changes mirrored into member events.
+//! Rooms as clients change them: creation, membership (join, invite, leave, kick, ban,
+//! unban, forget), sending messages, state and redactions, and profile changes mirrored into
+//! member events.
+
+use std::sync::Arc;
 
 use ruma::{
-    OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
-    events::{StateEventType, TimelineEventType},
+    EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
+    events::{TimelineEventType, room::member::MembershipState},
 };
 use serde_json::{Value as JsonValue, json};
 
 use super::{
-    Services,
-    timeline::{NewEvent, rules_for},
+    appservice::Appservices,
+    core::Core,
+    directory::Directory,
+    timeline::{NewEvent, Timeline, append::Txn, rules_for},
+    users::Users,
 };
 use crate::{
     config::{EncryptionDefault, SUPPORTED_ROOM_VERSIONS},
     error::{Error, Result},
-    store::{Batch, Table, key},
+    store::{Batch, MEMBERSHIPS},
 };
+
+/// Room operations clients ask for. Depends on [`Core`], [`Users`], [`Timeline`],
+/// [`Directory`] and [`Appservices`].
+pub struct Rooms {
+    core: Arc<Core>,
+    users: Arc<Users>,
+    timeline: Arc<Timeline>,
+    directory: Arc<Directory>,
+    appservices: Arc<Appservices>,
+}
 
 /// What a client asked for in `/createRoom`, already parsed.
 #[derive(Default)]
@@ -33,11 +49,27 @@ pub struct CreateRoom {
     pub power_level_content_override: Option<serde_json::Map<String, JsonValue>>,
 }
 
-impl Services {
-    fn member_content(&self, user_id: &UserId, membership: &str) -> Result<JsonValue> {
+impl Rooms {
+    pub fn new(
+        core: Arc<Core>,
+        users: Arc<Users>,
+        timeline: Arc<Timeline>,
+        directory: Arc<Directory>,
+        appservices: Arc<Appservices>,
+    ) -> Self {
+        Self {
+            core,
+            users,
+            timeline,
+            directory,
+            appservices,
+        }
+    }
+
+    fn member_content(&self, user_id: &UserId, membership: MembershipState) -> Result<JsonValue> {
         let mut c = json!({ "membership": membership });
-        if membership == "join"
-            && let Some(account) = self.account(user_id)?
+        if membership == MembershipState::Join
+            && let Some(account) = self.users.account(user_id)?
         {
             if let Some(name) = account.displayname {
                 c["displayname"] = name.into();
@@ -50,11 +82,11 @@ impl Services {
     }
 
     /// Creates a room per the spec's `/createRoom` steps and returns its ID.
-    pub async fn create_room(&self, creator: &UserId, req: CreateRoom) -> Result<OwnedRoomId> {
+    pub async fn create(&self, creator: &UserId, req: CreateRoom) -> Result<OwnedRoomId> {
         let version = req
             .room_version
             .clone()
-            .unwrap_or_else(|| self.config.default_room_version.clone());
+            .unwrap_or_else(|| self.core.config.default_room_version.clone());
         if !SUPPORTED_ROOM_VERSIONS.contains(&version) {
             return Err(Error::new(
                 http::StatusCode::BAD_REQUEST,
@@ -75,16 +107,18 @@ impl Services {
         }
         let alias = match &req.alias_localpart {
             Some(local) => {
-                let alias =
-                    ruma::OwnedRoomAliasId::try_from(format!("#{local}:{}", self.server_name()))
-                        .map_err(|e| {
-                            Error::new(
-                                http::StatusCode::BAD_REQUEST,
-                                ruma::api::error::ErrorKind::InvalidParam,
-                                format!("Invalid alias: {e}"),
-                            )
-                        })?;
-                if self.resolve_alias(&alias)?.is_some() {
+                let alias = ruma::OwnedRoomAliasId::try_from(format!(
+                    "#{local}:{}",
+                    self.core.server_name()
+                ))
+                .map_err(|e| {
+                    Error::new(
+                        http::StatusCode::BAD_REQUEST,
+                        ruma::api::error::ErrorKind::InvalidParam,
+                        format!("Invalid alias: {e}"),
+                    )
+                })?;
+                if self.directory.resolve_alias(&alias)?.is_some() {
                     return Err(Error::new(
                         http::StatusCode::BAD_REQUEST,
                         ruma::api::error::ErrorKind::RoomInUse,
@@ -96,10 +130,7 @@ impl Services {
             None => None,
         };
         for user in &req.invite {
-            if self.is_local(user)
-                && self.account(user)?.is_none()
-                && !self.query_appservice_user(user).await
-            {
+            if self.users.is_local(user) && !self.appservices.user_exists(user).await? {
                 return Err(Error::not_found(format!("Unknown user {user}")));
             }
         }
@@ -121,6 +152,7 @@ impl Services {
             );
         }
         let room_id = self
+            .timeline
             .append_create(creator, &version, JsonValue::Object(create))
             .await?;
 
@@ -131,7 +163,7 @@ impl Services {
             NewEvent::state(
                 TimelineEventType::RoomMember,
                 creator.as_str(),
-                self.member_content(creator, "join")?,
+                self.member_content(creator, MembershipState::Join)?,
             ),
             None,
         )
@@ -225,8 +257,8 @@ impl Services {
         // Private rooms and direct chats are end-to-end encrypted from the start.
         // Appservices' users (bridges) get no default encryption: many bridges cannot read
         // encrypted rooms; one that wants encryption asks for it in initial_state.
-        let encrypt = !self.is_appservice_user(creator)
-            && match self.config.encryption_by_default {
+        let encrypt = !self.appservices.is_appservice_user(creator)
+            && match self.core.config.encryption_by_default {
                 EncryptionDefault::Private => preset != "public_chat" || req.is_direct,
                 EncryptionDefault::All => true,
                 EncryptionDefault::Off => false,
@@ -281,25 +313,35 @@ impl Services {
             .await?;
         }
         if let Some(alias) = alias {
-            self.set_alias(&alias, &room_id, creator).await?;
+            self.directory.set_alias(&alias, &room_id, creator).await?;
         }
         if req.public {
-            self.set_published(&room_id, true).await?;
+            self.directory.set_published(&room_id, true).await?;
         }
         Ok(room_id)
     }
 
+    fn append<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        sender: &'a UserId,
+        ev: NewEvent,
+        txn: Option<Txn>,
+    ) -> impl std::future::Future<Output = Result<OwnedEventId>> + 'a {
+        self.timeline.append(room_id, sender, ev, txn)
+    }
+
     /// Joins a room the server knows.
-    pub async fn join_room(&self, user_id: &UserId, room_id: &RoomId) -> Result<()> {
-        if self.room_record(room_id)?.is_none() {
+    pub async fn join(&self, user_id: &UserId, room_id: &RoomId) -> Result<()> {
+        if self.timeline.room(room_id)?.is_none() {
             return Err(Error::not_found(
                 "Room not found (rooms on other servers need federation)",
             ));
         }
-        if self.is_joined(user_id, room_id)? {
+        if self.timeline.is_joined(user_id, room_id)? {
             return Ok(());
         }
-        let content = self.member_content(user_id, "join")?;
+        let content = self.member_content(user_id, MembershipState::Join)?;
         self.append(
             room_id,
             user_id,
@@ -310,31 +352,33 @@ impl Services {
         Ok(())
     }
 
-    /// Changes another user's membership (invite, kick, ban, unban) with an optional reason.
-    pub async fn set_membership(
+    /// Joins a room by ID or alias; returns the room's ID.
+    pub async fn join_by_id_or_alias(
+        &self,
+        user_id: &UserId,
+        room: &ruma::RoomOrAliasId,
+    ) -> Result<OwnedRoomId> {
+        let room_id = match <&RoomId>::try_from(room) {
+            Ok(id) => id.to_owned(),
+            Err(alias) => self.directory.require_alias(alias).await?,
+        };
+        self.join(user_id, &room_id).await?;
+        Ok(room_id)
+    }
+
+    /// Changes another user's membership with an optional reason.
+    async fn set_membership(
         &self,
         sender: &UserId,
         room_id: &RoomId,
         target: &UserId,
-        membership: &str,
+        membership: MembershipState,
         reason: Option<String>,
     ) -> Result<()> {
-        if self.room_record(room_id)?.is_none() {
-            return Err(Error::not_found("Unknown room"));
-        }
-        if membership == "invite"
-            && self.is_local(target)
-            && self.account(target)?.is_none()
-            && !self.query_appservice_user(target).await
-        {
-            return Err(Error::not_found(format!("Unknown user {target}")));
-        }
+        self.timeline.known_room(room_id)?;
         let mut content = json!({ "membership": membership });
         if let Some(reason) = reason {
             content["reason"] = reason.into();
-        }
-        if membership == "invite" && self.is_joined(target, room_id)? {
-            return Err(Error::forbidden(format!("{target} is already in the room")));
         }
         self.append(
             room_id,
@@ -346,34 +390,94 @@ impl Services {
         Ok(())
     }
 
-    pub async fn leave_room(
+    /// Invites a user who exists (locally, or as an appservice's user) and is not in the room.
+    pub async fn invite(&self, sender: &UserId, room_id: &RoomId, target: &UserId) -> Result<()> {
+        self.timeline.require_joined(sender, room_id)?;
+        if self.users.is_local(target) && !self.appservices.user_exists(target).await? {
+            return Err(Error::not_found(format!("Unknown user {target}")));
+        }
+        if self.timeline.is_joined(target, room_id)? {
+            return Err(Error::forbidden(format!("{target} is already in the room")));
+        }
+        self.set_membership(sender, room_id, target, MembershipState::Invite, None)
+            .await
+    }
+
+    /// Kicks a user who is joined or invited.
+    pub async fn kick(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        if !matches!(
+            self.timeline.membership_state(target, room_id)?,
+            MembershipState::Join | MembershipState::Invite | MembershipState::Knock
+        ) {
+            return Err(Error::forbidden("The user is not in the room"));
+        }
+        self.set_membership(sender, room_id, target, MembershipState::Leave, reason)
+            .await
+    }
+
+    pub async fn ban(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        self.set_membership(sender, room_id, target, MembershipState::Ban, reason)
+            .await
+    }
+
+    /// Lifts a ban.
+    pub async fn unban(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        if self.timeline.membership_state(target, room_id)? != MembershipState::Ban {
+            return Err(Error::forbidden("The user is not banned"));
+        }
+        self.set_membership(sender, room_id, target, MembershipState::Leave, reason)
+            .await
+    }
+
+    /// Leaves a room (or rejects an invite, or withdraws a knock).
+    pub async fn leave(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
         reason: Option<String>,
     ) -> Result<()> {
-        match self.membership(user_id, room_id)? {
-            Some(m)
-                if m.membership == "join"
-                    || m.membership == "invite"
-                    || m.membership == "knock" => {}
-            Some(m) if m.membership == "leave" => return Ok(()),
+        match self
+            .timeline
+            .membership(user_id, room_id)?
+            .map(|m| m.membership)
+        {
+            Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock) => {}
+            Some(MembershipState::Leave) => return Ok(()),
             _ => return Err(Error::forbidden("You are not in this room")),
         }
-        self.set_membership(user_id, room_id, user_id, "leave", reason)
+        self.set_membership(user_id, room_id, user_id, MembershipState::Leave, reason)
             .await
     }
 
     /// Forgets a room the user has left: it no longer shows up in their syncs.
-    pub async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> Result<()> {
-        match self.membership(user_id, room_id)? {
-            Some(m) if m.membership == "leave" || m.membership == "ban" => {
+    pub async fn forget(&self, user_id: &UserId, room_id: &RoomId) -> Result<()> {
+        match self
+            .timeline
+            .membership(user_id, room_id)?
+            .map(|m| m.membership)
+        {
+            Some(MembershipState::Leave | MembershipState::Ban) => {
                 let mut b = Batch::default();
-                b.delete(
-                    Table::Memberships,
-                    &key(&[user_id.as_bytes(), room_id.as_bytes()]),
-                );
-                self.write(b).await
+                b.delete(&MEMBERSHIPS, (user_id, room_id));
+                self.core.write(b).await
             }
             Some(_) => Err(Error::new(
                 http::StatusCode::BAD_REQUEST,
@@ -384,6 +488,50 @@ impl Services {
         }
     }
 
+    /// Sends a message event (or any non-state event) to a room the sender is joined to.
+    pub async fn send_message(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        ev: NewEvent,
+        txn: Txn,
+    ) -> Result<OwnedEventId> {
+        self.timeline.require_joined(sender, room_id)?;
+        self.append(room_id, sender, ev, Some(txn)).await
+    }
+
+    /// Sends a state event; `m.room.canonical_alias` must name aliases of this room.
+    pub async fn send_state(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        ev: NewEvent,
+    ) -> Result<OwnedEventId> {
+        self.timeline.require_joined(sender, room_id)?;
+        if ev.kind == TimelineEventType::RoomCanonicalAlias {
+            self.directory.check_canonical_alias(room_id, &ev.content)?;
+        }
+        self.append(room_id, sender, ev, None).await
+    }
+
+    /// Redacts an event (the redaction rule is checked on the append path).
+    pub async fn redact(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &EventId,
+        reason: Option<String>,
+        txn: Txn,
+    ) -> Result<OwnedEventId> {
+        self.timeline.require_joined(sender, room_id)?;
+        let mut content = json!({});
+        if let Some(reason) = reason {
+            content["reason"] = reason.into();
+        }
+        let ev = NewEvent::redaction(target.to_owned(), content);
+        self.append(room_id, sender, ev, Some(txn)).await
+    }
+
     /// Sets display name and/or avatar and mirrors them into every joined room.
     pub async fn set_profile(
         &self,
@@ -392,6 +540,7 @@ impl Services {
         avatar_url: Option<Option<ruma::OwnedMxcUri>>,
     ) -> Result<()> {
         let mut account = self
+            .users
             .account(user_id)?
             .ok_or_else(|| Error::not_found("No such user"))?;
         if let Some(d) = displayname {
@@ -400,9 +549,12 @@ impl Services {
         if let Some(a) = avatar_url {
             account.avatar_url = a;
         }
-        self.set_account(user_id, &account).await?;
-        for room_id in self.rooms_with_membership(user_id, &["join"])? {
-            let content = self.member_content(user_id, "join")?;
+        self.users.set_account(user_id, &account).await?;
+        for room_id in self
+            .timeline
+            .rooms_with_membership(user_id, &[MembershipState::Join])?
+        {
+            let content = self.member_content(user_id, MembershipState::Join)?;
             let ev = NewEvent::state(TimelineEventType::RoomMember, user_id.as_str(), content);
             if let Err(e) = self.append(&room_id, user_id, ev, None).await {
                 tracing::warn!(%room_id, "profile update not mirrored: {e}");
@@ -410,52 +562,40 @@ impl Services {
         }
         Ok(())
     }
-
-    /// The user's power level in a room (creators of v12 rooms rank above every number).
-    pub fn power_level(&self, room_id: &RoomId, user_id: &UserId) -> Result<i64> {
-        let record = self
-            .room_record(room_id)?
-            .ok_or_else(|| Error::not_found("Unknown room"))?;
-        let rules = rules_for(&record.version)?;
-        if rules.authorization.explicitly_privilege_room_creators {
-            let create = self
-                .event(&record.create_event_id)?
-                .ok_or_else(|| Error::internal("create event missing"))?;
-            let extra = create
-                .content()
-                .get("additional_creators")
-                .cloned()
-                .unwrap_or_default();
-            let is_creator = create.sender().as_deref() == Some(user_id)
-                || extra
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|u| u.as_str() == Some(user_id.as_str())));
-            if is_creator {
-                return Ok(i64::MAX);
-            }
-        }
-        let pl = self.state_content(room_id, &StateEventType::RoomPowerLevels, "")?;
-        Ok(match pl {
-            Some(pl) => pl
-                .get("users")
-                .and_then(|u| u.get(user_id.as_str()))
-                .or_else(|| pl.get("users_default"))
-                .and_then(as_int)
-                .unwrap_or(0),
-            None => {
-                let create = self.event(&record.create_event_id)?;
-                if create.and_then(|c| c.sender()).as_deref() == Some(user_id) {
-                    100
-                } else {
-                    0
-                }
-            }
-        })
-    }
 }
 
-/// Power levels may be numbers or (in old rooms) numeric strings.
-pub fn as_int(v: &JsonValue) -> Option<i64> {
-    v.as_i64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+/// A member's name and avatar as their member event shows them.
+pub struct MemberProfile {
+    pub displayname: Option<String>,
+    pub avatar_url: Option<ruma::OwnedMxcUri>,
+}
+
+impl Rooms {
+    /// `/joined_members`: for members, and for anyone in a world-readable room.
+    pub fn joined_profiles(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Vec<(OwnedUserId, MemberProfile)>> {
+        let reader = self.timeline.reader(user, room_id)?;
+        if reader.current() != MembershipState::Join
+            && reader.current_visibility()
+                != ruma::events::room::history_visibility::HistoryVisibility::WorldReadable
+        {
+            return Err(Error::forbidden("You are not joined to this room"));
+        }
+        Ok(self
+            .timeline
+            .members(room_id)?
+            .into_iter()
+            .filter(|(_, m, _)| *m == MembershipState::Join)
+            .map(|(user, _, ev)| {
+                let profile = MemberProfile {
+                    displayname: ev.content_str("displayname"),
+                    avatar_url: ev.content_str("avatar_url").map(Into::into),
+                };
+                (user, profile)
+            })
+            .collect())
+    }
 }

@@ -1,8 +1,8 @@
-//! `/sync`: what changed for a user since a stream position, long-polling until something does.
+//! `/sync`: what changed for a user since a token, long-polling until something does.
 //!
-//! A sync token is `{stream_pos}_{typing_serial}`. Everything durable (timeline, state,
-//! memberships, receipts, account data) is read from the store up to the published stream
-//! position; typing comes from memory.
+//! Everything durable (timeline, state, memberships, receipts, account data, to-device
+//! messages, key changes) is read from the store up to the published stream position; typing
+//! comes from memory. Tokens are [`StreamToken`]s.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
@@ -13,101 +13,85 @@ use std::{
 use ruma::{
     DeviceId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
     api::client::{
-        filter::{FilterDefinition, RoomEventFilter},
+        filter::{FilterDefinition, LazyLoadOptions},
         sync::sync_events::{
             UnreadNotificationsCount,
-            v3::{InvitedRoom, JoinedRoom, LeftRoom, Response, State, StateEvents, Timeline},
+            v3::{
+                InvitedRoom, JoinedRoom, LeftRoom, Response, State, StateEvents,
+                Timeline as SyncTimeline,
+            },
         },
     },
-    events::StateEventType,
+    events::{StateEventType, room::member::MembershipState},
 };
 use serde_json::json;
 
 use super::{
-    Services,
-    pdu::{ClientView, StoredEvent, to_raw},
-    state::StateMap,
-    timeline::MembershipRecord,
+    account_data::AccountData,
+    core::Core,
+    ephemeral::Ephemeral,
+    filter::{filter_allows, room_allowed, type_matches},
+    keys::Keys,
+    push::Push,
+    timeline::{ClientView, Timeline, state::StateMap},
+    token::StreamToken,
 };
-use crate::error::{Error, Result};
-
-/// A parsed sync token.
-#[derive(Clone, Copy, Debug)]
-pub struct Since {
-    pub pos: u64,
-    pub typing: u64,
-}
-
-impl Since {
-    pub fn parse(token: &str) -> Result<Self> {
-        let mut parts = token.split('_');
-        let pos = parts.next().and_then(|p| p.parse().ok());
-        let typing = parts.next().map(|p| p.parse().ok()).unwrap_or(Some(0));
-        match (pos, typing) {
-            (Some(pos), Some(typing)) => Ok(Self { pos, typing }),
-            _ => Err(Error::invalid_param("Invalid sync token")),
-        }
-    }
-}
+use crate::{
+    error::Result,
+    json::to_raw,
+    store::{MembershipRecord, StoredEvent},
+};
 
 /// One sync request, parsed.
 pub struct SyncRequest<'a> {
     pub user: &'a UserId,
     pub device: &'a DeviceId,
-    pub since: Option<Since>,
+    pub since: Option<StreamToken>,
     pub filter: FilterDefinition,
     pub full_state: bool,
     pub timeout: Duration,
 }
 
-fn type_matches(patterns: &[String], ty: &str) -> bool {
-    patterns.iter().any(|p| match p.strip_suffix('*') {
-        Some(prefix) => ty.starts_with(prefix),
-        None => p == ty,
-    })
+/// `/sync`. Depends on [`Core`], [`Timeline`], [`AccountData`], [`Ephemeral`], [`Push`] and
+/// [`Keys`].
+pub struct Sync {
+    core: Arc<Core>,
+    timeline: Arc<Timeline>,
+    account_data: Arc<AccountData>,
+    ephemeral: Arc<Ephemeral>,
+    push: Arc<Push>,
+    keys: Arc<Keys>,
 }
 
-/// Whether an event passes a room event filter (types, senders).
-pub fn filter_allows(filter: &RoomEventFilter, ev: &StoredEvent) -> bool {
-    let ty = ev.kind();
-    if filter.types.as_ref().is_some_and(|t| !type_matches(t, &ty))
-        || type_matches(&filter.not_types, &ty)
-    {
-        return false;
+impl Sync {
+    pub fn new(
+        core: Arc<Core>,
+        timeline: Arc<Timeline>,
+        account_data: Arc<AccountData>,
+        ephemeral: Arc<Ephemeral>,
+        push: Arc<Push>,
+        keys: Arc<Keys>,
+    ) -> Self {
+        Self {
+            core,
+            timeline,
+            account_data,
+            ephemeral,
+            push,
+            keys,
+        }
     }
-    let sender = ev.sender();
-    if let Some(s) = &sender
-        && (filter
-            .senders
-            .as_ref()
-            .is_some_and(|list| !list.contains(s))
-            || filter.not_senders.contains(s))
-    {
-        return false;
-    }
-    true
-}
 
-fn room_allowed(filter: &FilterDefinition, room: &RoomId) -> bool {
-    filter
-        .room
-        .rooms
-        .as_ref()
-        .is_none_or(|r| r.iter().any(|x| x == room))
-        && !filter.room.not_rooms.iter().any(|x| x == room)
-}
-
-impl Services {
     /// Answers a sync request, waiting up to its timeout for something to report.
-    pub async fn sync(self: &Arc<Self>, req: SyncRequest<'_>) -> Result<Response> {
+    pub async fn sync(&self, req: SyncRequest<'_>) -> Result<Response> {
         let deadline = tokio::time::Instant::now() + req.timeout.min(Duration::from_secs(300));
-        let mut rx = self.subscribe();
-        let mut stop = self.shutdown_signal();
+        let mut rx = self.core.subscribe();
+        let mut stop = self.core.shutdown_signal();
         loop {
             rx.borrow_and_update();
-            let mut seen = self.current_pos();
+            let mut seen = self.core.current_pos();
             let typing = self.ephemeral.serial();
-            let response = self.build_sync(&req).await?;
+            let response = self.build(&req).await?;
             let has_news = !response.rooms.is_empty()
                 || !response.account_data.is_empty()
                 || !response.to_device.is_empty()
@@ -118,6 +102,7 @@ impl Services {
             // Wait until something this user can see moves. Most wakes are other rooms'
             // messages: a look at the new stream entries is far cheaper than a rebuild.
             let my_rooms: HashSet<OwnedRoomId> = self
+                .timeline
                 .memberships(req.user)?
                 .into_iter()
                 .map(|(room, _)| room)
@@ -131,7 +116,7 @@ impl Services {
                     _ = stop.wait_for(|s| *s) => return Ok(response),
                 }
                 rx.borrow_and_update();
-                let now = self.current_pos();
+                let now = self.core.current_pos();
                 if self.ephemeral.serial() != typing
                     || self.stream_concerns(req.user, &my_rooms, seen, now)?
                 {
@@ -152,8 +137,8 @@ impl Services {
         since: u64,
         upto: u64,
     ) -> Result<bool> {
-        for entry in self.stream_entries(since, upto) {
-            let entry = entry?;
+        for entry in self.core.stream_entries(since, upto) {
+            let (_, entry) = entry?;
             if entry.keys.is_some()
                 || entry.user.as_deref() == Some(user)
                 || entry.room.as_ref().is_some_and(|r| my_rooms.contains(r))
@@ -173,8 +158,8 @@ impl Services {
     ) -> Result<(HashSet<OwnedRoomId>, bool)> {
         let mut rooms = HashSet::new();
         let mut mine = false;
-        for entry in self.stream_entries(since, upto) {
-            let entry = entry?;
+        for entry in self.core.stream_entries(since, upto) {
+            let (_, entry) = entry?;
             if let Some(r) = entry.room {
                 rooms.insert(r);
             }
@@ -183,10 +168,16 @@ impl Services {
         Ok((rooms, mine))
     }
 
-    async fn build_sync(&self, req: &SyncRequest<'_>) -> Result<Response> {
-        let pos = self.current_pos();
+    async fn build(&self, req: &SyncRequest<'_>) -> Result<Response> {
+        let pos = self.core.current_pos();
         let typing_serial = self.ephemeral.serial();
-        let mut response = Response::new(format!("{pos}_{typing_serial}"));
+        let mut response = Response::new(
+            StreamToken {
+                pos,
+                typing: typing_serial,
+            }
+            .to_string(),
+        );
         let since_pos = req.since.map(|s| s.pos);
         let (changed, mine) = match since_pos {
             Some(s) => {
@@ -205,31 +196,34 @@ impl Services {
 
         // End-to-end encryption: to-device messages, key counts, device-list changes.
         response.to_device.events = self
+            .keys
             .take_to_device(req.user, req.device, since_pos, pos)
             .await?
             .iter()
             .map(to_raw)
             .collect();
         response.device_one_time_keys_count = self
+            .keys
             .one_time_key_counts(req.user, req.device)?
             .into_iter()
             .map(|(alg, n)| (alg.as_str().into(), UInt::new_saturating(n)))
             .collect();
         response.device_unused_fallback_key_types = Some(
-            self.unused_fallback_key_types(req.user, req.device)?
+            self.keys
+                .unused_fallback_key_types(req.user, req.device)?
                 .iter()
                 .map(|alg| alg.as_str().into())
                 .collect(),
         );
         if let Some(since) = since_pos {
-            let (changed, left) = self.device_list_changes(req.user, since, pos)?;
+            let (changed, left) = self.keys.device_list_changes(req.user, since, pos)?;
             response.device_lists.changed = changed.into_iter().collect();
             response.device_lists.left = left.into_iter().collect();
         }
 
         // Account data moves only at the user's own stream entries.
         let account_data = if mine {
-            self.account_data_since(req.user, since_pos.unwrap_or(0))?
+            self.account_data.since(req.user, since_pos.unwrap_or(0))?
         } else {
             Vec::new()
         };
@@ -239,7 +233,6 @@ impl Services {
             match room {
                 Some(r) => room_account_data.entry(r).or_default().push(to_raw(&ev)),
                 None => {
-                    let ev = to_raw(&ev);
                     if req
                         .filter
                         .account_data
@@ -247,19 +240,19 @@ impl Services {
                         .as_ref()
                         .is_none_or(|t| type_matches(t, &ty))
                     {
-                        response.account_data.events.push(ev)
+                        response.account_data.events.push(to_raw(&ev))
                     }
                 }
             }
         }
 
-        for (room_id, m) in self.memberships(req.user)? {
+        for (room_id, m) in self.timeline.memberships(req.user)? {
             if !room_allowed(&req.filter, &room_id) || m.pos > pos {
                 continue;
             }
             let is_new = since_pos.is_none_or(|s| m.pos > s);
-            match m.membership.as_str() {
-                "join" => {
+            match m.membership {
+                MembershipState::Join => {
                     let full = is_new || req.full_state;
                     let typing_changed =
                         typing_since.is_some_and(|t| self.ephemeral.typing(&room_id).1 > t);
@@ -271,7 +264,7 @@ impl Services {
                     }
                     let from = if is_new { None } else { since_pos };
                     let mut joined = self
-                        .joined_room(req, &room_id, from, pos, full, typing_since)
+                        .joined_room(req, &room_id, &m, from, pos, full, typing_since)
                         .await?;
                     if let Some(ad) = room_account_data.remove(&room_id) {
                         joined.account_data.events = ad;
@@ -280,30 +273,16 @@ impl Services {
                         response.rooms.join.insert(room_id, joined);
                     }
                 }
-                "invite" if is_new => {
+                MembershipState::Invite if is_new => {
                     let mut invited = InvitedRoom::new();
                     invited.invite_state.events = self.invite_state(&room_id, &m)?;
                     response.rooms.invite.insert(room_id, invited);
                 }
-                "leave" | "ban"
+                MembershipState::Leave | MembershipState::Ban
                     if (since_pos.is_some() && is_new)
                         || (since_pos.is_none() && req.filter.room.include_leave) =>
                 {
-                    let mut left = LeftRoom::new();
-                    let from = since_pos.unwrap_or(0) + 1;
-                    let limit = timeline_limit(&req.filter);
-                    let view = ClientView {
-                        device: Some((req.user, req.device)),
-                        with_room_id: false,
-                    };
-                    let mut events =
-                        self.timeline_range(&room_id, from, m.pos + 1, true, limit + 1)?;
-                    left.timeline.limited = events.len() > limit;
-                    events.truncate(limit);
-                    events.reverse();
-                    left.timeline.prev_batch = events.first().map(|e| e.pos.to_string());
-                    left.timeline.events =
-                        events.iter().map(|e| self.client_raw(e, &view)).collect();
+                    let left = self.left_room(req, &room_id, &m, since_pos)?;
                     response.rooms.leave.insert(room_id, left);
                 }
                 _ => {}
@@ -312,10 +291,49 @@ impl Services {
         Ok(response)
     }
 
+    /// A room the user left or was banned from: the timeline up to the moment they left.
+    fn left_room(
+        &self,
+        req: &SyncRequest<'_>,
+        room_id: &RoomId,
+        m: &MembershipRecord,
+        since: Option<u64>,
+    ) -> Result<LeftRoom> {
+        let mut left = LeftRoom::new();
+        let limit = timeline_limit(&req.filter);
+        let view = ClientView {
+            device: Some((req.user, req.device)),
+            with_room_id: false,
+        };
+        let reader = self.timeline.reader(req.user, room_id)?;
+        let from = since.unwrap_or(0) + 1;
+        let mut events: Vec<StoredEvent> = self
+            .timeline
+            .timeline_range(room_id, from, m.pos + 1, true, limit + 1)?
+            .into_iter()
+            .filter(|e| reader.sees(e))
+            .collect();
+        left.timeline.limited = events.len() > limit;
+        events.truncate(limit);
+        events.reverse();
+        left.timeline.prev_batch =
+            Some(StreamToken::before(events.first().map_or(m.pos + 1, |e| e.pos)).pagination());
+        left.timeline.events = events
+            .iter()
+            .map(|e| {
+                self.timeline
+                    .client_raw(e, &view, Some(&reader.membership_at(e)))
+            })
+            .collect();
+        Ok(left)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn joined_room(
         &self,
         req: &SyncRequest<'_>,
         room_id: &RoomId,
+        m: &MembershipRecord,
         from: Option<u64>,
         upto: u64,
         full: bool,
@@ -331,10 +349,21 @@ impl Services {
 
         let start = from.map(|f| f + 1).unwrap_or(0);
         let mut events: Vec<StoredEvent> = self
+            .timeline
             .timeline_range(room_id, start, upto + 1, true, limit * 4 + 50)?
             .into_iter()
             .filter(|e| filter_allows(&filter.timeline, e))
             .collect();
+        // A user joined since before the oldest candidate sees all of them; otherwise the
+        // room's history visibility decides event by event.
+        let reader = match events.last() {
+            Some(oldest) if m.pos > oldest.pos => {
+                let reader = self.timeline.reader(req.user, room_id)?;
+                events.retain(|e| reader.sees(e));
+                Some(reader)
+            }
+            _ => None,
+        };
         let limited = events.len() > limit
             || (from.is_none()
                 && events.len() == limit
@@ -342,23 +371,28 @@ impl Services {
         events.truncate(limit);
         events.reverse();
         let first_pos = events.first().map(|e| e.pos);
-        joined.timeline = Timeline::new();
+        joined.timeline = SyncTimeline::new();
         joined.timeline.limited = limited;
-        joined.timeline.prev_batch = Some(first_pos.unwrap_or(upto + 1).to_string());
+        joined.timeline.prev_batch = Some(
+            first_pos
+                .map(StreamToken::before)
+                .unwrap_or(StreamToken::after(upto))
+                .pagination(),
+        );
 
         // State at the start of the timeline: everything for a full sync, else what changed
         // in the gap a limited timeline skipped.
         let state_before = |p: Option<u64>| -> Result<StateMap> {
             match p {
-                Some(p) => self.state_at(room_id, p.saturating_sub(1)),
-                None => self.state_at(room_id, upto),
+                Some(p) => self.timeline.state_at(room_id, p.saturating_sub(1)),
+                None => self.timeline.state_at(room_id, upto),
             }
         };
         let mut state_ids: Vec<ruma::OwnedEventId> = Vec::new();
         if full {
             state_ids = state_before(first_pos)?.into_values().collect();
         } else if limited && let Some(from) = from {
-            let old = self.state_at(room_id, from)?;
+            let old = self.timeline.state_at(room_id, from)?;
             let new = state_before(first_pos)?;
             state_ids = new
                 .into_iter()
@@ -368,7 +402,7 @@ impl Services {
         }
         let lazy = matches!(
             filter.state.lazy_load_options,
-            ruma::api::client::filter::LazyLoadOptions::Enabled { .. }
+            LazyLoadOptions::Enabled { .. }
         );
         let senders: BTreeSet<OwnedUserId> = events
             .iter()
@@ -381,7 +415,9 @@ impl Services {
             if timeline_ids.contains(&id) {
                 continue;
             }
-            let Some(ev) = self.event(&id)? else { continue };
+            let Some(ev) = self.timeline.event(&id)? else {
+                continue;
+            };
             if lazy
                 && ev.kind() == "m.room.member"
                 && !ev
@@ -391,23 +427,34 @@ impl Services {
                 continue;
             }
             if filter_allows(&filter.state, &ev) {
-                state_events.push(self.client_raw(&ev, &view));
+                state_events.push(self.timeline.client_raw(&ev, &view, None));
             }
         }
         if lazy && !full {
             // Members of timeline senders whose events the client may not have yet.
             for sender in &senders {
-                if let Some(ev) =
-                    self.state_event(room_id, &StateEventType::RoomMember, sender.as_str())?
-                    && !timeline_ids.contains(&ev.event_id)
+                if let Some(ev) = self.timeline.state_event(
+                    room_id,
+                    &StateEventType::RoomMember,
+                    sender.as_str(),
+                )? && !timeline_ids.contains(&ev.event_id)
                     && from.is_some_and(|f| ev.pos > f)
                 {
-                    state_events.push(self.client_raw(&ev, &view));
+                    state_events.push(self.timeline.client_raw(&ev, &view, None));
                 }
             }
         }
         let members_changed = full || events.iter().any(|e| e.kind() == "m.room.member");
-        joined.timeline.events = events.iter().map(|e| self.client_raw(e, &view)).collect();
+        joined.timeline.events = events
+            .iter()
+            .map(|e| {
+                let membership = match &reader {
+                    Some(r) => r.membership_at(e),
+                    None => MembershipState::Join,
+                };
+                self.timeline.client_raw(e, &view, Some(&membership))
+            })
+            .collect();
         let mut state = StateEvents::new();
         state.events = state_events;
         joined.state = State::Before(state);
@@ -419,7 +466,10 @@ impl Services {
                 &json!({ "type": "m.typing", "content": { "user_ids": typing } }),
             ));
         }
-        if let Some(receipts) = self.receipts_since(room_id, req.user, from.unwrap_or(0))? {
+        if let Some(receipts) =
+            self.ephemeral
+                .receipts_since(room_id, req.user, from.unwrap_or(0))?
+        {
             joined
                 .ephemeral
                 .events
@@ -427,21 +477,25 @@ impl Services {
         }
 
         if members_changed {
-            let members = self.members(room_id)?;
-            let joined_n = members.iter().filter(|(_, m, _)| m == "join").count();
-            let invited_n = members.iter().filter(|(_, m, _)| m == "invite").count();
+            let members = self.timeline.members(room_id)?;
+            let count =
+                |want: MembershipState| members.iter().filter(|(_, m, _)| *m == want).count();
             let mut heroes: Vec<OwnedUserId> = members
                 .iter()
-                .filter(|(u, m, _)| u != req.user && (m == "join" || m == "invite"))
+                .filter(|(u, m, _)| {
+                    u != req.user && matches!(m, MembershipState::Join | MembershipState::Invite)
+                })
                 .map(|(u, _, _)| u.clone())
                 .collect();
             heroes.sort();
             heroes.truncate(5);
             joined.summary.heroes = heroes;
-            joined.summary.joined_member_count = Some(UInt::new_saturating(joined_n as u64));
-            joined.summary.invited_member_count = Some(UInt::new_saturating(invited_n as u64));
+            joined.summary.joined_member_count =
+                Some(UInt::new_saturating(count(MembershipState::Join) as u64));
+            joined.summary.invited_member_count =
+                Some(UInt::new_saturating(count(MembershipState::Invite) as u64));
         }
-        let (notify, highlight) = self.unread_counts(req.user, room_id).await?;
+        let (notify, highlight) = self.push.unread_counts(req.user, room_id).await?;
         joined.unread_notifications = UnreadNotificationsCount::new();
         joined.unread_notifications.notification_count = Some(UInt::new_saturating(notify));
         joined.unread_notifications.highlight_count = Some(UInt::new_saturating(highlight));
@@ -464,18 +518,21 @@ impl Services {
             StateEventType::RoomCanonicalAlias,
             StateEventType::RoomEncryption,
         ] {
-            if let Some(ev) = self.state_event(room_id, &ty, "")? {
-                out.push(self.stripped_raw(&ev));
+            if let Some(ev) = self.timeline.state_event(room_id, &ty, "")? {
+                out.push(ev.stripped());
             }
         }
-        if let Some(invite) = self.event(&m.event_id)? {
+        if let Some(invite) = self.timeline.event(&m.event_id)? {
             if let Some(sender) = invite.sender()
-                && let Some(ev) =
-                    self.state_event(room_id, &StateEventType::RoomMember, sender.as_str())?
+                && let Some(ev) = self.timeline.state_event(
+                    room_id,
+                    &StateEventType::RoomMember,
+                    sender.as_str(),
+                )?
             {
-                out.push(self.stripped_raw(&ev));
+                out.push(ev.stripped());
             }
-            out.push(self.stripped_raw(&invite));
+            out.push(invite.stripped());
         }
         Ok(out)
     }

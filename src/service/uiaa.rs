@@ -1,13 +1,20 @@
 //! User-interactive authentication sessions.
 
-use std::{collections::HashMap, sync::Mutex, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use ruma::{
-    OwnedUserId,
+    UserId,
     api::client::uiaa::{AuthData, AuthFlow, AuthType, UiaaInfo},
 };
 
-use super::{Services, random_token};
+use super::{
+    core::{Core, random_token},
+    users::Users,
+};
 use crate::{
     config::Registration,
     error::{Error, Result},
@@ -17,8 +24,10 @@ struct Session {
     created: Instant,
 }
 
-#[derive(Default)]
-pub struct Sessions {
+/// User-interactive authentication. Depends on [`Core`] and [`Users`].
+pub struct Uiaa {
+    core: Arc<Core>,
+    users: Arc<Users>,
     sessions: Mutex<HashMap<String, Session>>,
 }
 
@@ -30,7 +39,15 @@ pub enum Proof {
     Password,
 }
 
-impl Services {
+impl Uiaa {
+    pub fn new(core: Arc<Core>, users: Arc<Users>) -> Self {
+        Self {
+            core,
+            users,
+            sessions: Mutex::default(),
+        }
+    }
+
     fn uiaa_info(
         &self,
         flows: Vec<AuthFlow>,
@@ -49,7 +66,7 @@ impl Services {
 
     fn new_session(&self) -> String {
         let id = random_token(16);
-        let mut s = self.uiaa.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         s.retain(|_, v| v.created.elapsed().as_secs() < 3600);
         s.insert(
             id.clone(),
@@ -62,7 +79,7 @@ impl Services {
 
     /// Runs one step of registration UIA: m.login.dummy (open) or m.login.registration_token.
     pub async fn registration_auth(&self, auth: Option<&AuthData>) -> Result<Proof> {
-        let stage = match self.config.registration {
+        let stage = match self.core.config.registration {
             Registration::Open => AuthType::Dummy,
             Registration::Token => AuthType::RegistrationToken,
             Registration::Closed => {
@@ -81,6 +98,7 @@ impl Services {
             (AuthData::Dummy(_), AuthType::Dummy) => Ok(Proof::Registration { token: None }),
             (AuthData::RegistrationToken(t), AuthType::RegistrationToken) => {
                 if self
+                    .users
                     .registration_token(&t.token)?
                     .is_some_and(|r| r.is_valid())
                 {
@@ -106,11 +124,7 @@ impl Services {
     }
 
     /// Asks the user to confirm a sensitive action with their password.
-    pub async fn password_auth(
-        &self,
-        user: &OwnedUserId,
-        auth: Option<&AuthData>,
-    ) -> Result<Proof> {
+    pub async fn password_auth(&self, user: &UserId, auth: Option<&AuthData>) -> Result<Proof> {
         let flows = vec![AuthFlow::new(vec![AuthType::Password])];
         let Some(auth) = auth else {
             return Err(self.uiaa_info(flows, self.new_session(), vec![], None));
@@ -125,7 +139,7 @@ impl Services {
                 _ => None,
             };
             let matches_user = claimed.is_none_or(|c| c == user.as_str() || c == user.localpart());
-            if matches_user && self.check_password(user, &p.password).await.is_ok() {
+            if matches_user && self.users.check_password(user, &p.password).await.is_ok() {
                 return Ok(Proof::Password);
             }
             return Err(self.uiaa_info(

@@ -1,53 +1,27 @@
 //! Accounts, devices, access tokens and registration tokens.
 
+use std::sync::Arc;
+
 use argon2::{
     Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
     password_hash::{SaltString, rand_core::OsRng},
 };
-use ruma::{DeviceId, OwnedDeviceId, OwnedMxcUri, OwnedUserId, UserId};
-use serde::{Deserialize, Serialize};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 
-use super::{Services, now_ms, random_token};
+use super::core::{Core, now_ms, random_token};
 use crate::{
     error::{Error, Result},
-    store::{Batch, Table, key, prefix},
+    store::{
+        ACCESS_TOKENS, Account, Batch, DEVICES, Device, REGISTRATION_TOKENS, RegistrationToken,
+        TokenOwner, USERS,
+    },
 };
 
-/// A stored account.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Account {
-    pub password_hash: Option<String>,
-    pub displayname: Option<String>,
-    pub avatar_url: Option<OwnedMxcUri>,
-    #[serde(default)]
-    pub admin: bool,
-    #[serde(default)]
-    pub deactivated: bool,
-    #[serde(default)]
-    pub appservice_id: Option<String>,
-}
-
-/// A stored device.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Device {
-    pub display_name: Option<String>,
-    pub access_token: String,
-    pub last_seen_ts: Option<u64>,
-    pub last_seen_ip: Option<String>,
-}
-
-/// Who an access token belongs to.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TokenOwner {
-    pub user_id: OwnedUserId,
-    pub device_id: OwnedDeviceId,
-}
-
-/// A registration token and how often it was used.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RegistrationToken {
-    pub uses_allowed: Option<u32>,
-    pub completed: u32,
+/// Accounts and their devices. Depends on [`Core`].
+pub struct Users {
+    core: Arc<Core>,
+    /// Password hashing runs one at a time (see [`Users::hash_password`]).
+    password_work: tokio::sync::Semaphore,
 }
 
 impl RegistrationToken {
@@ -74,20 +48,32 @@ fn verify_password(hash: &str, password: &str) -> bool {
         .unwrap_or(false)
 }
 
-impl Services {
+impl Users {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self {
+            core,
+            password_work: tokio::sync::Semaphore::new(1),
+        }
+    }
+
     pub fn account(&self, user_id: &UserId) -> Result<Option<Account>> {
-        Ok(self.store.get_json(Table::Users, user_id.as_bytes())?)
+        Ok(self.core.store.get(&USERS, user_id)?)
+    }
+
+    /// An account that exists and is not deactivated.
+    pub fn active_account(&self, user_id: &UserId) -> Result<Option<Account>> {
+        Ok(self.account(user_id)?.filter(|a| !a.deactivated))
     }
 
     pub fn is_local(&self, user_id: &UserId) -> bool {
-        user_id.server_name() == self.server_name()
+        user_id.server_name() == self.core.server_name()
     }
 
     /// Checks a localpart a client wants to register and returns the full user ID.
     pub fn user_id_for_localpart(&self, localpart: &str) -> Result<OwnedUserId> {
         let valid = !localpart.is_empty()
             && localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'));
-        let user_id = UserId::parse_with_server_name(localpart, self.server_name())
+        let user_id = UserId::parse_with_server_name(localpart, self.core.server_name())
             .ok()
             .filter(|u| valid && u.as_str().len() <= 255)
             .ok_or_else(|| {
@@ -101,16 +87,22 @@ impl Services {
     }
 
     /// Creates an account. Fails with M_USER_IN_USE if the name is taken.
+    /// Creates an account. Fails with M_USER_IN_USE if the name is taken. A registration
+    /// token, when given, is counted in the same atomic write, so a single-use token makes
+    /// exactly one account however many registrations race for it.
     pub async fn create_account(
         &self,
         user_id: &UserId,
         password: Option<&str>,
         admin: bool,
+        registration_token: Option<&str>,
     ) -> Result<()> {
-        let _guard = self
-            .room_lock(ruma::room_id!("!accounts:tsunagu"))
-            .lock_owned()
-            .await;
+        let password_hash = match password {
+            Some(p) => Some(self.hash_password(p).await?),
+            None => None,
+        };
+        let lock = self.core.lock("accounts");
+        let _guard = lock.lock().await;
         if self.account(user_id)?.is_some() {
             return Err(Error::new(
                 http::StatusCode::BAD_REQUEST,
@@ -118,26 +110,29 @@ impl Services {
                 "That user name is taken",
             ));
         }
+        let mut b = Batch::default();
+        if let Some(token) = registration_token {
+            let mut t = self
+                .registration_token(token)?
+                .filter(RegistrationToken::is_valid)
+                .ok_or_else(|| Error::forbidden("Invalid registration token"))?;
+            t.completed += 1;
+            b.put(&REGISTRATION_TOKENS, token, &t);
+        }
         let account = Account {
-            password_hash: match password {
-                Some(p) => Some(self.hash_password(p).await?),
-                None => None,
-            },
+            password_hash,
             displayname: Some(user_id.localpart().to_owned()),
             admin,
             ..Default::default()
         };
-        let mut b = Batch::default();
-        b.put_json(Table::Users, user_id.as_bytes(), &account);
-        self.write(b).await?;
-        self.init_push_rules(user_id).await?;
-        Ok(())
+        b.put(&USERS, user_id, &account);
+        self.core.write(b).await
     }
 
     pub async fn set_account(&self, user_id: &UserId, account: &Account) -> Result<()> {
         let mut b = Batch::default();
-        b.put_json(Table::Users, user_id.as_bytes(), account);
-        self.write(b).await
+        b.put(&USERS, user_id, account);
+        self.core.write(b).await
     }
 
     /// Hashes a password off the async workers, one at a time: argon2 takes ~19 MiB and
@@ -193,10 +188,9 @@ impl Services {
         let device_id = device_id.unwrap_or_else(DeviceId::new);
         let token = random_token(32);
         let mut b = Batch::default();
-        let dkey = key(&[user_id.as_bytes(), device_id.as_bytes()]);
-        let old: Option<Device> = self.store.get_json(Table::Devices, &dkey)?;
+        let old = self.device(user_id, &device_id)?;
         if let Some(old) = &old {
-            b.delete(Table::AccessTokens, old.access_token.as_bytes());
+            b.delete(&ACCESS_TOKENS, &old.access_token);
         }
         let device = Device {
             display_name: display_name.or(old.and_then(|d| d.display_name)),
@@ -204,41 +198,33 @@ impl Services {
             last_seen_ts: Some(now_ms()),
             last_seen_ip: ip,
         };
-        b.put_json(Table::Devices, &dkey, &device);
-        b.put_json(
-            Table::AccessTokens,
-            token.as_bytes(),
+        b.put(&DEVICES, (user_id, &device_id), &device);
+        b.put(
+            &ACCESS_TOKENS,
+            &token,
             &TokenOwner {
                 user_id: user_id.to_owned(),
                 device_id: device_id.clone(),
             },
         );
-        self.write(b).await?;
+        self.core.write(b).await?;
         Ok((device_id, token))
     }
 
     pub fn token_owner(&self, token: &str) -> Result<Option<TokenOwner>> {
-        Ok(self.store.get_json(Table::AccessTokens, token.as_bytes())?)
+        Ok(self.core.store.get(&ACCESS_TOKENS, token)?)
     }
 
     pub fn device(&self, user_id: &UserId, device_id: &DeviceId) -> Result<Option<Device>> {
-        Ok(self.store.get_json(
-            Table::Devices,
-            &key(&[user_id.as_bytes(), device_id.as_bytes()]),
-        )?)
+        Ok(self.core.store.get(&DEVICES, (user_id, device_id))?)
     }
 
     pub fn devices(&self, user_id: &UserId) -> Result<Vec<(OwnedDeviceId, Device)>> {
-        let mut out = Vec::new();
-        for item in self
+        self.core
             .store
-            .scan_prefix(Table::Devices, &prefix(&[user_id.as_bytes()]))
-        {
-            let (k, v) = item?;
-            let id = String::from_utf8_lossy(&k).into_owned();
-            out.push((id.into(), crate::store::decode(Table::Devices, &v)?));
-        }
-        Ok(out)
+            .scan(DEVICES.prefix(user_id))
+            .map(|item| Ok(item.map(|((_, id), d)| (id, d))?))
+            .collect()
     }
 
     pub async fn rename_device(
@@ -247,49 +233,39 @@ impl Services {
         device_id: &DeviceId,
         name: Option<String>,
     ) -> Result<()> {
-        let dkey = key(&[user_id.as_bytes(), device_id.as_bytes()]);
-        let mut device: Device = self
-            .store
-            .get_json(Table::Devices, &dkey)?
+        let mut device = self
+            .device(user_id, device_id)?
             .ok_or_else(|| Error::not_found("No such device"))?;
         device.display_name = name;
         let mut b = Batch::default();
-        b.put_json(Table::Devices, &dkey, &device);
-        self.write(b).await
+        b.put(&DEVICES, (user_id, device_id), &device);
+        self.core.write(b).await
     }
 
-    /// Deletes devices, their access tokens and their keys (log out).
-    pub async fn delete_devices(
+    /// Deletes devices and their access tokens (their keys: `Keys::forget_devices`).
+    pub async fn remove_devices(
         &self,
         user_id: &UserId,
         device_ids: &[OwnedDeviceId],
     ) -> Result<()> {
-        self.logout_devices(user_id, device_ids).await?;
-        self.forget_device_keys(user_id, device_ids).await
-    }
-
-    async fn logout_devices(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> Result<()> {
         let mut b = Batch::default();
         for device_id in device_ids {
-            let dkey = key(&[user_id.as_bytes(), device_id.as_bytes()]);
-            if let Some(device) = self.store.get_json::<Device>(Table::Devices, &dkey)? {
-                b.delete(Table::AccessTokens, device.access_token.as_bytes());
-                b.delete(Table::Devices, &dkey);
+            if let Some(device) = self.device(user_id, device_id)? {
+                b.delete(&ACCESS_TOKENS, &device.access_token);
+                b.delete(&DEVICES, (user_id, device_id));
             }
         }
-        self.write(b).await
-    }
-
-    pub async fn delete_all_devices(&self, user_id: &UserId) -> Result<()> {
-        let ids: Vec<_> = self
-            .devices(user_id)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        self.delete_devices(user_id, &ids).await
+        self.core.write(b).await
     }
 
     pub async fn change_password(&self, user_id: &UserId, new_password: &str) -> Result<()> {
+        if new_password.is_empty() {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::WeakPassword,
+                "Password must not be empty",
+            ));
+        }
         let mut account = self
             .account(user_id)?
             .ok_or_else(|| Error::not_found("No such user"))?;
@@ -297,21 +273,15 @@ impl Services {
         self.set_account(user_id, &account).await
     }
 
-    /// Deactivates an account: no login, no devices, leaves every room.
-    pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
+    /// Marks an account deactivated: no password, no login (the rest is
+    /// `Services::deactivate`).
+    pub async fn mark_deactivated(&self, user_id: &UserId) -> Result<()> {
         let mut account = self
             .account(user_id)?
             .ok_or_else(|| Error::not_found("No such user"))?;
         account.deactivated = true;
         account.password_hash = None;
-        self.set_account(user_id, &account).await?;
-        self.delete_all_devices(user_id).await?;
-        for room_id in self.rooms_with_membership(user_id, &["join", "invite"])? {
-            if let Err(e) = self.leave_room(user_id, &room_id, None).await {
-                tracing::warn!(%room_id, "leaving on deactivation failed: {e}");
-            }
-        }
-        Ok(())
+        self.set_account(user_id, &account).await
     }
 
     // Registration tokens.
@@ -319,45 +289,32 @@ impl Services {
     pub async fn new_registration_token(&self, uses_allowed: Option<u32>) -> Result<String> {
         let token = random_token(12);
         let mut b = Batch::default();
-        b.put_json(
-            Table::RegistrationTokens,
-            token.as_bytes(),
+        b.put(
+            &REGISTRATION_TOKENS,
+            &token,
             &RegistrationToken {
                 uses_allowed,
                 completed: 0,
             },
         );
-        self.write(b).await?;
+        self.core.write(b).await?;
         Ok(token)
     }
 
     pub fn registration_token(&self, token: &str) -> Result<Option<RegistrationToken>> {
-        Ok(self
-            .store
-            .get_json(Table::RegistrationTokens, token.as_bytes())?)
-    }
-
-    /// Counts one completed registration with the token.
-    pub async fn use_registration_token(&self, token: &str) -> Result<()> {
-        let mut t = self
-            .registration_token(token)?
-            .filter(RegistrationToken::is_valid)
-            .ok_or_else(|| Error::forbidden("Invalid registration token"))?;
-        t.completed += 1;
-        let mut b = Batch::default();
-        b.put_json(Table::RegistrationTokens, token.as_bytes(), &t);
-        self.write(b).await
+        Ok(self.core.store.get(&REGISTRATION_TOKENS, token)?)
     }
 
     /// True when no account exists yet (first start).
     pub fn has_no_accounts(&self) -> Result<bool> {
-        Ok(self.store.scan_prefix(Table::Users, b"").next().is_none())
+        Ok(self.core.store.scan(USERS.all()).next().is_none())
     }
 
     pub fn has_no_registration_tokens(&self) -> Result<bool> {
         Ok(self
+            .core
             .store
-            .scan_prefix(Table::RegistrationTokens, b"")
+            .scan(REGISTRATION_TOKENS.all())
             .next()
             .is_none())
     }

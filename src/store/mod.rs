@@ -1,24 +1,25 @@
 //! Typed tables over an embedded key-value engine. No Matrix rules live here.
 //!
 //! All tables share one ordered key space: a key is one table byte followed by the table's own
-//! key. That makes a [`Batch`] touching several tables one atomic write in every engine.
-//! Key parts are joined by [`SEP`] (0xFF, a byte that never occurs in UTF-8), and stream
-//! positions are big-endian so that byte order is numeric order.
+//! key (see [`key`]). That makes a [`Batch`] touching several tables one atomic write in every
+//! engine. [`tables`] names every table with the parts of its key and the record it holds, so
+//! services never build bytes: they name keys with IDs and numbers.
 
+mod key;
+pub mod records;
 mod redb_engine;
 mod sled_engine;
+pub mod tables;
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use serde::{Serialize, de::DeserializeOwned};
-
+pub use key::{Layout, Part, SEP};
+pub use records::*;
 pub use redb_engine::RedbEngine;
 pub use sled_engine::SledEngine;
+pub use tables::*;
 
 use crate::config::{EngineKind, StorageConfig};
-
-/// Separator between the parts of a key.
-pub const SEP: u8 = 0xFF;
 
 /// A failure of the storage engine or of a stored record's encoding.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +27,7 @@ pub enum StoreError {
     #[error("storage engine: {0}")]
     Engine(String),
     #[error("corrupt record in {table:?}: {message}")]
-    Corrupt { table: Table, message: String },
+    Corrupt { table: TableId, message: String },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -44,16 +45,18 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn put(&mut self, table: Table, key: &[u8], value: Vec<u8>) {
-        self.ops.push(Op::Put(table.key(key), value));
+    pub fn put<K: Layout, V: Value>(&mut self, table: &Table<K, V>, k: K::Ref<'_>, value: &V) {
+        self.ops.push(Op::Put(table.key(k), value.encode()));
     }
-    pub fn put_json(&mut self, table: Table, key: &[u8], value: &impl Serialize) {
-        // Serializing our own record types cannot fail (no maps with non-string keys).
-        let bytes = serde_json::to_vec(value).expect("records serialize");
-        self.put(table, key, bytes);
+    pub fn delete<K: Layout, V: Value>(&mut self, table: &Table<K, V>, k: K::Ref<'_>) {
+        self.ops.push(Op::Delete(table.key(k)));
     }
-    pub fn delete(&mut self, table: Table, key: &[u8]) {
-        self.ops.push(Op::Delete(table.key(key)));
+    pub fn put_single<V: Value>(&mut self, single: &Single<V>, value: &V) {
+        self.put(&single.table, single.name, value);
+    }
+    /// Moves `other`'s writes to the end of this batch.
+    pub fn append(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
     }
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
@@ -77,88 +80,6 @@ pub trait Engine: Send + Sync + 'static {
     fn flush(&self) -> StoreResult<()>;
     /// Bytes used on disk, for benchmarks.
     fn size_on_disk(&self) -> StoreResult<u64>;
-}
-
-/// The tables. The discriminant is the key prefix: never renumber one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Table {
-    /// Server-wide values ("stream_pos", "signing_key", ...).
-    Global = 1,
-    /// user_id -> account record.
-    Users = 2,
-    /// user_id SEP device_id -> device record.
-    Devices = 3,
-    /// access_token -> (user_id, device_id).
-    AccessTokens = 4,
-    /// registration token -> uses record.
-    RegistrationTokens = 5,
-    /// event_id -> stored event (PDU and local metadata).
-    Events = 6,
-    /// room_id SEP pos -> event_id: a room's timeline in stream order.
-    Timeline = 7,
-    /// pos -> what changed at that position (room and/or user).
-    Stream = 8,
-    /// room_id SEP type SEP state_key -> event_id: current room state.
-    RoomState = 9,
-    /// room_id -> room record (version, extremities, depth).
-    Rooms = 10,
-    /// user_id SEP room_id -> the user's membership in the room.
-    Memberships = 11,
-    /// user_id SEP device_id SEP txn_id -> event_id (idempotent sends).
-    Transactions = 12,
-    /// room alias -> room_id.
-    Aliases = 13,
-    /// user_id SEP room_id-or-empty SEP type -> account data.
-    AccountData = 14,
-    /// room_id SEP receipt type SEP user_id -> receipt.
-    Receipts = 15,
-    /// user_id SEP filter_id -> filter definition.
-    Filters = 16,
-    /// room_id -> () for rooms published in the directory.
-    PublicRooms = 17,
-    /// user_id SEP device_id -> signed device keys.
-    DeviceKeys = 18,
-    /// user_id SEP device_id SEP algorithm:key_id -> one-time key.
-    OneTimeKeys = 19,
-    /// user_id SEP device_id SEP algorithm -> fallback key.
-    FallbackKeys = 20,
-    /// user_id SEP master|self_signing|user_signing -> cross-signing key.
-    CrossSigningKeys = 21,
-    /// user_id SEP device_id SEP pos SEP n -> queued to-device message.
-    ToDevice = 22,
-    /// user_id SEP version -> key backup version.
-    BackupVersions = 23,
-    /// user_id SEP version SEP room_id SEP session_id -> backed-up room key.
-    BackupKeys = 24,
-}
-
-impl Table {
-    fn key(self, key: &[u8]) -> Vec<u8> {
-        let mut k = Vec::with_capacity(key.len() + 1);
-        k.push(self as u8);
-        k.extend_from_slice(key);
-        k
-    }
-}
-
-/// Joins key parts with [`SEP`].
-pub fn key(parts: &[&[u8]]) -> Vec<u8> {
-    let mut k = Vec::new();
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            k.push(SEP);
-        }
-        k.extend_from_slice(p);
-    }
-    k
-}
-
-/// `parts` joined, with a trailing separator: the prefix of everything below them.
-pub fn prefix(parts: &[&[u8]]) -> Vec<u8> {
-    let mut k = key(parts);
-    k.push(SEP);
-    k
 }
 
 /// The typed store every service reads and writes.
@@ -196,23 +117,74 @@ impl Store {
         }
     }
 
-    pub fn get(&self, table: Table, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
-        self.engine.get(&table.key(key))
-    }
-
-    pub fn get_json<T: DeserializeOwned>(
+    /// The record under a key.
+    pub fn get<K: Layout, V: Value>(
         &self,
-        table: Table,
-        key: &[u8],
-    ) -> StoreResult<Option<T>> {
-        match self.get(table, key)? {
-            Some(bytes) => decode(table, &bytes).map(Some),
+        table: &Table<K, V>,
+        k: K::Ref<'_>,
+    ) -> StoreResult<Option<V>> {
+        match self.engine.get(&table.key(k))? {
+            Some(bytes) => decode_value(table.id, &bytes).map(Some),
             None => Ok(None),
         }
     }
 
-    pub fn contains(&self, table: Table, key: &[u8]) -> StoreResult<bool> {
-        Ok(self.get(table, key)?.is_some())
+    pub fn contains<K: Layout, V: Value>(
+        &self,
+        table: &Table<K, V>,
+        k: K::Ref<'_>,
+    ) -> StoreResult<bool> {
+        Ok(self.engine.get(&table.key(k))?.is_some())
+    }
+
+    pub fn get_single<V: Value>(&self, single: &Single<V>) -> StoreResult<Option<V>> {
+        self.get(&single.table, single.name)
+    }
+
+    /// Entries under a prefix in key order, as (key, record).
+    pub fn scan<'a, K: Layout, V: Value>(
+        &'a self,
+        prefix: Prefix<'_, K, V>,
+    ) -> impl Iterator<Item = StoreResult<(K, V)>> + use<'a, K, V> {
+        let end = key_upper_bound(&prefix.bytes);
+        self.decoded(prefix.table.id, &prefix.bytes, &end, false)
+    }
+
+    /// Entries under a prefix, last key first.
+    pub fn scan_rev<'a, K: Layout, V: Value>(
+        &'a self,
+        prefix: Prefix<'_, K, V>,
+    ) -> impl Iterator<Item = StoreResult<(K, V)>> + use<'a, K, V> {
+        let end = key_upper_bound(&prefix.bytes);
+        self.decoded(prefix.table.id, &prefix.bytes, &end, true)
+    }
+
+    /// Entries with `from <= key < to`, in key order or reversed.
+    pub fn range<'a, K: Layout, V: Value>(
+        &'a self,
+        table: &Table<K, V>,
+        from: K::Ref<'_>,
+        to: K::Ref<'_>,
+        reverse: bool,
+    ) -> impl Iterator<Item = StoreResult<(K, V)>> + use<'a, K, V> {
+        self.decoded(table.id, &table.key(from), &table.key(to), reverse)
+    }
+
+    fn decoded<'a, K: Layout, V: Value>(
+        &'a self,
+        id: TableId,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+    ) -> impl Iterator<Item = StoreResult<(K, V)>> + use<'a, K, V> {
+        self.engine.range(start, end, reverse).map(move |item| {
+            let (k, v) = item?;
+            let key = K::decode(&k[1..]).ok_or_else(|| StoreError::Corrupt {
+                table: id,
+                message: format!("undecodable key {k:?}"),
+            })?;
+            Ok((key, decode_value(id, &v)?))
+        })
     }
 
     /// Applies a batch atomically. Not yet durable: call [`Store::persist`] before acknowledging.
@@ -224,13 +196,6 @@ impl Store {
         self.applied
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
-    }
-
-    /// One write, applied atomically (not yet durable).
-    pub fn put_json(&self, table: Table, key: &[u8], value: &impl Serialize) -> StoreResult<()> {
-        let mut b = Batch::default();
-        b.put_json(table, key, value);
-        self.apply(b)
     }
 
     /// Waits until every write applied so far is on disk. Concurrent callers share one flush:
@@ -255,43 +220,17 @@ impl Store {
         Ok(())
     }
 
-    /// Entries whose key starts with `prefix`, as (key without table byte and prefix, value).
-    pub fn scan_prefix<'a>(
-        &'a self,
-        table: Table,
-        prefix: &[u8],
-    ) -> impl Iterator<Item = StoreResult<(Vec<u8>, Vec<u8>)>> + use<'a> {
-        self.scan_range(table, prefix, &upper_bound(prefix), false, prefix.len())
-    }
-
-    /// Entries with `start <= key < end` inside one table, keys returned without the first
-    /// `strip` bytes.
-    pub fn scan_range<'a>(
-        &'a self,
-        table: Table,
-        start: &[u8],
-        end: &[u8],
-        reverse: bool,
-        strip: usize,
-    ) -> impl Iterator<Item = StoreResult<(Vec<u8>, Vec<u8>)>> + use<'a> {
-        let start = table.key(start);
-        let end = if end.is_empty() {
-            vec![table as u8 + 1]
-        } else {
-            table.key(end)
-        };
-        self.engine
-            .range(&start, &end, reverse)
-            .map(move |r| r.map(|(k, v)| (k[1 + strip..].to_vec(), v)))
-    }
-
     pub fn size_on_disk(&self) -> StoreResult<u64> {
         self.engine.size_on_disk()
     }
 }
 
+fn decode_value<V: Value>(table: TableId, bytes: &[u8]) -> StoreResult<V> {
+    V::decode(bytes).map_err(|message| StoreError::Corrupt { table, message })
+}
+
 /// The smallest key greater than every key starting with `prefix`.
-pub fn upper_bound(prefix: &[u8]) -> Vec<u8> {
+fn key_upper_bound(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xFF {
@@ -299,28 +238,13 @@ pub fn upper_bound(prefix: &[u8]) -> Vec<u8> {
             return end;
         }
     }
-    Vec::new() // empty prefix: the end of the table
-}
-
-pub fn decode<T: DeserializeOwned>(table: Table, bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        table,
-        message: e.to_string(),
-    })
-}
-
-/// Big-endian bytes of a stream position.
-pub fn pos_bytes(pos: u64) -> [u8; 8] {
-    pos.to_be_bytes()
-}
-
-pub fn pos_from(bytes: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
+    vec![0xFF; prefix.len() + 1] // cannot happen: keys start with a table byte below 0xFF
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ruma::{OwnedEventId, owned_event_id, room_id};
 
     #[tokio::test]
     async fn batch_scan_and_reopen_sled() {
@@ -338,46 +262,45 @@ mod tests {
             group_commit_ms: 1,
             ..Default::default()
         };
+        let (r, s) = (room_id!("!r:x"), room_id!("!r:xy"));
+        let ev = |n: u64| OwnedEventId::try_from(format!("$e{n}")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path(), &config).unwrap();
             let mut b = Batch::default();
-            for i in [3u64, 1, 2] {
-                b.put(
-                    Table::Timeline,
-                    &key(&[b"!r", &pos_bytes(i)]),
-                    vec![i as u8],
-                );
+            for i in [3u64, 1, 2, 0xFF] {
+                b.put(&TIMELINE, (r, i), &ev(i));
             }
-            b.put(Table::Timeline, &key(&[b"!s", &pos_bytes(9)]), vec![9]);
+            b.put(&TIMELINE, (s, 9), &ev(9));
             store.apply(b).unwrap();
             store.persist().await.unwrap();
-            let got: Vec<u8> = store
-                .scan_prefix(Table::Timeline, &prefix(&[b"!r"]))
-                .map(|r| r.unwrap().1[0])
+            let got: Vec<u64> = store
+                .scan(TIMELINE.prefix(r))
+                .map(|item| item.unwrap().0.1)
                 .collect();
-            assert_eq!(got, vec![1, 2, 3]);
+            assert_eq!(
+                got,
+                vec![1, 2, 3, 0xFF],
+                "one room's entries, in numeric order"
+            );
         }
         let store = Store::open(dir.path(), &config).unwrap();
-        let last = store
-            .scan_range(
-                Table::Timeline,
-                &prefix(&[b"!r"]),
-                &upper_bound(&prefix(&[b"!r"])),
-                true,
-                0,
-            )
-            .next()
-            .unwrap()
-            .unwrap();
-        assert_eq!(last.1, vec![3]);
+        let (key, last) = store.scan_rev(TIMELINE.prefix(r)).next().unwrap().unwrap();
+        assert_eq!((key.1, last), (0xFF, ev(0xFF)));
+        let between: Vec<u64> = store
+            .range(&TIMELINE, (r, 2), (r, 0xFF), false)
+            .map(|item| item.unwrap().0.1)
+            .collect();
+        assert_eq!(between, vec![2, 3]);
         let mut b = Batch::default();
-        b.delete(Table::Timeline, &key(&[b"!r", &pos_bytes(3)]));
+        b.delete(&TIMELINE, (r, 3));
         store.apply(b).unwrap();
-        let n = store
-            .scan_prefix(Table::Timeline, &prefix(&[b"!r"]))
-            .count();
-        assert_eq!(n, 2);
-        assert!(store.get(Table::Users, b"!r").unwrap().is_none());
+        assert_eq!(store.scan(TIMELINE.prefix(r)).count(), 3);
+        assert!(
+            store
+                .get(&EVENTS, &owned_event_id!("$e1"))
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -15,18 +15,16 @@ use ruma::{
 };
 use serde_json::Value as JsonValue;
 
+use axum::extract::State;
+
 use crate::{
-    api::{ApiResult, Ruma, RumaResponse, S},
+    api::{ApiResult, AppState, Ruma, RumaResponse},
     error::Error,
-    service::pdu::to_raw,
+    json::{json_value, to_raw},
 };
 
-fn value<T>(raw: &Raw<T>) -> Result<JsonValue, Error> {
-    serde_json::from_str(raw.json().get()).map_err(|e| Error::bad_json(e.to_string()))
-}
-
 fn algorithm(raw: &Raw<ruma::api::client::backup::BackupAlgorithm>) -> Result<JsonValue, Error> {
-    let v = value(raw)?;
+    let v = json_value(raw)?;
     if !v.get("algorithm").is_some_and(|a| a.is_string())
         || !v.get("auth_data").is_some_and(|a| a.is_object())
     {
@@ -41,23 +39,26 @@ fn n(count: u64) -> UInt {
     UInt::new_saturating(count)
 }
 
-pub async fn create_version(
-    s: S,
+/// `POST /_matrix/client/v3/room_keys/version`
+pub async fn create_backup_version(
+    State(s): State<AppState>,
     req: Ruma<create_backup_version::v3::Request>,
 ) -> ApiResult<create_backup_version::v3::Response> {
-    let version =
-        s.0.create_backup(req.sender(), algorithm(&req.body.algorithm)?)
-            .await?;
+    let version = s
+        .backup
+        .create(req.sender()?, algorithm(&req.body.algorithm)?)
+        .await?;
     Ok(RumaResponse(create_backup_version::v3::Response::new(
         version,
     )))
 }
 
-pub async fn latest_version(
-    s: S,
+/// `GET /_matrix/client/v3/room_keys/version`
+pub async fn get_latest_backup_info(
+    State(s): State<AppState>,
     req: Ruma<get_latest_backup_info::v3::Request>,
 ) -> ApiResult<get_latest_backup_info::v3::Response> {
-    let info = s.0.backup_info(req.sender(), None)?;
+    let info = s.backup.info(req.sender()?, None)?;
     Ok(RumaResponse(get_latest_backup_info::v3::Response::new(
         to_raw(&info.algorithm),
         n(info.count),
@@ -66,11 +67,12 @@ pub async fn latest_version(
     )))
 }
 
-pub async fn get_version(
-    s: S,
+/// `GET /_matrix/client/v3/room_keys/version/{version}`
+pub async fn get_backup_info(
+    State(s): State<AppState>,
     req: Ruma<get_backup_info::v3::Request>,
 ) -> ApiResult<get_backup_info::v3::Response> {
-    let info = s.0.backup_info(req.sender(), Some(&req.body.version))?;
+    let info = s.backup.info(req.sender()?, Some(&req.body.version))?;
     Ok(RumaResponse(get_backup_info::v3::Response::new(
         to_raw(&info.algorithm),
         n(info.count),
@@ -79,85 +81,94 @@ pub async fn get_version(
     )))
 }
 
-pub async fn update_version(
-    s: S,
+/// `PUT /_matrix/client/v3/room_keys/version/{version}`
+pub async fn update_backup_version(
+    State(s): State<AppState>,
     req: Ruma<update_backup_version::v3::Request>,
 ) -> ApiResult<update_backup_version::v3::Response> {
-    s.0.update_backup(
-        req.sender(),
-        &req.body.version,
-        algorithm(&req.body.algorithm)?,
-    )
-    .await?;
+    s.backup
+        .update(
+            req.sender()?,
+            &req.body.version,
+            algorithm(&req.body.algorithm)?,
+        )
+        .await?;
     Ok(RumaResponse(update_backup_version::v3::Response::new()))
 }
 
-pub async fn delete_version(
-    s: S,
+/// `DELETE /_matrix/client/v3/room_keys/version/{version}`
+pub async fn delete_backup_version(
+    State(s): State<AppState>,
     req: Ruma<delete_backup_version::v3::Request>,
 ) -> ApiResult<delete_backup_version::v3::Response> {
-    s.0.delete_backup(req.sender(), &req.body.version).await?;
+    s.backup.delete(req.sender()?, &req.body.version).await?;
     Ok(RumaResponse(delete_backup_version::v3::Response::new()))
 }
 
-pub async fn put_keys(
-    s: S,
+/// `PUT /_matrix/client/v3/room_keys/keys`
+pub async fn add_backup_keys(
+    State(s): State<AppState>,
     req: Ruma<add_backup_keys::v3::Request>,
 ) -> ApiResult<add_backup_keys::v3::Response> {
     let mut keys = Vec::new();
     for (room, backup) in &req.body.rooms {
         for (session, data) in &backup.sessions {
-            keys.push((room.clone(), session.clone(), value(data)?));
+            keys.push((room.clone(), session.clone(), json_value(data)?));
         }
     }
-    let (etag, count) =
-        s.0.add_backup_keys(req.sender(), &req.body.version, keys)
-            .await?;
+    let (etag, count) = s
+        .backup
+        .add_keys(req.sender()?, &req.body.version, keys)
+        .await?;
     Ok(RumaResponse(add_backup_keys::v3::Response::new(
         etag,
         n(count),
     )))
 }
 
-pub async fn put_room_keys(
-    s: S,
+/// `PUT /_matrix/client/v3/room_keys/keys/{roomId}`
+pub async fn add_backup_keys_for_room(
+    State(s): State<AppState>,
     req: Ruma<add_backup_keys_for_room::v3::Request>,
 ) -> ApiResult<add_backup_keys_for_room::v3::Response> {
     let b = &req.body;
     let keys = b
         .sessions
         .iter()
-        .map(|(sid, d)| Ok((b.room_id.clone(), sid.clone(), value(d)?)))
+        .map(|(sid, d)| Ok((b.room_id.clone(), sid.clone(), json_value(d)?)))
         .collect::<Result<Vec<_>, Error>>()?;
-    let (etag, count) = s.0.add_backup_keys(req.sender(), &b.version, keys).await?;
+    let (etag, count) = s.backup.add_keys(req.sender()?, &b.version, keys).await?;
     Ok(RumaResponse(add_backup_keys_for_room::v3::Response::new(
         etag,
         n(count),
     )))
 }
 
-pub async fn put_session_key(
-    s: S,
+/// `PUT /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}`
+pub async fn add_backup_keys_for_session(
+    State(s): State<AppState>,
     req: Ruma<add_backup_keys_for_session::v3::Request>,
 ) -> ApiResult<add_backup_keys_for_session::v3::Response> {
     let b = &req.body;
     let keys = vec![(
         b.room_id.clone(),
         b.session_id.clone(),
-        value(&b.session_data)?,
+        json_value(&b.session_data)?,
     )];
-    let (etag, count) = s.0.add_backup_keys(req.sender(), &b.version, keys).await?;
+    let (etag, count) = s.backup.add_keys(req.sender()?, &b.version, keys).await?;
     Ok(RumaResponse(
         add_backup_keys_for_session::v3::Response::new(etag, n(count)),
     ))
 }
 
-pub async fn get_keys(
-    s: S,
+/// `GET /_matrix/client/v3/room_keys/keys`
+pub async fn get_backup_keys(
+    State(s): State<AppState>,
     req: Ruma<get_backup_keys::v3::Request>,
 ) -> ApiResult<get_backup_keys::v3::Response> {
-    let rooms =
-        s.0.backup_keys(req.sender(), &req.body.version, None, None)?;
+    let rooms = s
+        .backup
+        .keys(req.sender()?, &req.body.version, None, None)?;
     let rooms = rooms
         .into_iter()
         .map(|(room, sessions)| {
@@ -175,15 +186,17 @@ pub async fn get_keys(
     Ok(RumaResponse(get_backup_keys::v3::Response::new(rooms)))
 }
 
-pub async fn get_room_keys(
-    s: S,
+/// `GET /_matrix/client/v3/room_keys/keys/{roomId}`
+pub async fn get_backup_keys_for_room(
+    State(s): State<AppState>,
     req: Ruma<get_backup_keys_for_room::v3::Request>,
 ) -> ApiResult<get_backup_keys_for_room::v3::Response> {
     let b = &req.body;
-    let sessions =
-        s.0.backup_keys(req.sender(), &b.version, Some(&b.room_id), None)?
-            .remove(&b.room_id)
-            .unwrap_or_default();
+    let sessions = s
+        .backup
+        .keys(req.sender()?, &b.version, Some(&b.room_id), None)?
+        .remove(&b.room_id)
+        .unwrap_or_default();
     let sessions: BTreeMap<String, Raw<_>> = sessions
         .iter()
         .map(|(k, v)| (k.clone(), to_raw(v)))
@@ -193,14 +206,16 @@ pub async fn get_room_keys(
     )))
 }
 
-pub async fn get_session_key(
-    s: S,
+/// `GET /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}`
+pub async fn get_backup_keys_for_session(
+    State(s): State<AppState>,
     req: Ruma<get_backup_keys_for_session::v3::Request>,
 ) -> ApiResult<get_backup_keys_for_session::v3::Response> {
     let b = &req.body;
-    let data =
-        s.0.backup_keys(
-            req.sender(),
+    let data = s
+        .backup
+        .keys(
+            req.sender()?,
             &b.version,
             Some(&b.room_id),
             Some(&b.session_id),
@@ -213,26 +228,30 @@ pub async fn get_session_key(
     ))
 }
 
-pub async fn delete_keys(
-    s: S,
+/// `DELETE /_matrix/client/v3/room_keys/keys`
+pub async fn delete_backup_keys(
+    State(s): State<AppState>,
     req: Ruma<delete_backup_keys::v3::Request>,
 ) -> ApiResult<delete_backup_keys::v3::Response> {
-    let (etag, count) =
-        s.0.delete_backup_keys(req.sender(), &req.body.version, None, None)
-            .await?;
+    let (etag, count) = s
+        .backup
+        .delete_keys(req.sender()?, &req.body.version, None, None)
+        .await?;
     Ok(RumaResponse(delete_backup_keys::v3::Response::new(
         etag,
         n(count),
     )))
 }
 
-pub async fn delete_room_keys(
-    s: S,
+/// `DELETE /_matrix/client/v3/room_keys/keys/{roomId}`
+pub async fn delete_backup_keys_for_room(
+    State(s): State<AppState>,
     req: Ruma<delete_backup_keys_for_room::v3::Request>,
 ) -> ApiResult<delete_backup_keys_for_room::v3::Response> {
-    let (etag, count) =
-        s.0.delete_backup_keys(
-            req.sender(),
+    let (etag, count) = s
+        .backup
+        .delete_keys(
+            req.sender()?,
             &req.body.version,
             Some(&req.body.room_id),
             None,
@@ -243,14 +262,16 @@ pub async fn delete_room_keys(
     ))
 }
 
-pub async fn delete_session_key(
-    s: S,
+/// `DELETE /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}`
+pub async fn delete_backup_keys_for_session(
+    State(s): State<AppState>,
     req: Ruma<delete_backup_keys_for_session::v3::Request>,
 ) -> ApiResult<delete_backup_keys_for_session::v3::Response> {
     let b = &req.body;
-    let (etag, count) =
-        s.0.delete_backup_keys(
-            req.sender(),
+    let (etag, count) = s
+        .backup
+        .delete_keys(
+            req.sender()?,
             &b.version,
             Some(&b.room_id),
             Some(&b.session_id),

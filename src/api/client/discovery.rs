@@ -11,8 +11,10 @@ use ruma::{
     },
 };
 
+use axum::extract::State;
+
 use crate::{
-    api::{ApiResult, Ruma, RumaResponse, S},
+    api::{ApiResult, AppState, Ruma, RumaResponse},
     config::SUPPORTED_ROOM_VERSIONS,
 };
 
@@ -22,9 +24,10 @@ pub const SPEC_VERSIONS: &[&str] = &[
     "v1.11", "v1.12",
 ];
 
-pub async fn versions(
-    _: S,
-    _: Ruma<get_supported_versions::Request>,
+/// `GET /_matrix/client/versions`
+pub async fn get_supported_versions(
+    State(_s): State<AppState>,
+    _req: Ruma<get_supported_versions::Request>,
 ) -> ApiResult<get_supported_versions::Response> {
     let mut res = get_supported_versions::Response::new(
         SPEC_VERSIONS.iter().map(|v| v.to_string()).collect(),
@@ -33,18 +36,20 @@ pub async fn versions(
     Ok(RumaResponse(res))
 }
 
-pub async fn well_known(
-    axum::extract::State(s): S,
-    _: Ruma<discover_homeserver::Request>,
+/// `GET /.well-known/matrix/client`
+pub async fn discover_homeserver(
+    State(s): State<AppState>,
+    _req: Ruma<discover_homeserver::Request>,
 ) -> ApiResult<discover_homeserver::Response> {
     Ok(RumaResponse(discover_homeserver::Response::new(
-        discover_homeserver::HomeserverInfo::new(s.config.base_url()),
+        discover_homeserver::HomeserverInfo::new(s.config().base_url()),
     )))
 }
 
-pub async fn capabilities(
-    axum::extract::State(s): S,
-    _: Ruma<get_capabilities::v3::Request>,
+/// `GET /_matrix/client/v3/capabilities`
+pub async fn get_capabilities(
+    State(s): State<AppState>,
+    _req: Ruma<get_capabilities::v3::Request>,
 ) -> ApiResult<get_capabilities::v3::Response> {
     let available: BTreeMap<RoomVersionId, RoomVersionStability> = SUPPORTED_ROOM_VERSIONS
         .iter()
@@ -52,6 +57,6 @@ pub async fn capabilities(
         .collect();
     let mut caps = Capabilities::new();
     caps.room_versions =
-        RoomVersionsCapability::new(s.config.default_room_version.clone(), available);
+        RoomVersionsCapability::new(s.config().default_room_version.clone(), available);
     Ok(RumaResponse(get_capabilities::v3::Response::new(caps)))
 }

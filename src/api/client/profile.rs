@@ -4,21 +4,22 @@ use ruma::api::client::profile::{
     get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
 };
 
+use axum::extract::State;
+
 use crate::{
-    api::{ApiResult, Ruma, RumaResponse, S},
+    api::{ApiResult, AppState, Ruma, RumaResponse},
     error::Error,
 };
 
-pub async fn get(
-    axum::extract::State(s): S,
+/// `GET /_matrix/client/v3/profile/{userId}`
+pub async fn get_profile(
+    State(s): State<AppState>,
     req: Ruma<get_profile::v3::Request>,
 ) -> ApiResult<get_profile::v3::Response> {
-    if s.account(&req.body.user_id)?.is_none() {
-        s.query_appservice_user(&req.body.user_id).await;
-    }
+    s.appservices.user_exists(&req.body.user_id).await?;
     let a = s
-        .account(&req.body.user_id)?
-        .filter(|a| !a.deactivated)
+        .users
+        .active_account(&req.body.user_id)?
         .ok_or_else(|| Error::not_found("Profile not found"))?;
     let mut res = get_profile::v3::Response::new();
     res.set("displayname".into(), a.displayname.into());
@@ -29,52 +30,62 @@ pub async fn get(
     Ok(RumaResponse(res))
 }
 
-pub async fn get_displayname(
-    axum::extract::State(s): S,
+/// `GET /_matrix/client/v3/profile/{userId}/displayname`
+pub async fn get_display_name(
+    State(s): State<AppState>,
     req: Ruma<get_display_name::v3::Request>,
 ) -> ApiResult<get_display_name::v3::Response> {
     let a = s
-        .account(&req.body.user_id)?
-        .filter(|a| !a.deactivated)
+        .users
+        .active_account(&req.body.user_id)?
         .ok_or_else(|| Error::not_found("Profile not found"))?;
     Ok(RumaResponse(get_display_name::v3::Response::new(
         a.displayname,
     )))
 }
 
-pub async fn set_displayname(
-    axum::extract::State(s): S,
+/// `PUT /_matrix/client/v3/profile/{userId}/displayname`
+pub async fn set_display_name(
+    State(s): State<AppState>,
     req: Ruma<set_display_name::v3::Request>,
 ) -> ApiResult<set_display_name::v3::Response> {
-    if &req.body.user_id != req.sender() {
-        return Err(Error::forbidden("You may only change your own profile"));
-    }
-    s.set_profile(req.sender(), Some(req.body.displayname.clone()), None)
+    let user = own_profile(&req, &req.body.user_id)?;
+    s.rooms
+        .set_profile(user, Some(req.body.displayname.clone()), None)
         .await?;
     Ok(RumaResponse(set_display_name::v3::Response::new()))
 }
 
-pub async fn get_avatar(
-    axum::extract::State(s): S,
+/// `GET /_matrix/client/v3/profile/{userId}/avatar_url`
+pub async fn get_avatar_url(
+    State(s): State<AppState>,
     req: Ruma<get_avatar_url::v3::Request>,
 ) -> ApiResult<get_avatar_url::v3::Response> {
     let a = s
-        .account(&req.body.user_id)?
-        .filter(|a| !a.deactivated)
+        .users
+        .active_account(&req.body.user_id)?
         .ok_or_else(|| Error::not_found("Profile not found"))?;
     Ok(RumaResponse(get_avatar_url::v3::Response::new(
         a.avatar_url,
     )))
 }
 
-pub async fn set_avatar(
-    axum::extract::State(s): S,
+/// `PUT /_matrix/client/v3/profile/{userId}/avatar_url`
+pub async fn set_avatar_url(
+    State(s): State<AppState>,
     req: Ruma<set_avatar_url::v3::Request>,
 ) -> ApiResult<set_avatar_url::v3::Response> {
-    if &req.body.user_id != req.sender() {
-        return Err(Error::forbidden("You may only change your own profile"));
-    }
-    s.set_profile(req.sender(), None, Some(req.body.avatar_url.clone()))
+    let user = own_profile(&req, &req.body.user_id)?;
+    s.rooms
+        .set_profile(user, None, Some(req.body.avatar_url.clone()))
         .await?;
     Ok(RumaResponse(set_avatar_url::v3::Response::new()))
+}
+
+fn own_profile<'a, T>(req: &'a Ruma<T>, user_id: &ruma::UserId) -> Result<&'a ruma::UserId, Error> {
+    let sender = req.sender()?;
+    if sender != user_id {
+        return Err(Error::forbidden("You may only change your own profile"));
+    }
+    Ok(sender)
 }

@@ -1,45 +1,22 @@
-//! The event model: signed PDUs as stored, their view for state resolution, and the client
-//! format derived from them.
+//! The event model: signed PDUs as stored, their view for the authorization rules, and the
+//! client format derived from them.
 
 use ruma::{
-    CanonicalJsonObject, DeviceId, MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedEventId,
-    OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId, UInt, UserId,
-    events::{StateEventType, TimelineEventType},
+    CanonicalJsonObject, DeviceId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
+    OwnedUserId, RoomId, UInt, UserId,
+    events::{StateEventType, TimelineEventType, room::member::MembershipState},
     serde::Raw,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value as JsonValue, value::RawValue as RawJsonValue};
 
-use super::{Services, now_ms};
+use super::Timeline;
 use crate::{
     error::{Error, Result},
-    store::Table,
+    json::to_raw,
+    service::core::now_ms,
+    store::StoredEvent,
 };
-
-/// The transaction a local client sent an event with (for `unsigned.transaction_id`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TxnInfo {
-    pub device_id: OwnedDeviceId,
-    pub txn_id: OwnedTransactionId,
-}
-
-/// An event as stored: the signed PDU exactly as it federates, plus local metadata.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct StoredEvent {
-    pub event_id: OwnedEventId,
-    pub room_id: OwnedRoomId,
-    /// Stream position at which the event was appended.
-    pub pos: u64,
-    /// The PDU (redacted in place once a redaction applies to it).
-    pub pdu: CanonicalJsonObject,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub txn: Option<TxnInfo>,
-    /// For state events: the state event this one replaced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replaces_state: Option<OwnedEventId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redacted_because: Option<OwnedEventId>,
-}
 
 /// The fields of a PDU that the authorization rules and the server read.
 #[derive(Clone, Debug, Deserialize)]
@@ -66,7 +43,8 @@ impl Pdu {
     /// Reads a PDU object. `event_id` is the reference-hash ID computed (or stored) for it.
     pub fn from_object(event_id: OwnedEventId, obj: &CanonicalJsonObject) -> Result<Self> {
         let json = serde_json::to_string(obj)?;
-        let mut pdu: Pdu = serde_json::from_str(&json).map_err(super::json_err)?;
+        let mut pdu: Pdu =
+            serde_json::from_str(&json).map_err(|e| Error::bad_json(e.to_string()))?;
         if pdu.redacts.is_none() {
             #[derive(Deserialize)]
             struct Redacts {
@@ -169,9 +147,37 @@ impl StoredEvent {
     pub fn state_pair(&self) -> Option<(StateEventType, String)> {
         Some((self.kind().into(), self.state_key()?.to_owned()))
     }
+
+    /// The user a membership event is about and their new membership.
+    pub fn member_change(&self) -> Option<(OwnedUserId, MembershipState)> {
+        if self.kind() != "m.room.member" {
+            return None;
+        }
+        let user = UserId::parse(self.state_key()?).ok()?;
+        Some((user, membership_of(&self.content())))
+    }
+
+    /// One string field of the content.
+    pub fn content_str(&self, field: &str) -> Option<String> {
+        let content = self.pdu.get("content")?;
+        match content {
+            ruma::CanonicalJsonValue::Object(o) => o.get(field)?.as_str().map(str::to_owned),
+            _ => None,
+        }
+    }
+}
+
+/// The `membership` of a member event's content (`leave` when missing or unknown).
+pub fn membership_of(content: &JsonValue) -> MembershipState {
+    content
+        .get("membership")
+        .and_then(|m| m.as_str())
+        .map(MembershipState::from)
+        .unwrap_or(MembershipState::Leave)
 }
 
 /// What a client sees of an event.
+#[derive(Clone, Copy)]
 pub struct ClientView<'a> {
     /// The device asking, to show `transaction_id` on its own events.
     pub device: Option<(&'a UserId, &'a DeviceId)>,
@@ -179,20 +185,23 @@ pub struct ClientView<'a> {
     pub with_room_id: bool,
 }
 
-impl Services {
-    pub fn event(&self, event_id: &ruma::EventId) -> Result<Option<StoredEvent>> {
-        Ok(self.store.get_json(Table::Events, event_id.as_bytes())?)
-    }
+impl ClientView<'_> {
+    /// Events with their room ID, for no device in particular.
+    pub const ANYONE: ClientView<'static> = ClientView {
+        device: None,
+        with_room_id: true,
+    };
+}
 
-    pub fn pdu(&self, event_id: &ruma::EventId) -> Option<Pdu> {
-        self.event(event_id)
-            .ok()
-            .flatten()
-            .and_then(|e| e.pdu().ok())
-    }
-
-    /// The client format of a stored event (client-server API "ClientEvent").
-    pub fn client_event(&self, ev: &StoredEvent, view: &ClientView<'_>) -> JsonValue {
+impl Timeline {
+    /// The client format of a stored event (client-server API "ClientEvent"). `membership` is
+    /// the requesting user's membership at the event (`unsigned.membership`), when known.
+    pub fn client_event(
+        &self,
+        ev: &StoredEvent,
+        view: &ClientView<'_>,
+        membership: Option<&MembershipState>,
+    ) -> JsonValue {
         let mut out = serde_json::Map::new();
         for field in [
             "type",
@@ -220,6 +229,9 @@ impl Services {
             "age".into(),
             now_ms().saturating_sub(ev.origin_server_ts()).into(),
         );
+        if let Some(m) = membership {
+            unsigned.insert("membership".into(), m.as_str().into());
+        }
         if let (Some((user, device)), Some(txn)) = (view.device, &ev.txn)
             && ev.sender().as_deref() == Some(user)
             && txn.device_id == device
@@ -238,47 +250,35 @@ impl Services {
         if let Some(because) = &ev.redacted_because
             && let Ok(Some(redaction)) = self.event(because)
         {
-            let view = ClientView {
-                device: None,
-                with_room_id: true,
-            };
             unsigned.insert(
                 "redacted_because".into(),
-                self.client_event(&redaction, &view),
+                self.client_event(&redaction, &ClientView::ANYONE, None),
             );
         }
         out.insert("unsigned".into(), unsigned.into());
         JsonValue::Object(out)
     }
 
-    pub fn client_raw<T>(&self, ev: &StoredEvent, view: &ClientView<'_>) -> Raw<T> {
-        to_raw(&self.client_event(ev, view))
+    /// [`Timeline::client_event`] as a typed raw value.
+    pub fn client_raw<T>(
+        &self,
+        ev: &StoredEvent,
+        view: &ClientView<'_>,
+        membership: Option<&MembershipState>,
+    ) -> Raw<T> {
+        to_raw(&self.client_event(ev, view, membership))
     }
+}
 
+impl StoredEvent {
     /// The stripped form used in invite state and the directory.
-    pub fn stripped_raw<T>(&self, ev: &StoredEvent) -> Raw<T> {
+    pub fn stripped<T>(&self) -> Raw<T> {
         let mut out = serde_json::Map::new();
         for field in ["type", "content", "sender", "state_key"] {
-            if let Some(v) = ev.field(field) {
+            if let Some(v) = self.field(field) {
                 out.insert(field.into(), v);
             }
         }
         to_raw(&JsonValue::Object(out))
     }
-
-    /// Loads an event the user may see or fails with M_NOT_FOUND.
-    pub fn visible_event(&self, user: &UserId, event_id: &ruma::EventId) -> Result<StoredEvent> {
-        let ev = self
-            .event(event_id)?
-            .ok_or_else(|| Error::not_found("Event not found"))?;
-        if !self.can_see_event(user, &ev)? {
-            return Err(Error::not_found("Event not found"));
-        }
-        Ok(ev)
-    }
-}
-
-/// Serializes a JSON value into a typed raw JSON value.
-pub fn to_raw<T>(value: &JsonValue) -> Raw<T> {
-    Raw::from_json(serde_json::value::to_raw_value(value).expect("JSON values serialize"))
 }

@@ -1,0 +1,168 @@
+//! Messages: sending, redacting, reading one event, `/messages` and `/context`.
+
+use axum::extract::State;
+use ruma::api::client::{
+    context::get_context,
+    filter::LazyLoadOptions,
+    message::{get_message_events, send_message_event},
+    redact::redact_event,
+    room::get_room_event,
+};
+
+use crate::{
+    api::{ApiResult, AppState, Ruma, RumaResponse},
+    error::Error,
+    json::json_object,
+    service::{
+        timeline::{
+            ClientView, NewEvent,
+            append::Txn,
+            pagination::{MessagesQuery, Seen},
+        },
+        token::StreamToken,
+    },
+    store::TxnInfo,
+};
+
+/// `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`
+pub async fn send_message_event(
+    State(s): State<AppState>,
+    req: Ruma<send_message_event::v3::Request>,
+) -> ApiResult<send_message_event::v3::Response> {
+    let b = &req.body;
+    let content = json_object(&b.body)?.into();
+    let txn = Txn {
+        info: TxnInfo {
+            device_id: req.sender_device()?.clone(),
+            txn_id: b.txn_id.clone(),
+        },
+        via_redact: false,
+    };
+    let mut ev = NewEvent::message(b.event_type.to_string(), content);
+    ev.timestamp = super::massaged_ts(&req, b.timestamp);
+    let event_id = s
+        .rooms
+        .send_message(&b.room_id, req.sender()?, ev, txn)
+        .await?;
+    Ok(RumaResponse(send_message_event::v3::Response::new(
+        event_id,
+    )))
+}
+
+/// `PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}`
+pub async fn redact_event(
+    State(s): State<AppState>,
+    req: Ruma<redact_event::v3::Request>,
+) -> ApiResult<redact_event::v3::Response> {
+    let b = &req.body;
+    let txn = Txn {
+        info: TxnInfo {
+            device_id: req.sender_device()?.clone(),
+            txn_id: b.txn_id.clone(),
+        },
+        via_redact: true,
+    };
+    let event_id = s
+        .rooms
+        .redact(
+            &b.room_id,
+            req.sender()?,
+            &b.event_id,
+            b.reason.clone(),
+            txn,
+        )
+        .await?;
+    Ok(RumaResponse(redact_event::v3::Response::new(event_id)))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}`
+pub async fn get_room_event(
+    State(s): State<AppState>,
+    req: Ruma<get_room_event::v3::Request>,
+) -> ApiResult<get_room_event::v3::Response> {
+    let (ev, membership) = s
+        .timeline
+        .visible_event(req.sender()?, &req.body.event_id)?;
+    if ev.room_id != req.body.room_id {
+        return Err(Error::not_found("Event not found"));
+    }
+    let view = ClientView {
+        device: Some((req.sender()?, req.sender_device()?)),
+        with_room_id: true,
+    };
+    Ok(RumaResponse(get_room_event::v3::Response::new(
+        s.timeline.client_raw(&ev, &view, Some(&membership)),
+    )))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/messages`
+pub async fn get_message_events(
+    State(s): State<AppState>,
+    req: Ruma<get_message_events::v3::Request>,
+) -> ApiResult<get_message_events::v3::Response> {
+    let b = &req.body;
+    let query = MessagesQuery {
+        from: b.from.as_deref().map(StreamToken::parse).transpose()?,
+        to: b.to.as_deref().map(StreamToken::parse).transpose()?,
+        dir: b.dir,
+        limit: u64::from(b.limit) as usize,
+        filter: &b.filter,
+    };
+    let lazy = matches!(b.filter.lazy_load_options, LazyLoadOptions::Enabled { .. });
+    let page = s
+        .timeline
+        .messages(req.sender()?, &b.room_id, query, lazy)?;
+    let view = ClientView {
+        device: Some((req.sender()?, req.sender_device()?)),
+        with_room_id: true,
+    };
+    let raw = |seen: &Seen| {
+        s.timeline
+            .client_raw(&seen.event, &view, Some(&seen.membership))
+    };
+    let mut res = get_message_events::v3::Response::new();
+    res.start = page.start.pagination();
+    res.end = page.end.map(StreamToken::pagination);
+    res.chunk = page.events.iter().map(raw).collect();
+    res.state = page
+        .members
+        .iter()
+        .map(|ev| s.timeline.client_raw(ev, &view, None))
+        .collect();
+    Ok(RumaResponse(res))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}`
+pub async fn get_context(
+    State(s): State<AppState>,
+    req: Ruma<get_context::v3::Request>,
+) -> ApiResult<get_context::v3::Response> {
+    let b = &req.body;
+    let context = s.timeline.context(
+        req.sender()?,
+        &b.room_id,
+        &b.event_id,
+        u64::from(b.limit) as usize,
+        &b.filter,
+    )?;
+    let view = ClientView {
+        device: Some((req.sender()?, req.sender_device()?)),
+        with_room_id: true,
+    };
+    let raw = |seen: &Seen| {
+        s.timeline
+            .client_raw(&seen.event, &view, Some(&seen.membership))
+    };
+    let mut res = get_context::v3::Response::new();
+    res.start = Some(context.start.pagination());
+    res.end = Some(context.end.pagination());
+    res.event = Some(raw(&context.event));
+    res.events_before = context.before.iter().map(raw).collect();
+    res.events_after = context.after.iter().map(raw).collect();
+    res.state = context
+        .state
+        .iter()
+        .map(|ev| s.timeline.client_raw(ev, &view, None))
+        .collect();
+    Ok(RumaResponse(res))
+}

@@ -1,0 +1,163 @@
+//! Rooms as a DAG of signed events: the one path that appends them ([`append`]), the event
+//! model and its client format ([`pdu`]), room state and memberships ([`state`]), who may see
+//! what ([`visibility`]) and reading history page by page ([`pagination`]).
+
+pub mod append;
+pub mod pagination;
+pub mod pdu;
+pub mod state;
+pub mod visibility;
+
+use std::sync::Arc;
+
+use ruma::{EventId, RoomId, RoomVersionId, room_version_rules::RoomVersionRules};
+
+pub use append::NewEvent;
+pub use pdu::{ClientView, Pdu};
+
+use super::core::Core;
+use crate::{
+    error::{Error, Result},
+    store::{
+        Batch, EVENTS, ROOM_STATE, ROOMS, RoomRecord, SCHEMA_VERSION, STATE_HISTORY, StoredEvent,
+        TIMELINE,
+    },
+};
+
+/// Events, room state and memberships. Depends on nothing but [`Core`].
+pub struct Timeline {
+    core: Arc<Core>,
+}
+
+/// The rules of a room version, or an internal error for a version without rules.
+pub fn rules_for(version: &RoomVersionId) -> Result<RoomVersionRules> {
+    version
+        .rules()
+        .ok_or_else(|| Error::internal(format!("room version {version} has no rules")))
+}
+
+impl Timeline {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+
+    /// Builds indexes that older data directories lack. Runs once per data directory.
+    pub async fn migrate(&self) -> Result<()> {
+        let store = &self.core.store;
+        if store.get_single(&SCHEMA_VERSION)?.unwrap_or(0) >= 1 {
+            return Ok(());
+        }
+        // 1: the state history index, from every room's timeline.
+        let mut rooms = 0;
+        for item in store.scan(ROOMS.all()) {
+            let ((room_id,), _) = item?;
+            let mut b = Batch::default();
+            for entry in store.scan(TIMELINE.prefix(&room_id)) {
+                let (_, event_id) = entry?;
+                if let Some(ev) = store.get(&EVENTS, &event_id)?
+                    && let Some(sk) = ev.state_key()
+                {
+                    b.put(
+                        &STATE_HISTORY,
+                        (&room_id, &ev.kind(), sk, ev.pos),
+                        &event_id,
+                    );
+                }
+            }
+            store.apply(b)?;
+            rooms += 1;
+        }
+        let mut b = Batch::default();
+        b.put_single(&SCHEMA_VERSION, &1);
+        self.core.write(b).await?;
+        if rooms > 0 {
+            tracing::info!(rooms, "built the state history index");
+        }
+        Ok(())
+    }
+
+    pub fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>> {
+        Ok(self.core.store.get(&ROOMS, room_id)?)
+    }
+
+    /// The room's record, or M_NOT_FOUND.
+    pub fn known_room(&self, room_id: &RoomId) -> Result<RoomRecord> {
+        self.room(room_id)?
+            .ok_or_else(|| Error::not_found("Unknown room"))
+    }
+
+    /// The rules of the room's version.
+    pub fn rules(&self, room_id: &RoomId) -> Result<RoomVersionRules> {
+        rules_for(&self.known_room(room_id)?.version)
+    }
+
+    pub fn event(&self, event_id: &EventId) -> Result<Option<StoredEvent>> {
+        Ok(self.core.store.get(&EVENTS, event_id)?)
+    }
+
+    /// The event appended to a room at a stream position, if one was.
+    pub fn event_at(&self, room_id: &RoomId, pos: u64) -> Result<Option<StoredEvent>> {
+        match self.core.store.get(&TIMELINE, (room_id, pos))? {
+            Some(id) => self.event(&id),
+            None => Ok(None),
+        }
+    }
+
+    /// An event in the shape ruma's authorization rules read.
+    pub fn pdu(&self, event_id: &EventId) -> Option<Pdu> {
+        self.event(event_id)
+            .ok()
+            .flatten()
+            .and_then(|e| e.pdu().ok())
+    }
+
+    /// Events of a room's timeline with `from <= pos < to`, oldest first (or newest first),
+    /// at most `limit`.
+    pub fn timeline_range(
+        &self,
+        room_id: &RoomId,
+        from: u64,
+        to: u64,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let mut out = Vec::new();
+        if from >= to {
+            return Ok(out);
+        }
+        for item in self
+            .core
+            .store
+            .range(&TIMELINE, (room_id, from), (room_id, to), reverse)
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, id) = item?;
+            if let Some(ev) = self.event(&id)? {
+                out.push(ev);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the room has an event after `pos`.
+    pub fn has_events_after(&self, room_id: &RoomId, pos: u64) -> Result<bool> {
+        Ok(self
+            .core
+            .store
+            .range(&TIMELINE, (room_id, pos + 1), (room_id, u64::MAX), false)
+            .next()
+            .is_some())
+    }
+
+    /// The current state's event ID for `(type, state_key)`: the state table's value.
+    fn current_state_id(
+        &self,
+        room_id: &RoomId,
+        ty: &str,
+        state_key: &str,
+    ) -> Result<Option<ruma::OwnedEventId>> {
+        Ok(self.core.store.get(&ROOM_STATE, (room_id, ty, state_key))?)
+    }
+}

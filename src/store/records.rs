@@ -1,0 +1,177 @@
+//! The records the tables hold: small structs, stored as JSON. They carry data only; the
+//! services give them meaning. Field names are the stored format: renaming one loses data.
+
+use ruma::{
+    CanonicalJsonObject, OwnedDeviceId, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedTransactionId,
+    OwnedUserId, RoomVersionId, events::room::member::MembershipState,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as JsonValue;
+
+/// What a stream position changed: a room (its timeline, receipts), a user (account data,
+/// an invite, to-device messages), or someone's keys.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StreamEntry {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub room: Option<OwnedRoomId>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub user: Option<OwnedUserId>,
+    /// A user whose device or cross-signing keys changed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub keys: Option<OwnedUserId>,
+}
+
+/// The server's ed25519 signing key.
+#[derive(Serialize, Deserialize)]
+pub struct SigningKeyRecord {
+    pub version: String,
+    pub pkcs8: String,
+}
+
+/// The transaction a local client sent an event with (for `unsigned.transaction_id`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TxnInfo {
+    pub device_id: OwnedDeviceId,
+    pub txn_id: OwnedTransactionId,
+}
+
+/// An event as stored: the signed PDU exactly as it federates, plus local metadata.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub event_id: OwnedEventId,
+    pub room_id: OwnedRoomId,
+    /// Stream position at which the event was appended.
+    pub pos: u64,
+    /// The PDU (redacted in place once a redaction applies to it).
+    pub pdu: CanonicalJsonObject,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn: Option<TxnInfo>,
+    /// For state events: the state event this one replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces_state: Option<OwnedEventId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacted_because: Option<OwnedEventId>,
+}
+
+/// The per-room record: version and the DAG's forward edge.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RoomRecord {
+    pub version: RoomVersionId,
+    pub create_event_id: OwnedEventId,
+    /// Forward extremities: the `prev_events` of the next local event.
+    pub extremities: Vec<OwnedEventId>,
+    pub depth: u64,
+}
+
+/// A user's membership in a room, indexed by user.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MembershipRecord {
+    pub membership: MembershipState,
+    pub event_id: OwnedEventId,
+    pub pos: u64,
+}
+
+/// A local account.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Account {
+    pub password_hash: Option<String>,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<OwnedMxcUri>,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub deactivated: bool,
+    #[serde(default)]
+    pub appservice_id: Option<String>,
+}
+
+/// A device of a local account.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Device {
+    pub display_name: Option<String>,
+    pub access_token: String,
+    pub last_seen_ts: Option<u64>,
+    pub last_seen_ip: Option<String>,
+}
+
+/// Who an access token belongs to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenOwner {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+}
+
+/// A registration token and how often it was used.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegistrationToken {
+    pub uses_allowed: Option<u32>,
+    pub completed: u32,
+}
+
+/// One account data event.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AccountDataRecord {
+    pub content: JsonValue,
+    pub pos: u64,
+}
+
+/// A read receipt.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Receipt {
+    pub event_id: OwnedEventId,
+    pub ts: u64,
+    pub pos: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+}
+
+/// A local room alias.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AliasRecord {
+    pub room_id: OwnedRoomId,
+    pub creator: OwnedUserId,
+}
+
+/// A fallback key and whether a claim has used it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FallbackKey {
+    pub key_id: String,
+    pub key: JsonValue,
+    pub used: bool,
+}
+
+/// One queued to-device message.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ToDeviceRecord {
+    pub sender: OwnedUserId,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub content: JsonValue,
+}
+
+/// A key backup version: its algorithm and auth data, and a counter that changes with the keys.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BackupVersion {
+    /// `{ "algorithm": ..., "auth_data": ... }` as the client sent it.
+    pub algorithm: JsonValue,
+    pub etag: u64,
+}
+
+/// Delivery state of one appservice.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DeliveryState {
+    /// Every interesting event up to here has been delivered.
+    pub delivered: u64,
+    /// The next transaction ID.
+    pub next_txn: u64,
+    /// A transaction built but not yet acknowledged: resent as is after a restart.
+    pub in_flight: Option<InFlight>,
+}
+
+/// An appservice transaction waiting for its acknowledgement.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InFlight {
+    pub txn_id: String,
+    pub upto: u64,
+    pub body: JsonValue,
+}
