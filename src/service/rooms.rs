@@ -23,6 +23,14 @@ use crate::{
     store::{Batch, MEMBERSHIPS},
 };
 
+/// What a moderator does to another member.
+#[derive(Clone, Copy, Debug)]
+pub enum Moderation {
+    Kick,
+    Ban,
+    Unban,
+}
+
 /// Room operations clients ask for. Depends on [`Core`], [`Users`], [`Timeline`],
 /// [`Directory`] and [`Appservices`].
 pub struct Rooms {
@@ -403,47 +411,35 @@ impl Rooms {
             .await
     }
 
-    /// Kicks a user who is joined or invited.
-    pub async fn kick(
+    /// Kicks, bans or unbans a user: a kick needs them in the room (or invited or knocking),
+    /// an unban needs them banned.
+    pub async fn moderate(
         &self,
         sender: &UserId,
         room_id: &RoomId,
         target: &UserId,
+        action: Moderation,
         reason: Option<String>,
     ) -> Result<()> {
-        if !matches!(
-            self.timeline.membership_state(target, room_id)?,
-            MembershipState::Join | MembershipState::Invite | MembershipState::Knock
-        ) {
-            return Err(Error::forbidden("The user is not in the room"));
+        let current = self.timeline.membership_state(target, room_id)?;
+        let (allowed, new) = match action {
+            Moderation::Kick => (
+                matches!(
+                    current,
+                    MembershipState::Join | MembershipState::Invite | MembershipState::Knock
+                ),
+                MembershipState::Leave,
+            ),
+            Moderation::Ban => (true, MembershipState::Ban),
+            Moderation::Unban => (current == MembershipState::Ban, MembershipState::Leave),
+        };
+        if !allowed {
+            return Err(Error::forbidden(match action {
+                Moderation::Unban => "The user is not banned",
+                _ => "The user is not in the room",
+            }));
         }
-        self.set_membership(sender, room_id, target, MembershipState::Leave, reason)
-            .await
-    }
-
-    pub async fn ban(
-        &self,
-        sender: &UserId,
-        room_id: &RoomId,
-        target: &UserId,
-        reason: Option<String>,
-    ) -> Result<()> {
-        self.set_membership(sender, room_id, target, MembershipState::Ban, reason)
-            .await
-    }
-
-    /// Lifts a ban.
-    pub async fn unban(
-        &self,
-        sender: &UserId,
-        room_id: &RoomId,
-        target: &UserId,
-        reason: Option<String>,
-    ) -> Result<()> {
-        if self.timeline.membership_state(target, room_id)? != MembershipState::Ban {
-            return Err(Error::forbidden("The user is not banned"));
-        }
-        self.set_membership(sender, room_id, target, MembershipState::Leave, reason)
+        self.set_membership(sender, room_id, target, new, reason)
             .await
     }
 

@@ -74,7 +74,7 @@ impl Services {
                 .users
                 .user_id_for_localpart(&random_token(6).to_lowercase().replace(['-', '_'], "x"))?,
         };
-        self.check_available(&user_id)?;
+        self.users.require_free(&user_id)?;
         let token = match (appservice, req.via_appservice) {
             // Appservices register users of their namespace without user-interactive auth.
             (Some(a), true) => {
@@ -115,25 +115,13 @@ impl Services {
         Ok(Session { user_id, device })
     }
 
-    /// Whether a user ID can still be registered: M_USER_IN_USE or M_EXCLUSIVE if not.
-    pub fn check_available(&self, user_id: &UserId) -> Result<()> {
-        if self.users.account(user_id)?.is_some() {
-            return Err(Error::new(
-                http::StatusCode::BAD_REQUEST,
-                ErrorKind::UserInUse,
-                "That user name is taken",
-            ));
-        }
-        Ok(())
-    }
-
     /// `/register/available`.
     pub fn username_available(&self, localpart: &str) -> Result<()> {
         let user_id = self.users.user_id_for_localpart(localpart)?;
         if self.appservices.exclusive_user_owner(&user_id).is_some() {
             return Err(exclusive("That user ID is reserved by an appservice"));
         }
-        self.check_available(&user_id)
+        self.users.require_free(&user_id)
     }
 
     /// `/login` with a password or as an appservice's user.

@@ -103,13 +103,7 @@ impl Users {
         };
         let lock = self.core.lock("accounts");
         let _guard = lock.lock().await;
-        if self.account(user_id)?.is_some() {
-            return Err(Error::new(
-                http::StatusCode::BAD_REQUEST,
-                ruma::api::error::ErrorKind::UserInUse,
-                "That user name is taken",
-            ));
-        }
+        self.require_free(user_id)?;
         let mut b = Batch::default();
         if let Some(token) = registration_token {
             let mut t = self
@@ -129,6 +123,18 @@ impl Users {
         self.core.write(b).await
     }
 
+    /// Fails with M_USER_IN_USE when the user ID has an account.
+    pub fn require_free(&self, user_id: &UserId) -> Result<()> {
+        if self.account(user_id)?.is_some() {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::UserInUse,
+                "That user name is taken",
+            ));
+        }
+        Ok(())
+    }
+
     pub async fn set_account(&self, user_id: &UserId, account: &Account) -> Result<()> {
         let mut b = Batch::default();
         b.put(&USERS, user_id, account);
@@ -139,15 +145,23 @@ impl Users {
     /// tens of milliseconds per hash, which must neither stall other requests nor multiply
     /// memory on a small board.
     pub async fn hash_password(&self, password: &str) -> Result<String> {
+        let password = password.to_owned();
+        self.password_work(move || hash_password(&password)).await?
+    }
+
+    /// Runs argon2 work on the blocking pool, one job at a time.
+    async fn password_work<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
         let _permit = self
             .password_work
             .acquire()
             .await
             .map_err(Error::internal)?;
-        let password = password.to_owned();
-        tokio::task::spawn_blocking(move || hash_password(&password))
+        tokio::task::spawn_blocking(work)
             .await
-            .map_err(Error::internal)?
+            .map_err(Error::internal)
     }
 
     /// Checks a password; the same error for unknown users and wrong passwords.
@@ -158,15 +172,9 @@ impl Users {
             .and_then(|a| a.password_hash);
         let ok = match hash {
             Some(hash) => {
-                let _permit = self
-                    .password_work
-                    .acquire()
-                    .await
-                    .map_err(Error::internal)?;
                 let password = password.to_owned();
-                tokio::task::spawn_blocking(move || verify_password(&hash, &password))
-                    .await
-                    .map_err(Error::internal)?
+                self.password_work(move || verify_password(&hash, &password))
+                    .await?
             }
             None => false,
         };

@@ -15,7 +15,7 @@ use ruma::{
 use crate::{
     api::{ApiResult, AppState, Ruma, RumaResponse},
     error::Error,
-    service::{timeline::ClientView, token::StreamToken},
+    service::{rooms::Moderation, timeline::ClientView, token::StreamToken},
 };
 
 /// `POST /_matrix/client/v3/join/{roomIdOrAlias}`
@@ -88,7 +88,13 @@ pub async fn kick_user(
 ) -> ApiResult<kick_user::v3::Response> {
     let b = &req.body;
     s.rooms
-        .kick(req.sender()?, &b.room_id, &b.user_id, b.reason.clone())
+        .moderate(
+            req.sender()?,
+            &b.room_id,
+            &b.user_id,
+            Moderation::Kick,
+            b.reason.clone(),
+        )
         .await?;
     Ok(RumaResponse(kick_user::v3::Response::new()))
 }
@@ -100,7 +106,13 @@ pub async fn ban_user(
 ) -> ApiResult<ban_user::v3::Response> {
     let b = &req.body;
     s.rooms
-        .ban(req.sender()?, &b.room_id, &b.user_id, b.reason.clone())
+        .moderate(
+            req.sender()?,
+            &b.room_id,
+            &b.user_id,
+            Moderation::Ban,
+            b.reason.clone(),
+        )
         .await?;
     Ok(RumaResponse(ban_user::v3::Response::new()))
 }
@@ -112,7 +124,13 @@ pub async fn unban_user(
 ) -> ApiResult<unban_user::v3::Response> {
     let b = &req.body;
     s.rooms
-        .unban(req.sender()?, &b.room_id, &b.user_id, b.reason.clone())
+        .moderate(
+            req.sender()?,
+            &b.room_id,
+            &b.user_id,
+            Moderation::Unban,
+            b.reason.clone(),
+        )
         .await?;
     Ok(RumaResponse(unban_user::v3::Response::new()))
 }

@@ -86,10 +86,7 @@ pub async fn get_room_event(
     if ev.room_id != req.body.room_id {
         return Err(Error::not_found("Event not found"));
     }
-    let view = ClientView {
-        device: Some((req.sender()?, req.sender_device()?)),
-        with_room_id: true,
-    };
+    let view = device_view(&req)?;
     Ok(RumaResponse(get_room_event::v3::Response::new(
         s.timeline.client_raw(&ev, &view, Some(&membership)),
     )))
@@ -112,14 +109,8 @@ pub async fn get_message_events(
     let page = s
         .timeline
         .messages(req.sender()?, &b.room_id, query, lazy)?;
-    let view = ClientView {
-        device: Some((req.sender()?, req.sender_device()?)),
-        with_room_id: true,
-    };
-    let raw = |seen: &Seen| {
-        s.timeline
-            .client_raw(&seen.event, &view, Some(&seen.membership))
-    };
+    let view = device_view(&req)?;
+    let raw = |seen: &Seen| seen_raw(&s, &view, seen);
     let mut res = get_message_events::v3::Response::new();
     res.start = page.start.pagination();
     res.end = page.end.map(StreamToken::pagination);
@@ -145,14 +136,8 @@ pub async fn get_context(
         u64::from(b.limit) as usize,
         &b.filter,
     )?;
-    let view = ClientView {
-        device: Some((req.sender()?, req.sender_device()?)),
-        with_room_id: true,
-    };
-    let raw = |seen: &Seen| {
-        s.timeline
-            .client_raw(&seen.event, &view, Some(&seen.membership))
-    };
+    let view = device_view(&req)?;
+    let raw = |seen: &Seen| seen_raw(&s, &view, seen);
     let mut res = get_context::v3::Response::new();
     res.start = Some(context.start.pagination());
     res.end = Some(context.end.pagination());
@@ -165,4 +150,17 @@ pub async fn get_context(
         .map(|ev| s.timeline.client_raw(ev, &view, None))
         .collect();
     Ok(RumaResponse(res))
+}
+
+/// Events as the asking device sees them (its own transaction IDs included).
+fn device_view<T>(req: &Ruma<T>) -> Result<ClientView<'_>, Error> {
+    Ok(ClientView {
+        device: Some((req.sender()?, req.sender_device()?)),
+        with_room_id: true,
+    })
+}
+
+fn seen_raw<T>(s: &AppState, view: &ClientView<'_>, seen: &Seen) -> ruma::serde::Raw<T> {
+    s.timeline
+        .client_raw(&seen.event, view, Some(&seen.membership))
 }

@@ -82,6 +82,18 @@ pub struct Txn {
     pub via_redact: bool,
 }
 
+impl Txn {
+    /// Its key part in the transactions table: unique per endpoint and room.
+    fn key(&self, room_id: &RoomId) -> String {
+        let scope = if self.via_redact {
+            TxnScope::Redact(room_id)
+        } else {
+            TxnScope::Send(room_id)
+        };
+        scoped_txn(scope, self.info.txn_id.as_str())
+    }
+}
+
 /// A signed PDU ready to be authorized.
 struct Built {
     event_id: OwnedEventId,
@@ -398,12 +410,7 @@ impl Timeline {
                     );
                 }
                 if let Some(t) = &txn {
-                    let scope = if t.via_redact {
-                        TxnScope::Redact(&room_id)
-                    } else {
-                        TxnScope::Send(&room_id)
-                    };
-                    let key = scoped_txn(scope, t.info.txn_id.as_str());
+                    let key = t.key(&room_id);
                     batch.put(&TRANSACTIONS, (&sender, &t.info.device_id, &key), &event_id);
                 }
                 if let Some(mut target) = redaction_target {
