@@ -227,3 +227,6 @@ impl Services {
         self.core.persist().await
     }
 }
+
+#[cfg(test)]
+mod tests;
