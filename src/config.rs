@@ -28,6 +28,10 @@ pub struct RateLimit {
     pub burst: u32,
     /// Attempts regained per minute.
     pub per_minute: u32,
+    /// One-time keys one user may claim in a burst (`/keys/claim`, all devices together).
+    pub key_claims_burst: u32,
+    /// One-time keys regained per minute.
+    pub key_claims_per_minute: u32,
 }
 
 impl Default for RateLimit {
@@ -35,6 +39,52 @@ impl Default for RateLimit {
         Self {
             burst: 10,
             per_minute: 10,
+            key_claims_burst: 500,
+            key_claims_per_minute: 200,
+        }
+    }
+}
+
+/// Bounds that keep one client, or many, from exhausting a small server.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open connections at most; one more is answered 429 `M_LIMIT_EXCEEDED` and closed.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers. A connection that sends nothing, or
+    /// idles between requests, is closed after it.
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body.
+    pub body_timeout_secs: u64,
+    /// Request bodies being read at once, in MiB across all connections; a request that would
+    /// go over waits (up to the body timeout) for others to finish.
+    pub body_memory_mb: usize,
+    /// Largest account data item (one type, global or per room), in bytes of JSON.
+    pub max_account_data_bytes: usize,
+    /// Largest to-device message for one device, in bytes of JSON.
+    pub max_to_device_bytes: usize,
+    /// To-device messages waiting for one device at most; messages to a full queue are
+    /// dropped (and logged).
+    pub to_device_queue: usize,
+    /// To-device messages in one `/sync` at most; the rest come with the next one.
+    pub to_device_per_sync: usize,
+    /// History reads (`/messages`, `/context`, `/members?at=`) running at once, off the
+    /// request workers; more wait their turn.
+    pub history_reads: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            body_memory_mb: 64,
+            max_account_data_bytes: 65_536,
+            max_to_device_bytes: 65_536,
+            to_device_queue: 1000,
+            to_device_per_sync: 100,
+            history_reads: 2,
         }
     }
 }
@@ -152,8 +202,12 @@ pub struct Config {
     pub registration: Registration,
     /// Room version for new rooms when the client names none.
     pub default_room_version: RoomVersionId,
-    /// Largest accepted request body, in bytes.
+    /// Largest accepted request body, in bytes (event bodies: at most 65,536, as the spec).
     pub max_request_size: usize,
+    /// Shortest password a user may choose.
+    pub min_password_length: usize,
+    /// Connection, body, queue and size limits.
+    pub limits: Limits,
     /// Login and registration rate limits.
     pub rate_limit: RateLimit,
     /// The base URL clients should use, served at `/.well-known/matrix/client`.
@@ -179,7 +233,9 @@ impl Default for Config {
             data_dir: PathBuf::from("tsunagu-data"),
             registration: Registration::Token,
             default_room_version: RoomVersionId::V12,
-            max_request_size: 20 * 1024 * 1024,
+            max_request_size: 1024 * 1024,
+            min_password_length: 8,
+            limits: Limits::default(),
             rate_limit: RateLimit::default(),
             public_base_url: None,
             worker_threads: 0,
@@ -258,6 +314,29 @@ impl Config {
             return Err(ConfigError::Invalid {
                 name: "max_request_size",
                 message: "must be at least 1024 bytes".into(),
+            });
+        }
+        let l = &self.limits;
+        for (name, value) in [
+            ("limits.max_connections", l.max_connections),
+            ("limits.header_timeout_secs", l.header_timeout_secs as usize),
+            ("limits.body_timeout_secs", l.body_timeout_secs as usize),
+            ("limits.body_memory_mb", l.body_memory_mb),
+            ("limits.to_device_queue", l.to_device_queue),
+            ("limits.to_device_per_sync", l.to_device_per_sync),
+            ("limits.history_reads", l.history_reads),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    name,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        if self.max_request_size / (1024 * 1024) >= l.body_memory_mb {
+            return Err(ConfigError::Invalid {
+                name: "limits.body_memory_mb",
+                message: "must be larger than max_request_size".into(),
             });
         }
         if self.storage.cache_mb == 0 {
@@ -378,6 +457,13 @@ mod tests {
         assert_eq!(c.registration, d.registration);
         assert_eq!(c.default_room_version, d.default_room_version);
         assert_eq!(c.max_request_size, d.max_request_size);
+        assert_eq!(c.min_password_length, d.min_password_length);
+        assert_eq!(format!("{:?}", c.limits), format!("{:?}", d.limits));
+        assert_eq!(c.rate_limit.key_claims_burst, d.rate_limit.key_claims_burst);
+        assert_eq!(
+            c.rate_limit.key_claims_per_minute,
+            d.rate_limit.key_claims_per_minute
+        );
         assert_eq!(c.worker_threads, d.worker_threads);
         assert_eq!(c.encryption_by_default, d.encryption_by_default);
         assert_eq!(c.storage.engine, d.storage.engine);

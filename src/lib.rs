@@ -13,10 +13,10 @@ pub mod bots;
 pub mod config;
 pub mod error;
 pub mod json;
+pub mod listener;
 pub mod service;
 pub mod store;
 
-use axum::serve::ListenerExt;
 use std::{net::SocketAddr, sync::Arc};
 
 pub use config::Config;
@@ -95,22 +95,10 @@ impl Server {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr()?;
-        let app = api::router(services.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let app = api::router(services.clone());
         let (tx, rx) = oneshot::channel::<()>();
-        // Answers go out as soon as they are written, not held back by Nagle's algorithm
-        // waiting for the client's ACK: a long-polling /sync is woken to send one small answer.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY: {e}");
-            }
-        });
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-        });
+        let limits = services.config().limits.clone();
+        let task = tokio::spawn(async move { listener::serve(listener, app, &limits, rx).await });
         Ok(Self {
             addr,
             services,

@@ -77,6 +77,7 @@ enum TokenCmd {
 
 fn main() -> ExitCode {
     tune_malloc();
+    raise_open_file_limit();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -220,6 +221,24 @@ async fn admin(command: Admin, config: Config) -> anyhow::Result<()> {
         Admin::Appservice { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// Every connection holds a file descriptor, and shells and service managers often start
+/// processes with a soft limit of 1024: raise it to the hard limit, as most servers do.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit only read and write the process's own limits.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 /// glibc keeps freed memory in per-thread arenas and raises its mmap threshold after a large

@@ -228,20 +228,20 @@ async fn registration_token_is_single_use() {
             "POST",
             "/_matrix/client/v3/register",
             None,
-            json!({ "username": "alice", "password": "pw" }),
+            json!({ "username": "alice", "password": "password1" }),
         )
         .await;
     assert_eq!(status, 401);
     assert_eq!(flows["flows"][0]["stages"][0], "m.login.registration_token");
     let session = flows["session"].as_str().unwrap();
-    let wrong = json!({ "username": "alice", "password": "pw", "auth": { "type": "m.login.registration_token", "token": "guess", "session": session } });
+    let wrong = json!({ "username": "alice", "password": "password1", "auth": { "type": "m.login.registration_token", "token": "guess", "session": session } });
     let (status, res) = http
         .json("POST", "/_matrix/client/v3/register", None, wrong)
         .await;
     assert_eq!(status, 401);
     assert_eq!(res["errcode"], "M_FORBIDDEN");
     let dummy =
-        json!({ "username": "alice", "password": "pw", "auth": { "type": "m.login.dummy" } });
+        json!({ "username": "alice", "password": "password1", "auth": { "type": "m.login.dummy" } });
     assert_eq!(
         http.json("POST", "/_matrix/client/v3/register", None, dummy)
             .await
@@ -249,12 +249,12 @@ async fn registration_token_is_single_use() {
         401,
         "dummy auth is not enough"
     );
-    let right = json!({ "username": "alice", "password": "pw", "auth": { "type": "m.login.registration_token", "token": token } });
+    let right = json!({ "username": "alice", "password": "password1", "auth": { "type": "m.login.registration_token", "token": token } });
     let (status, res) = http
         .json("POST", "/_matrix/client/v3/register", None, right)
         .await;
     assert_eq!(status, 200, "{res}");
-    let reuse = json!({ "username": "bob", "password": "pw", "auth": { "type": "m.login.registration_token", "token": token } });
+    let reuse = json!({ "username": "bob", "password": "password1", "auth": { "type": "m.login.registration_token", "token": token } });
     assert_eq!(
         http.json("POST", "/_matrix/client/v3/register", None, reuse)
             .await

@@ -181,15 +181,7 @@ where
         // Who is asking, from the headers alone: a stranger's body is never read.
         let (user, device, appservice) =
             authenticate(state, &parts, <T::Authentication as AuthRequirement>::KIND)?;
-        let mut bytes: Bytes = axum::body::to_bytes(body, state.config().max_request_size)
-            .await
-            .map_err(|_| {
-                Error::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    ErrorKind::TooLarge,
-                    "Request body too large",
-                )
-            })?;
+        let mut bytes = read_body(state, &parts, body).await?;
         if bytes.is_empty() && T::METHOD != http::Method::GET && T::METHOD != http::Method::DELETE {
             // Clients leave the body out when every field is optional (matrix-nio's join).
             bytes = Bytes::from_static(b"{}");
@@ -215,6 +207,77 @@ where
             client_ip,
             appservice,
         })
+    }
+}
+
+/// How large a body an endpoint reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// `max_request_size` from the config.
+    Request,
+    /// An event's content: at most 65,536 bytes, the spec's limit for a whole event.
+    Event,
+}
+
+/// The bytes of request bodies being read at once, across all connections, in KiB.
+pub struct BodyBudget(tokio::sync::Semaphore);
+
+impl BodyBudget {
+    pub fn new(mib: usize) -> Self {
+        Self(tokio::sync::Semaphore::new(mib * 1024))
+    }
+}
+
+fn too_large() -> Error {
+    Error::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::TooLarge,
+        "Request body too large",
+    )
+}
+
+/// Reads a request body: at most the endpoint's limit, within the body timeout, and only
+/// while the bodies being read at once stay within the server's budget.
+async fn read_body(
+    state: &AppState,
+    parts: &http::request::Parts,
+    body: axum::body::Body,
+) -> Result<Bytes, Error> {
+    let config = state.config();
+    let limit = match parts.extensions.get::<BodyLimit>() {
+        Some(BodyLimit::Event) => crate::service::timeline::append::MAX_PDU_BYTES,
+        _ => config.max_request_size,
+    };
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let timeout = std::time::Duration::from_secs(config.limits.body_timeout_secs);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let _permit = match (declared, parts.extensions.get::<Arc<BodyBudget>>()) {
+        (Some(0), _) | (_, None) => None,
+        (declared, Some(budget)) => {
+            let kib = declared.unwrap_or(limit).div_ceil(1024).max(1) as u32;
+            match tokio::time::timeout_at(deadline, budget.0.acquire_many(kib)).await {
+                Ok(Ok(permit)) => Some(permit),
+                _ => {
+                    return Err(Error::limit_exceeded(std::time::Duration::from_secs(1)));
+                }
+            }
+        }
+    };
+    match tokio::time::timeout_at(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => Err(Error::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::Unknown,
+            "The request body did not arrive in time",
+        )),
     }
 }
 
@@ -276,7 +339,7 @@ pub type ApiResult<T> = Result<RumaResponse<T>, Error>;
 /// Ruma<Request>) -> ApiResult<Request::OutgoingResponse>`.
 pub trait RumaHandler<Req> {
     /// Registers the handler for every path (stable and legacy `r0`) of its endpoint.
-    fn add_to(self, router: Router<AppState>) -> Router<AppState>;
+    fn add_to(self, router: Router<AppState>, limit: BodyLimit) -> Router<AppState>;
 }
 
 impl<Req, F, Fut> RumaHandler<Req> for F
@@ -286,16 +349,17 @@ where
     F: FnOnce(State<AppState>, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ApiResult<Req::OutgoingResponse>> + Send + 'static,
 {
-    fn add_to(self, mut router: Router<AppState>) -> Router<AppState> {
+    fn add_to(self, mut router: Router<AppState>, limit: BodyLimit) -> Router<AppState> {
         let filter =
             MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard methods");
+        let method_router = on(filter, self).layer(axum::Extension(limit));
         for path in Req::PATH_BUILDER.all_paths() {
-            router = router.route(path, on(filter, self.clone()));
+            router = router.route(path, method_router.clone());
             // State events with an empty state key: `/state/{event_type}/` and
             // `/state/{event_type}`.
             if let Some(prefix) = path.strip_suffix("/{state_key}") {
-                router = router.route(&format!("{prefix}/"), on(filter, self.clone()));
-                router = router.route(prefix, on(filter, self.clone()));
+                router = router.route(&format!("{prefix}/"), method_router.clone());
+                router = router.route(prefix, method_router.clone());
             }
         }
         router
@@ -304,12 +368,19 @@ where
 
 /// `router.ruma(handler)`: registers a [`RumaHandler`].
 pub trait RouterExt {
+    /// An endpoint whose body may be up to `max_request_size`.
     fn ruma<Req, H: RumaHandler<Req>>(self, handler: H) -> Self;
+    /// An endpoint whose body is an event's content (at most 65,536 bytes).
+    fn ruma_event<Req, H: RumaHandler<Req>>(self, handler: H) -> Self;
 }
 
 impl RouterExt for Router<AppState> {
     fn ruma<Req, H: RumaHandler<Req>>(self, handler: H) -> Self {
-        handler.add_to(self)
+        handler.add_to(self, BodyLimit::Request)
+    }
+
+    fn ruma_event<Req, H: RumaHandler<Req>>(self, handler: H) -> Self {
+        handler.add_to(self, BodyLimit::Event)
     }
 }
 
@@ -336,6 +407,7 @@ async fn method_not_allowed(req: Request, next: axum::middleware::Next) -> Respo
 
 /// The whole HTTP application.
 pub fn router(services: AppState) -> Router {
+    let budget = Arc::new(BodyBudget::new(services.config().limits.body_memory_mb));
     let cors = tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::Any)
         .allow_methods([
@@ -355,6 +427,7 @@ pub fn router(services: AppState) -> Router {
         .fallback(unrecognized)
         .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::Extension(budget))
         .layer(cors)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(services)

@@ -65,6 +65,14 @@ impl AccountData {
         if !content.is_object() {
             return Err(Error::bad_json("Account data must be a JSON object"));
         }
+        let max = self.core.config.limits.max_account_data_bytes;
+        if serde_json::to_vec(&content)?.len() > max {
+            return Err(Error::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                ruma::api::error::ErrorKind::TooLarge,
+                format!("Account data is at most {max} bytes"),
+            ));
+        }
         let entry = StreamEntry {
             user: Some(user.to_owned()),
             ..Default::default()

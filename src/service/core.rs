@@ -12,7 +12,10 @@ use tokio::sync::watch;
 use crate::{
     config::Config,
     error::Result,
-    store::{Batch, SIGNING_KEY, STREAM, STREAM_POS, SigningKeyRecord, Store, StreamEntry},
+    store::{
+        Batch, SCHEMA_VERSION, SIGNING_KEY, STREAM, STREAM_POS, SigningKeyRecord, Store,
+        StreamEntry,
+    },
 };
 
 /// The shared foundation of the service areas. Cheap to share through `Arc`.
@@ -94,25 +97,39 @@ impl Core {
         entry: StreamEntry,
         build: impl FnOnce(u64, &mut Batch) -> Result<T>,
     ) -> Result<(T, u64)> {
+        self.commit_many(vec![entry], build).await
+    }
+
+    /// Like [`Core::commit`] for several changes at consecutive positions in one atomic batch:
+    /// `build` gets the first position, `entries[i]` is what changed at `first + i`. Returns
+    /// the last position.
+    pub async fn commit_many<T>(
+        &self,
+        entries: Vec<StreamEntry>,
+        build: impl FnOnce(u64, &mut Batch) -> Result<T>,
+    ) -> Result<(T, u64)> {
         let mut writer = self.writer.lock().await;
-        let pos = *writer + 1;
+        let first = *writer + 1;
+        let last = *writer + entries.len().max(1) as u64;
         let mut batch = Batch::default();
-        let out = build(pos, &mut batch)?;
-        batch.put(&STREAM, pos, &entry);
-        batch.put_single(&STREAM_POS, &pos);
+        let out = build(first, &mut batch)?;
+        for (i, entry) in entries.iter().enumerate() {
+            batch.put(&STREAM, first + i as u64, entry);
+        }
+        batch.put_single(&STREAM_POS, &last);
         self.store.apply(batch)?;
-        *writer = pos;
+        *writer = last;
         drop(writer);
         self.store.persist().await?;
         self.stream.send_if_modified(|cur| {
-            if *cur < pos {
-                *cur = pos;
+            if *cur < last {
+                *cur = last;
                 true
             } else {
                 false
             }
         });
-        Ok((out, pos))
+        Ok((out, last))
     }
 
     /// Writes that no sync reader sees (accounts, devices), made durable before returning.
@@ -120,6 +137,17 @@ impl Core {
         self.store.apply(batch)?;
         self.store.persist().await?;
         Ok(())
+    }
+
+    /// The newest data migration that ran on this data directory.
+    pub fn schema_version(&self) -> Result<u64> {
+        Ok(self.store.get_single(&SCHEMA_VERSION)?.unwrap_or(0))
+    }
+
+    pub async fn set_schema_version(&self, version: u64) -> Result<()> {
+        let mut b = Batch::default();
+        b.put_single(&SCHEMA_VERSION, &version);
+        self.write(b).await
     }
 
     /// Waits until every write so far is on disk.

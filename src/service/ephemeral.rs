@@ -56,6 +56,22 @@ impl Ephemeral {
     pub fn typing(&self, room_id: &RoomId) -> (Vec<OwnedUserId>, u64) {
         self.typing.typing(room_id)
     }
+
+    /// Whether typing changed in one of `rooms` after serial `since`: a typing notice wakes
+    /// every waiting sync, and this tells each whether it concerns it.
+    pub fn typing_moved_in<'a>(
+        &self,
+        rooms: impl IntoIterator<Item = &'a OwnedRoomId>,
+        since: u64,
+    ) -> bool {
+        if self.serial() <= since {
+            return false;
+        }
+        let map = self.typing.typing.lock().unwrap_or_else(|e| e.into_inner());
+        rooms
+            .into_iter()
+            .any(|r| map.get(r).is_some_and(|t| t.serial > since))
+    }
 }
 
 impl TypingMap {

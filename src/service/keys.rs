@@ -13,7 +13,7 @@ use ruma::{
 };
 use serde_json::{Value as JsonValue, json};
 
-use super::{core::Core, timeline::Timeline, users::Users};
+use super::{core::Core, ratelimit::RateLimiter, timeline::Timeline, users::Users};
 use crate::{
     error::{Error, Result},
     store::{
@@ -52,6 +52,8 @@ pub struct Keys {
     core: Arc<Core>,
     users: Arc<Users>,
     timeline: Arc<Timeline>,
+    /// One-time keys claimed per requester (`rate_limit.key_claims_*`).
+    claims: RateLimiter,
 }
 
 /// Where a cross-signing key sits in the user's identity.
@@ -133,10 +135,13 @@ fn merge_signatures(target: &mut JsonValue, from: &JsonValue) {
 
 impl Keys {
     pub fn new(core: Arc<Core>, users: Arc<Users>, timeline: Arc<Timeline>) -> Self {
+        let limits = &core.config.rate_limit;
+        let claims = RateLimiter::new(limits.key_claims_burst, limits.key_claims_per_minute);
         Self {
             core,
             users,
             timeline,
+            claims,
         }
     }
 
@@ -212,13 +217,16 @@ impl Keys {
         Ok(out)
     }
 
-    /// `/keys/claim`: one key per device asked for. Returns the keys and the servers that
-    /// could not be asked.
+    /// `/keys/claim`: one key per device asked for, within the requester's claim rate
+    /// (M_LIMIT_EXCEEDED beyond it). Returns the keys and the servers that could not be asked.
     pub async fn claim(
         &self,
-        _requester: &UserId,
+        requester: &UserId,
         wanted: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, ruma::OneTimeKeyAlgorithm>>,
     ) -> Result<(Vec<ClaimedKey>, BTreeMap<String, JsonValue>)> {
+        let asked: usize = wanted.values().map(BTreeMap::len).sum();
+        self.claims
+            .take(requester.as_str(), u32::try_from(asked).unwrap_or(u32::MAX))?;
         let mut claimed = Vec::new();
         let mut failures = BTreeMap::new();
         for (user, devices) in wanted {
@@ -681,7 +689,9 @@ impl Keys {
     // ---- to-device ----------------------------------------------------------------------
 
     /// Queues to-device messages; `*` means every device of the user. Idempotent per
-    /// sender device and transaction ID.
+    /// sender device and transaction ID. Messages for devices that do not exist are dropped,
+    /// as are messages to a device whose queue is full (`limits.to_device_queue`); a message
+    /// over `limits.max_to_device_bytes` refuses the whole request with M_TOO_LARGE.
     pub async fn send_to_device(
         &self,
         sender: &UserId,
@@ -690,10 +700,23 @@ impl Keys {
         kind: &str,
         messages: Vec<(OwnedUserId, String, JsonValue)>,
     ) -> Result<()> {
+        let limits = &self.core.config.limits;
         let txn = scoped_txn(TxnScope::ToDevice, txn_id);
         let txn_key = (sender, sender_device, txn.as_str());
         if self.core.store.contains(&TO_DEVICE_TRANSACTIONS, txn_key)? {
             return Ok(());
+        }
+        for (_, _, content) in &messages {
+            if serde_json::to_vec(content)?.len() > limits.max_to_device_bytes {
+                return Err(Error::new(
+                    http::StatusCode::PAYLOAD_TOO_LARGE,
+                    ruma::api::error::ErrorKind::TooLarge,
+                    format!(
+                        "A to-device message is at most {} bytes",
+                        limits.max_to_device_bytes
+                    ),
+                ));
+            }
         }
         let mut deliveries = Vec::new();
         for (user, device, content) in messages {
@@ -706,10 +729,18 @@ impl Keys {
                     .into_iter()
                     .map(|(d, _)| d)
                     .collect()
-            } else {
+            } else if self.users.device(&user, device.as_str().into())?.is_some() {
                 vec![device.into()]
+            } else {
+                tracing::debug!(%user, device, "to-device message for an unknown device dropped");
+                continue;
             };
             for d in targets {
+                let queued = self.core.store.scan(TO_DEVICE.prefix2(&user, &d)).count();
+                if queued >= limits.to_device_queue {
+                    tracing::warn!(%user, device = %d, "to-device queue full; message dropped");
+                    continue;
+                }
                 deliveries.push((user.clone(), d, content.clone()));
             }
         }
@@ -749,15 +780,17 @@ impl Keys {
         Ok(())
     }
 
-    /// Pending to-device messages for a device up to `upto`, after deleting those the client
-    /// acknowledged by syncing with `acked` (everything at or before it).
+    /// Pending to-device messages for a device up to `upto`, at most
+    /// `limits.to_device_per_sync`, after deleting those the client acknowledged by syncing
+    /// with `acked` (everything at or before it). Returns them and the position they reach:
+    /// `upto` when none are left behind.
     pub async fn take_to_device(
         &self,
         user: &UserId,
         device: &DeviceId,
         acked: Option<u64>,
         upto: u64,
-    ) -> Result<Vec<JsonValue>> {
+    ) -> Result<(Vec<JsonValue>, u64)> {
         let store = &self.core.store;
         if let Some(acked) = acked {
             let mut b = Batch::default();
@@ -773,16 +806,39 @@ impl Keys {
                 self.core.write(b).await?;
             }
         }
+        let limit = self.core.config.limits.to_device_per_sync;
         let mut out = Vec::new();
+        let mut reached = upto;
         for item in store.range(
             &TO_DEVICE,
-            (user, device, 0, 0),
+            (user, device, acked.map_or(0, |a| a + 1), 0),
             (user, device, upto.saturating_add(1), 0),
             false,
         ) {
-            let (_, rec) = item?;
+            let ((_, _, pos, _), rec) = item?;
+            if out.len() >= limit {
+                // Everything before this message's position went out.
+                reached = pos - 1;
+                break;
+            }
             out.push(json!({ "sender": rec.sender, "type": rec.kind, "content": rec.content }));
         }
-        Ok(out)
+        Ok((out, reached))
+    }
+
+    /// Removes queued to-device messages of devices that no longer exist (older versions
+    /// kept them forever).
+    pub async fn drop_orphaned_to_device(&self) -> Result<usize> {
+        let mut b = Batch::default();
+        let mut dropped = 0;
+        for item in self.core.store.scan(TO_DEVICE.all()) {
+            let (key, _) = item?;
+            if self.users.device(&key.0, &key.1)?.is_none() {
+                b.delete(&TO_DEVICE, key.as_key_ref());
+                dropped += 1;
+            }
+        }
+        self.core.write(b).await?;
+        Ok(dropped)
     }
 }

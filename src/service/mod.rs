@@ -38,6 +38,10 @@ use ruma::{OwnedDeviceId, UserId, events::room::member::MembershipState};
 
 use crate::{config::Config, error::Result};
 
+/// The data layout this version writes: 1 added the state history index, 2 dropped queued
+/// to-device messages of devices that no longer exist.
+pub const SCHEMA_VERSION: u64 = 2;
+
 /// Every service area of one server. Cheap to share through `Arc`.
 pub struct Services {
     pub core: Arc<core::Core>,
@@ -64,7 +68,6 @@ impl Services {
         let users = Arc::new(users::Users::new(core.clone()));
         let appservices = Arc::new(appservice::Appservices::new(core.clone(), users.clone())?);
         let timeline = Arc::new(timeline::Timeline::new(core.clone()));
-        timeline.migrate().await?;
         let account_data = Arc::new(account_data::AccountData::new(core.clone()));
         let ephemeral = Arc::new(ephemeral::Ephemeral::new(core.clone(), timeline.clone()));
         let directory = Arc::new(directory::Directory::new(
@@ -83,9 +86,12 @@ impl Services {
             users.clone(),
             timeline.clone(),
         ));
-        Ok(Arc::new(Self {
+        let services = Arc::new(Self {
             uiaa: uiaa::Uiaa::new(core.clone(), users.clone()),
-            rate_limiter: ratelimit::RateLimiter::new(core.config.rate_limit.clone()),
+            rate_limiter: ratelimit::RateLimiter::new(
+                core.config.rate_limit.burst,
+                core.config.rate_limit.per_minute,
+            ),
             rooms: rooms::Rooms::new(
                 core.clone(),
                 users.clone(),
@@ -118,7 +124,27 @@ impl Services {
             directory,
             push,
             keys,
-        }))
+        });
+        services.migrate().await?;
+        Ok(services)
+    }
+
+    /// Brings an older data directory up to [`SCHEMA_VERSION`], once.
+    async fn migrate(&self) -> Result<()> {
+        let version = self.core.schema_version()?;
+        if version >= SCHEMA_VERSION {
+            return Ok(());
+        }
+        if version < 1 {
+            self.timeline.build_state_history().await?;
+        }
+        if version < 2 {
+            let dropped = self.keys.drop_orphaned_to_device().await?;
+            if dropped > 0 {
+                tracing::info!(dropped, "dropped to-device messages of deleted devices");
+            }
+        }
+        self.core.set_schema_version(SCHEMA_VERSION).await
     }
 
     pub fn config(&self) -> &Config {

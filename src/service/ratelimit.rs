@@ -6,28 +6,34 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{
-    config::RateLimit,
-    error::{Error, Result},
-};
+use crate::error::{Error, Result};
 
+/// Token buckets, one per key: `burst` tokens, `per_minute` regained.
 pub struct RateLimiter {
-    config: RateLimit,
+    burst: u32,
+    per_minute: u32,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
 
 impl RateLimiter {
-    pub fn new(config: RateLimit) -> Self {
+    pub fn new(burst: u32, per_minute: u32) -> Self {
         Self {
-            config,
+            burst,
+            per_minute,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
     /// Takes one token for `key`, or fails with M_LIMIT_EXCEEDED and when to retry.
     pub fn check(&self, key: &str) -> Result<()> {
-        let burst = f64::from(self.config.burst);
-        let per_sec = f64::from(self.config.per_minute) / 60.0;
+        self.take(key, 1)
+    }
+
+    /// Takes `n` tokens for `key` (at most a burst), or fails with M_LIMIT_EXCEEDED.
+    pub fn take(&self, key: &str, n: u32) -> Result<()> {
+        let burst = f64::from(self.burst);
+        let n = f64::from(n).min(burst);
+        let per_sec = f64::from(self.per_minute) / 60.0;
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() > 10_000 {
             buckets.retain(|_, (_, t)| t.elapsed() < Duration::from_secs(600));
@@ -36,12 +42,12 @@ impl RateLimiter {
         let (tokens, last) = buckets.entry(key.to_owned()).or_insert((burst, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * per_sec).min(burst);
         *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        if *tokens >= n {
+            *tokens -= n;
             Ok(())
         } else {
             let wait = if per_sec > 0.0 {
-                (1.0 - *tokens) / per_sec
+                (n - *tokens) / per_sec
             } else {
                 60.0
             };

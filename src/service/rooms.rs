@@ -23,6 +23,9 @@ use crate::{
     store::{Batch, MEMBERSHIPS},
 };
 
+/// The longest display name, in characters (as Synapse).
+pub const MAX_DISPLAYNAME_CHARS: usize = 256;
+
 /// What a moderator does to another member.
 #[derive(Clone, Copy, Debug)]
 pub enum Moderation {
@@ -143,6 +146,8 @@ impl Rooms {
             }
         }
 
+        // The spec's /createRoom steps, as one list of events built and written together.
+        let mut events = Vec::new();
         // 1. m.room.create
         let mut create = req.creation_content.clone().unwrap_or_default();
         create.insert("room_version".into(), version.as_str().into());
@@ -159,23 +164,18 @@ impl Rooms {
                     .collect(),
             );
         }
-        let room_id = self
-            .timeline
-            .append_create(creator, &version, JsonValue::Object(create))
-            .await?;
+        events.push(NewEvent::state(
+            TimelineEventType::RoomCreate,
+            "",
+            JsonValue::Object(create),
+        ));
 
         // 2. the creator joins
-        self.append(
-            &room_id,
-            creator,
-            NewEvent::state(
-                TimelineEventType::RoomMember,
-                creator.as_str(),
-                self.member_content(creator, MembershipState::Join)?,
-            ),
-            None,
-        )
-        .await?;
+        events.push(NewEvent::state(
+            TimelineEventType::RoomMember,
+            creator.as_str(),
+            self.member_content(creator, MembershipState::Join)?,
+        ));
 
         // 3. power levels
         let privileged = rules.authorization.explicitly_privilege_room_creators;
@@ -214,27 +214,15 @@ impl Rooms {
                 pl[k] = v.clone();
             }
         }
-        self.append(
-            &room_id,
-            creator,
-            NewEvent::state(TimelineEventType::RoomPowerLevels, "", pl),
-            None,
-        )
-        .await?;
+        events.push(NewEvent::state(TimelineEventType::RoomPowerLevels, "", pl));
 
         // 4. canonical alias
         if let Some(alias) = &alias {
-            self.append(
-                &room_id,
-                creator,
-                NewEvent::state(
-                    TimelineEventType::RoomCanonicalAlias,
-                    "",
-                    json!({ "alias": alias }),
-                ),
-                None,
-            )
-            .await?;
+            events.push(NewEvent::state(
+                TimelineEventType::RoomCanonicalAlias,
+                "",
+                json!({ "alias": alias }),
+            ));
         }
 
         // 5. preset state
@@ -284,42 +272,36 @@ impl Rooms {
                 .iter()
                 .any(|i| i.kind == p.kind && i.state_key == p.state_key)
         });
-        for ev in preset_events.into_iter().chain(req.initial_state) {
-            self.append(&room_id, creator, ev, None).await?;
-        }
+        events.extend(preset_events);
+        events.extend(req.initial_state);
         // 7. name and topic
         if let Some(name) = req.name {
-            self.append(
-                &room_id,
-                creator,
-                NewEvent::state(TimelineEventType::RoomName, "", json!({ "name": name })),
-                None,
-            )
-            .await?;
+            events.push(NewEvent::state(
+                TimelineEventType::RoomName,
+                "",
+                json!({ "name": name }),
+            ));
         }
         if let Some(topic) = req.topic {
-            self.append(
-                &room_id,
-                creator,
-                NewEvent::state(TimelineEventType::RoomTopic, "", json!({ "topic": topic })),
-                None,
-            )
-            .await?;
+            events.push(NewEvent::state(
+                TimelineEventType::RoomTopic,
+                "",
+                json!({ "topic": topic }),
+            ));
         }
         // 8. invites
         for user in &req.invite {
-            let mut c = json!({ "membership": "invite" });
+            let mut c = json!({ "membership": MembershipState::Invite });
             if req.is_direct {
                 c["is_direct"] = true.into();
             }
-            self.append(
-                &room_id,
-                creator,
-                NewEvent::state(TimelineEventType::RoomMember, user.as_str(), c),
-                None,
-            )
-            .await?;
+            events.push(NewEvent::state(
+                TimelineEventType::RoomMember,
+                user.as_str(),
+                c,
+            ));
         }
+        let room_id = self.timeline.create_room(creator, &version, events).await?;
         if let Some(alias) = alias {
             self.directory.set_alias(&alias, &room_id, creator).await?;
         }
@@ -535,6 +517,13 @@ impl Rooms {
         displayname: Option<Option<String>>,
         avatar_url: Option<Option<ruma::OwnedMxcUri>>,
     ) -> Result<()> {
+        if let Some(Some(name)) = &displayname
+            && name.chars().count() > MAX_DISPLAYNAME_CHARS
+        {
+            return Err(Error::invalid_param(format!(
+                "Display names are at most {MAX_DISPLAYNAME_CHARS} characters"
+            )));
+        }
         let mut account = self
             .users
             .account(user_id)?

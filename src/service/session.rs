@@ -90,6 +90,9 @@ impl Services {
                 if self.appservices.exclusive_user_owner(&user_id).is_some() {
                     return Err(exclusive("That user ID is reserved by an appservice"));
                 }
+                if let Some(p) = req.password.filter(|p| !p.is_empty()) {
+                    self.users.check_password_strength(p)?;
+                }
                 let Proof::Registration { token } = self.uiaa.registration_auth(req.auth).await?
                 else {
                     return Err(Error::forbidden("Unexpected authentication"));

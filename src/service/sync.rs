@@ -117,7 +117,7 @@ impl Sync {
                 }
                 rx.borrow_and_update();
                 let now = self.core.current_pos();
-                if self.ephemeral.serial() != typing
+                if self.ephemeral.typing_moved_in(&my_rooms, typing)
                     || self.stream_concerns(req.user, &my_rooms, seen, now)?
                 {
                     break;
@@ -171,13 +171,20 @@ impl Sync {
     async fn build(&self, req: &SyncRequest<'_>) -> Result<Response> {
         let pos = self.core.current_pos();
         let typing_serial = self.ephemeral.serial();
+        // To-device messages first: the token says how far they went out.
+        let (to_device, to_device_reached) = self
+            .keys
+            .take_to_device(req.user, req.device, req.since.map(|s| s.to_device), pos)
+            .await?;
         let mut response = Response::new(
             StreamToken {
                 pos,
                 typing: typing_serial,
+                to_device: to_device_reached,
             }
             .to_string(),
         );
+        response.to_device.events = to_device.iter().map(to_raw).collect();
         let since_pos = req.since.map(|s| s.pos);
         let (changed, mine) = match since_pos {
             Some(s) => {
@@ -194,14 +201,7 @@ impl Sync {
             }
         });
 
-        // End-to-end encryption: to-device messages, key counts, device-list changes.
-        response.to_device.events = self
-            .keys
-            .take_to_device(req.user, req.device, since_pos, pos)
-            .await?
-            .iter()
-            .map(to_raw)
-            .collect();
+        // End-to-end encryption: key counts, device-list changes.
         response.device_one_time_keys_count = self
             .keys
             .one_time_key_counts(req.user, req.device)?

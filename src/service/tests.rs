@@ -89,20 +89,42 @@ async fn appended_events_are_signed_pdus_in_stream_order() {
     assert!(b.pdu.contains_key("hashes") && b.pdu.contains_key("signatures"));
     let rules = f.s.timeline.rules(&room).unwrap();
     let hash = ruma::signatures::reference_hash(&b.pdu, &rules).unwrap();
-    assert_eq!(b.event_id.as_str(), format!("${hash}"), "the ID is the reference hash");
+    assert_eq!(
+        b.event_id.as_str(),
+        format!("${hash}"),
+        "the ID is the reference hash"
+    );
 }
 
 #[tokio::test]
 async fn a_transaction_id_is_idempotent_per_room() {
     let f = services().await;
     let alice = user(&f.s, "alice").await;
-    let (r1, r2) = (room(&f.s, &alice, "shared").await, room(&f.s, &alice, "shared").await);
+    let (r1, r2) = (
+        room(&f.s, &alice, "shared").await,
+        room(&f.s, &alice, "shared").await,
+    );
     let ev = || NewEvent::message("m.room.message", json!({ "body": "hi" }));
-    let first = f.s.timeline.append(&r1, &alice, ev(), Some(txn("t1"))).await.unwrap();
-    let again = f.s.timeline.append(&r1, &alice, ev(), Some(txn("t1"))).await.unwrap();
+    let first =
+        f.s.timeline
+            .append(&r1, &alice, ev(), Some(txn("t1")))
+            .await
+            .unwrap();
+    let again =
+        f.s.timeline
+            .append(&r1, &alice, ev(), Some(txn("t1")))
+            .await
+            .unwrap();
     assert_eq!(first, again, "a retry returns the first event");
-    let other_room = f.s.timeline.append(&r2, &alice, ev(), Some(txn("t1"))).await.unwrap();
-    assert_ne!(first, other_room, "the same ID in another room is another send");
+    let other_room =
+        f.s.timeline
+            .append(&r2, &alice, ev(), Some(txn("t1")))
+            .await
+            .unwrap();
+    assert_ne!(
+        first, other_room,
+        "the same ID in another room is another send"
+    );
 }
 
 #[tokio::test]
@@ -115,15 +137,33 @@ async fn redacting_someone_elses_event_needs_the_redact_level_on_every_path() {
     let his = say(&f.s, &room, &bob, "bob's").await;
     // Bob (power 0) through the raw append path, as `/send/m.room.redaction` would.
     let forged = NewEvent::redaction(mine.event_id.clone(), json!({}));
-    let err = f.s.timeline.append(&room, &bob, forged, None).await.unwrap_err();
-    assert_eq!(err.kind(), Some(&ruma::api::error::ErrorKind::Forbidden), "{err}");
-    assert!(f.s.timeline.event(&mine.event_id).unwrap().unwrap().redacted_because.is_none());
+    let err =
+        f.s.timeline
+            .append(&room, &bob, forged, None)
+            .await
+            .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        Some(&ruma::api::error::ErrorKind::Forbidden),
+        "{err}"
+    );
+    assert!(
+        f.s.timeline
+            .event(&mine.event_id)
+            .unwrap()
+            .unwrap()
+            .redacted_because
+            .is_none()
+    );
     // His own event, and alice (the creator) redacting his: both allowed.
     let own = NewEvent::redaction(his.event_id.clone(), json!({}));
     f.s.timeline.append(&room, &bob, own, None).await.unwrap();
     let other = say(&f.s, &room, &bob, "again").await;
     let by_mod = NewEvent::redaction(other.event_id.clone(), json!({}));
-    f.s.timeline.append(&room, &alice, by_mod, None).await.unwrap();
+    f.s.timeline
+        .append(&room, &alice, by_mod, None)
+        .await
+        .unwrap();
     let redacted = f.s.timeline.event(&other.event_id).unwrap().unwrap();
     assert!(redacted.redacted_because.is_some());
     assert_eq!(body(&redacted), "", "the content is gone");
@@ -135,12 +175,23 @@ async fn state_at_a_position_is_the_state_then() {
     let alice = user(&f.s, "alice").await;
     let room = room(&f.s, &alice, "shared").await;
     let name = |n: &str| NewEvent::state(TimelineEventType::RoomName, "", json!({ "name": n }));
-    let first = f.s.timeline.append(&room, &alice, name("first"), None).await.unwrap();
+    let first =
+        f.s.timeline
+            .append(&room, &alice, name("first"), None)
+            .await
+            .unwrap();
     let first_pos = f.s.timeline.event(&first).unwrap().unwrap().pos;
     say(&f.s, &room, &alice, "between").await;
-    let second = f.s.timeline.append(&room, &alice, name("second"), None).await.unwrap();
+    let second =
+        f.s.timeline
+            .append(&room, &alice, name("second"), None)
+            .await
+            .unwrap();
     let key = ("m.room.name".to_owned(), String::new());
-    assert_eq!(f.s.timeline.state_at(&room, first_pos).unwrap()[&key], first);
+    assert_eq!(
+        f.s.timeline.state_at(&room, first_pos).unwrap()[&key],
+        first
+    );
     assert_eq!(f.s.timeline.current_state(&room).unwrap()[&key], second);
     assert_eq!(
         f.s.timeline
@@ -149,8 +200,14 @@ async fn state_at_a_position_is_the_state_then() {
         None,
         "before the first name there was none"
     );
-    let history = f.s.timeline.state_history(&room, "m.room.name", "").unwrap();
-    assert_eq!(history.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>(), [first, second]);
+    let history =
+        f.s.timeline
+            .state_history(&room, "m.room.name", "")
+            .unwrap();
+    assert_eq!(
+        history.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>(),
+        [first, second]
+    );
 }
 
 #[tokio::test]
@@ -158,15 +215,33 @@ async fn moderation_checks_the_targets_membership() {
     let f = services().await;
     let (alice, bob) = (user(&f.s, "alice").await, user(&f.s, "bob").await);
     let room = room(&f.s, &alice, "shared").await;
-    let kick = f.s.rooms.moderate(&alice, &room, &bob, Moderation::Kick, None).await;
+    let kick =
+        f.s.rooms
+            .moderate(&alice, &room, &bob, Moderation::Kick, None)
+            .await;
     assert!(kick.is_err(), "bob is not in the room");
-    let unban = f.s.rooms.moderate(&alice, &room, &bob, Moderation::Unban, None).await;
+    let unban =
+        f.s.rooms
+            .moderate(&alice, &room, &bob, Moderation::Unban, None)
+            .await;
     assert!(unban.is_err(), "bob is not banned");
     f.s.rooms.join(&bob, &room).await.unwrap();
-    f.s.rooms.moderate(&alice, &room, &bob, Moderation::Ban, None).await.unwrap();
-    assert_eq!(f.s.timeline.membership_state(&bob, &room).unwrap(), MembershipState::Ban);
-    f.s.rooms.moderate(&alice, &room, &bob, Moderation::Unban, None).await.unwrap();
-    assert_eq!(f.s.timeline.membership_state(&bob, &room).unwrap(), MembershipState::Leave);
+    f.s.rooms
+        .moderate(&alice, &room, &bob, Moderation::Ban, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.s.timeline.membership_state(&bob, &room).unwrap(),
+        MembershipState::Ban
+    );
+    f.s.rooms
+        .moderate(&alice, &room, &bob, Moderation::Unban, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.s.timeline.membership_state(&bob, &room).unwrap(),
+        MembershipState::Leave
+    );
 }
 
 /// Bodies of the messages `user` can see in the room, oldest first.
@@ -228,15 +303,17 @@ async fn former_members_see_up_to_their_leave_and_strangers_only_world_readable(
     say(&f.s, &room, &alice, "after leaving").await;
     assert_eq!(seen_bodies(&f.s, &bob, &room), ["while in"]);
     let reader = f.s.timeline.reader(&bob, &room).unwrap();
-    let leave = f
-        .s
-        .timeline
-        .state_event(&room, &"m.room.member".into(), bob.as_str())
-        .unwrap()
-        .unwrap();
+    let leave =
+        f.s.timeline
+            .state_event(&room, &"m.room.member".into(), bob.as_str())
+            .unwrap()
+            .unwrap();
     assert!(reader.sees(&leave), "a user sees their own leave");
     assert!(seen_bodies(&f.s, &eve, &room).is_empty());
-    assert!(f.s.timeline.readable(&eve, &room).is_err(), "strangers may not read");
+    assert!(
+        f.s.timeline.readable(&eve, &room).is_err(),
+        "strangers may not read"
+    );
 
     let open = room_with_visibility_and_message(&f.s, &alice, "world_readable").await;
     assert_eq!(seen_bodies(&f.s, &eve, &open), ["hello world"]);
@@ -292,4 +369,25 @@ async fn paginating_back_from_the_newest_point_returns_every_event_once() {
     }
     let want: Vec<String> = (1..=20).rev().map(|i| format!("m{i}")).collect();
     assert_eq!(seen, want, "newest first, none skipped, none twice");
+}
+
+#[tokio::test]
+async fn typing_wakes_only_the_rooms_members() {
+    let f = services().await;
+    let (alice, bob) = (user(&f.s, "alice").await, user(&f.s, "bob").await);
+    let (r1, r2) = (
+        room(&f.s, &alice, "shared").await,
+        room(&f.s, &bob, "shared").await,
+    );
+    let before = f.s.ephemeral.serial();
+    f.s.ephemeral
+        .set_typing(&r1, &alice, Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    assert!(f.s.ephemeral.typing_moved_in([&r1], before));
+    assert!(
+        !f.s.ephemeral.typing_moved_in([&r2], before),
+        "bob's room did not change"
+    );
+    let err = f.s.ephemeral.set_typing(&r2, &alice, None).unwrap_err();
+    assert_eq!(err.kind(), Some(&ruma::api::error::ErrorKind::Forbidden));
 }

@@ -1,8 +1,10 @@
 //! Sync and pagination tokens: one type for both.
 //!
 //! A token names a point in the stream: everything at positions up to and including `pos` is
-//! before it. `/sync` hands out `{pos}_{typing}` (the typing part tells which typing changes a
-//! client has seen); `/messages`, `/context` and the sync timelines' `prev_batch` hand out
+//! before it. `/sync` hands out `{pos}_{typing}_{to_device}`: the typing part tells which
+//! typing changes a client has seen, the to-device part up to which position its device has
+//! received to-device messages (a sync delivers at most `limits.to_device_per_sync`, so it may
+//! lag behind `pos`). `/messages`, `/context` and the sync timelines' `prev_batch` hand out
 //! `{pos}`. Any of them is accepted wherever a token is asked for, so a client may paginate
 //! back from a sync's `next_batch` or `prev_batch` and get exactly the events before it.
 
@@ -17,12 +19,18 @@ pub struct StreamToken {
     pub pos: u64,
     /// The typing serial a sync reported up to (0 in pagination tokens).
     pub typing: u64,
+    /// To-device messages up to this position were delivered (`pos` when all were).
+    pub to_device: u64,
 }
 
 impl StreamToken {
     /// The point after the event at `pos`.
     pub fn after(pos: u64) -> Self {
-        Self { pos, typing: 0 }
+        Self {
+            pos,
+            typing: 0,
+            to_device: pos,
+        }
     }
 
     /// The point before the event at `pos`.
@@ -30,16 +38,26 @@ impl StreamToken {
         Self::after(pos.saturating_sub(1))
     }
 
-    /// Parses `{pos}_{typing}` or `{pos}`, or fails with M_INVALID_PARAM.
+    /// Parses `{pos}_{typing}_{to_device}`, `{pos}_{typing}` or `{pos}`, or fails with
+    /// M_INVALID_PARAM.
     pub fn parse(token: &str) -> Result<Self> {
         let invalid = || Error::invalid_param(format!("Invalid token {token:?}"));
-        let (pos, typing) = match token.split_once('_') {
-            Some((pos, typing)) => (pos, typing.parse().map_err(|_| invalid())?),
-            None => (token, 0),
+        let mut parts = token.split('_');
+        let mut number = |default: Option<u64>| match (parts.next(), default) {
+            (Some(p), _) => p.parse::<u64>().map_err(|_| invalid()),
+            (None, Some(d)) => Ok(d),
+            (None, None) => Err(invalid()),
         };
+        let pos = number(None)?;
+        let typing = number(Some(0))?;
+        let to_device = number(Some(pos))?;
+        if parts.next().is_some() || to_device > pos {
+            return Err(invalid());
+        }
         Ok(Self {
-            pos: pos.parse().map_err(|_| invalid())?,
+            pos,
             typing,
+            to_device,
         })
     }
 
@@ -50,9 +68,9 @@ impl StreamToken {
 }
 
 impl fmt::Display for StreamToken {
-    /// The sync form, `{pos}_{typing}`.
+    /// The sync form, `{pos}_{typing}_{to_device}`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}_{}", self.pos, self.typing)
+        write!(f, "{}_{}_{}", self.pos, self.typing, self.to_device)
     }
 }
 
@@ -63,8 +81,11 @@ mod tests {
     #[test]
     fn sync_and_pagination_forms_parse() {
         let t = StreamToken::parse("42_7").unwrap();
-        assert_eq!((t.pos, t.typing), (42, 7));
-        assert_eq!(t.to_string(), "42_7");
+        assert_eq!((t.pos, t.typing, t.to_device), (42, 7, 42));
+        assert_eq!(t.to_string(), "42_7_42");
+        let d = StreamToken::parse("42_7_40").unwrap();
+        assert_eq!(d.to_device, 40);
+        assert_eq!(StreamToken::parse(&d.to_string()).unwrap(), d);
         let p = StreamToken::parse("42").unwrap();
         assert_eq!((p.pos, p.typing), (42, 0));
         assert_eq!(StreamToken::before(43).pagination(), "42");
@@ -73,7 +94,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_invalid_param() {
-        for bad in ["", "x", "1_x", "-1", "1_2_3", "s12"] {
+        for bad in ["", "x", "1_x", "-1", "1_2_3_4", "1_2_3", "s12"] {
             let err = StreamToken::parse(bad).unwrap_err();
             assert_eq!(
                 err.kind().map(|k| k.errcode()),

@@ -98,7 +98,10 @@ impl Users {
         registration_token: Option<&str>,
     ) -> Result<()> {
         let password_hash = match password {
-            Some(p) => Some(self.hash_password(p).await?),
+            Some(p) => {
+                self.check_password_strength(p)?;
+                Some(self.hash_password(p).await?)
+            }
             None => None,
         };
         let lock = self.core.lock("accounts");
@@ -266,14 +269,21 @@ impl Users {
         self.core.write(b).await
     }
 
-    pub async fn change_password(&self, user_id: &UserId, new_password: &str) -> Result<()> {
-        if new_password.is_empty() {
+    /// Fails with M_WEAK_PASSWORD when a password is shorter than `min_password_length`.
+    pub fn check_password_strength(&self, password: &str) -> Result<()> {
+        let min = self.core.config.min_password_length;
+        if password.chars().count() < min {
             return Err(Error::new(
                 http::StatusCode::BAD_REQUEST,
                 ruma::api::error::ErrorKind::WeakPassword,
-                "Password must not be empty",
+                format!("Passwords have at least {min} characters"),
             ));
         }
+        Ok(())
+    }
+
+    pub async fn change_password(&self, user_id: &UserId, new_password: &str) -> Result<()> {
+        self.check_password_strength(new_password)?;
         let mut account = self
             .account(user_id)?
             .ok_or_else(|| Error::not_found("No such user"))?;

@@ -20,6 +20,7 @@ pub fn config(dir: &Path) -> Config {
         rate_limit: tsunagu::config::RateLimit {
             burst: 1000,
             per_minute: 6000,
+            ..Default::default()
         },
         ..Default::default()
     }

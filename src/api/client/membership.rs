@@ -153,7 +153,11 @@ pub async fn get_member_events(
 ) -> ApiResult<get_member_events::v3::Response> {
     let b = &req.body;
     let at = b.at.as_deref().map(StreamToken::parse).transpose()?;
-    let members = s.timeline.members_at(req.sender()?, &b.room_id, at)?;
+    let (user, room_id) = (req.sender()?.clone(), b.room_id.clone());
+    let members = s
+        .timeline
+        .read_history(move |t| t.members_at(&user, &room_id, at))
+        .await?;
     let mut chunk = Vec::new();
     for ev in members {
         let Some((_, m)) = ev.member_change() else {

@@ -98,17 +98,26 @@ pub async fn get_message_events(
     req: Ruma<get_message_events::v3::Request>,
 ) -> ApiResult<get_message_events::v3::Response> {
     let b = &req.body;
-    let query = MessagesQuery {
-        from: b.from.as_deref().map(StreamToken::parse).transpose()?,
-        to: b.to.as_deref().map(StreamToken::parse).transpose()?,
-        dir: b.dir,
-        limit: u64::from(b.limit) as usize,
-        filter: &b.filter,
-    };
+    let (from, to) = (
+        b.from.as_deref().map(StreamToken::parse).transpose()?,
+        b.to.as_deref().map(StreamToken::parse).transpose()?,
+    );
     let lazy = matches!(b.filter.lazy_load_options, LazyLoadOptions::Enabled { .. });
+    let (user, room_id, filter) = (req.sender()?.clone(), b.room_id.clone(), b.filter.clone());
+    let (dir, limit) = (b.dir, u64::from(b.limit) as usize);
     let page = s
         .timeline
-        .messages(req.sender()?, &b.room_id, query, lazy)?;
+        .read_history(move |t| {
+            let query = MessagesQuery {
+                from,
+                to,
+                dir,
+                limit,
+                filter: &filter,
+            };
+            t.messages(&user, &room_id, query, lazy)
+        })
+        .await?;
     let view = device_view(&req)?;
     let raw = |seen: &Seen| seen_raw(&s, &view, seen);
     let mut res = get_message_events::v3::Response::new();
@@ -129,13 +138,12 @@ pub async fn get_context(
     req: Ruma<get_context::v3::Request>,
 ) -> ApiResult<get_context::v3::Response> {
     let b = &req.body;
-    let context = s.timeline.context(
-        req.sender()?,
-        &b.room_id,
-        &b.event_id,
-        u64::from(b.limit) as usize,
-        &b.filter,
-    )?;
+    let (user, room_id, event_id) = (req.sender()?.clone(), b.room_id.clone(), b.event_id.clone());
+    let (limit, filter) = (u64::from(b.limit) as usize, b.filter.clone());
+    let context = s
+        .timeline
+        .read_history(move |t| t.context(&user, &room_id, &event_id, limit, &filter))
+        .await?;
     let view = device_view(&req)?;
     let raw = |seen: &Seen| seen_raw(&s, &view, seen);
     let mut res = get_context::v3::Response::new();

@@ -1,16 +1,20 @@
 //! The one path that appends events to rooms.
 //!
-//! Local sends, joins, state changes and room creation all end in [`Timeline::append`] (or
-//! [`Timeline::append_create`] for a room's first event), in three steps:
+//! Local sends, joins, state changes and room creation all end here, in three steps per event:
 //! [`build`](Timeline::build) the PDU (auth events, hashes, signature, reference-hash ID),
-//! [`authorize`](Timeline::authorize) it with ruma's state-res rules against the current state
-//! and with the redaction rule, then [`persist`](Timeline::persist) the event, its timeline
-//! entry, state, membership, state history, transaction ID and any redaction in one atomic batch
-//! at a new stream position.
+//! [`authorize`](Timeline::authorize) it with ruma's state-res rules and the redaction rule
+//! against the room as it will be, then [`persist`](Timeline::persist) everything the events
+//! change in one atomic batch, one stream position per event.
+//!
+//! Events are built against a [`Pending`] room: the stored room plus the events built so far.
+//! [`Timeline::append`] builds one event; [`Timeline::create_room`] builds a whole new room's
+//! first events and persists them together, so a refused event leaves no half-made room.
+
+use std::collections::{BTreeMap, HashMap};
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, RoomId,
-    RoomVersionId, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedUserId,
+    RoomId, RoomVersionId, UserId,
     events::{StateEventType, TimelineEventType},
     room_version_rules::RoomVersionRules,
     state_res,
@@ -26,6 +30,12 @@ use crate::{
         StoredEvent, StreamEntry, TIMELINE, TRANSACTIONS, TxnInfo, TxnScope, scoped_txn,
     },
 };
+
+/// The largest PDU the spec allows, in bytes of canonical JSON.
+pub const MAX_PDU_BYTES: usize = 65_536;
+
+/// The longest event type, state key, sender or room ID the spec allows, in bytes.
+pub const MAX_ID_BYTES: usize = 255;
 
 /// An event a local user wants to add to a room.
 #[derive(Clone, Debug)]
@@ -94,25 +104,45 @@ impl Txn {
     }
 }
 
-/// A signed PDU ready to be authorized.
+/// A signed, authorized PDU waiting to be persisted.
 struct Built {
     event_id: OwnedEventId,
-    room_id: OwnedRoomId,
     obj: CanonicalJsonObject,
-    room: Option<RoomRecord>,
+    pdu: Pdu,
+    replaces_state: Option<OwnedEventId>,
+    txn: Option<Txn>,
+}
+
+/// A room as it will be once the events built so far are persisted.
+pub struct Pending {
+    /// None until a version 12 room's create event is built (its hash is the room's ID).
+    room_id: Option<OwnedRoomId>,
+    /// The room is in the store (else it is being created by these events).
+    stored: bool,
     version: RoomVersionId,
     rules: RoomVersionRules,
-    depth: u64,
+    record: Option<RoomRecord>,
+    /// State keys the built events set.
+    state: BTreeMap<(String, String), OwnedEventId>,
+    built: Vec<Built>,
+}
+
+impl Pending {
+    fn room_id(&self) -> Result<&RoomId> {
+        self.room_id
+            .as_deref()
+            .ok_or_else(|| Error::internal("the room has no create event yet"))
+    }
 }
 
 impl Timeline {
-    /// Creates a room: appends its `m.room.create` event and returns the new room's ID.
-    /// In room version 12 the ID is derived from the create event's ID.
-    pub async fn append_create(
+    /// Creates a room from its first events (`m.room.create` first) and returns its ID. Every
+    /// event is built and authorized before any is written: all are persisted, or none.
+    pub async fn create_room(
         &self,
         sender: &UserId,
         version: &RoomVersionId,
-        content: JsonValue,
+        events: Vec<NewEvent>,
     ) -> Result<OwnedRoomId> {
         let rules = rules_for(version)?;
         let room_id = if rules.authorization.room_create_event_id_as_room_id {
@@ -125,13 +155,21 @@ impl Timeline {
             );
             Some(OwnedRoomId::try_from(id).map_err(Error::internal)?)
         };
-        let ev = NewEvent::state(TimelineEventType::RoomCreate, "", content);
-        // v12 rooms have no ID until the create event is hashed: creations share one lock.
-        let lock = self.core.lock("room-create");
-        let _guard = lock.lock().await;
-        let built = self.build(room_id.as_deref(), Some(version), sender, &ev)?;
-        self.authorize(&built)?;
-        Ok(self.persist(built, &ev, None).await?.1)
+        let mut pending = Pending {
+            room_id,
+            stored: false,
+            version: version.clone(),
+            rules,
+            record: None,
+            state: BTreeMap::new(),
+            built: Vec::new(),
+        };
+        for ev in events {
+            self.add(&mut pending, sender, ev, None)?;
+        }
+        let room_id = pending.room_id()?.to_owned();
+        self.persist(pending).await?;
+        Ok(room_id)
     }
 
     /// Appends an event by a local user to an existing room.
@@ -145,57 +183,136 @@ impl Timeline {
         let lock = self.core.lock(room_id.as_str());
         let _guard = lock.lock().await;
         // Idempotent sends: a repeated transaction returns the first event.
-        if let Some(t) = &txn
-            && let Some(id) = self.txn_event(room_id, sender, t)?
-        {
-            return Ok(id);
+        if let Some(t) = &txn {
+            let key = t.key(room_id);
+            if let Some(id) = self
+                .core
+                .store
+                .get(&TRANSACTIONS, (sender, &t.info.device_id, &key))?
+            {
+                return Ok(id);
+            }
         }
-        let built = self.build(Some(room_id), None, sender, &ev)?;
-        self.authorize(&built)?;
-        Ok(self.persist(built, &ev, txn).await?.0)
+        let record = self.known_room(room_id)?;
+        let mut pending = Pending {
+            room_id: Some(room_id.to_owned()),
+            stored: true,
+            version: record.version.clone(),
+            rules: rules_for(&record.version)?,
+            record: Some(record),
+            state: BTreeMap::new(),
+            built: Vec::new(),
+        };
+        let event_id = self.add(&mut pending, sender, ev, txn)?;
+        self.persist(pending).await?;
+        Ok(event_id)
     }
 
-    fn txn_event(
+    /// The state event of `(ty, state_key)` in the pending room.
+    fn pending_state(
         &self,
-        room_id: &RoomId,
-        sender: &UserId,
-        t: &Txn,
+        p: &Pending,
+        ty: &str,
+        state_key: &str,
     ) -> Result<Option<OwnedEventId>> {
-        let scope = if t.via_redact {
-            TxnScope::Redact(room_id)
-        } else {
-            TxnScope::Send(room_id)
+        if let Some(id) = p.state.get(&(ty.to_owned(), state_key.to_owned())) {
+            return Ok(Some(id.clone()));
+        }
+        match &p.room_id {
+            Some(room_id) if p.stored => self.current_state_id(room_id, ty, state_key),
+            _ => Ok(None),
+        }
+    }
+
+    /// An event of the pending room, built or stored.
+    fn pending_pdu(&self, p: &Pending, id: &EventId) -> Option<Pdu> {
+        match p.built.iter().find(|b| b.event_id == id) {
+            Some(b) => Some(b.pdu.clone()),
+            None => self.pdu(id),
+        }
+    }
+
+    /// Builds and authorizes one event against the pending room and adds it there.
+    fn add(
+        &self,
+        p: &mut Pending,
+        sender: &UserId,
+        ev: NewEvent,
+        txn: Option<Txn>,
+    ) -> Result<OwnedEventId> {
+        let (event_id, obj, depth) = self.build(p, sender, &ev)?;
+        let pdu = Pdu::from_object(event_id.clone(), &obj)?;
+        if p.room_id.is_none() {
+            // A version 12 room's ID is its create event's reference hash.
+            let hash = event_id.as_str().trim_start_matches('$');
+            p.room_id = Some(OwnedRoomId::try_from(format!("!{hash}")).map_err(Error::internal)?);
+        }
+        self.authorize(p, &pdu)?;
+        let replaces_state = match &ev.state_key {
+            Some(sk) => self.pending_state(p, ev.kind.to_string().as_str(), sk)?,
+            None => None,
         };
-        let key = scoped_txn(scope, t.info.txn_id.as_str());
-        Ok(self
-            .core
-            .store
-            .get(&TRANSACTIONS, (sender, &t.info.device_id, &key))?)
+        if let Some(sk) = &ev.state_key {
+            p.state
+                .insert((ev.kind.to_string(), sk.clone()), event_id.clone());
+        }
+        let create_event_id = p
+            .record
+            .as_ref()
+            .map(|r| r.create_event_id.clone())
+            .unwrap_or_else(|| event_id.clone());
+        p.record = Some(RoomRecord {
+            version: p.version.clone(),
+            create_event_id,
+            extremities: vec![event_id.clone()],
+            depth,
+        });
+        p.built.push(Built {
+            event_id: event_id.clone(),
+            obj,
+            pdu,
+            replaces_state,
+            txn,
+        });
+        Ok(event_id)
     }
 
     /// Step 1: the signed PDU with its auth events, prev events, hashes and reference-hash ID.
+    /// Refuses events over the spec's size limits with M_TOO_LARGE.
     fn build(
         &self,
-        room_id: Option<&RoomId>,
-        new_version: Option<&RoomVersionId>,
+        p: &Pending,
         sender: &UserId,
         ev: &NewEvent,
-    ) -> Result<Built> {
-        let room = match (room_id, new_version) {
-            (Some(r), None) => Some(self.known_room(r)?),
-            _ => None,
+    ) -> Result<(OwnedEventId, CanonicalJsonObject, u64)> {
+        let too_large = |what: String| {
+            Error::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                ruma::api::error::ErrorKind::TooLarge,
+                what,
+            )
         };
-        let version = match (&room, new_version) {
-            (Some(r), _) => r.version.clone(),
-            (None, Some(v)) => v.clone(),
-            (None, None) => return Err(Error::not_found("Unknown room")),
-        };
-        let rules = rules_for(&version)?;
+        let kind = ev.kind.to_string();
+        if kind.len() > MAX_ID_BYTES {
+            return Err(too_large(format!(
+                "Event types are at most {MAX_ID_BYTES} bytes"
+            )));
+        }
+        if ev
+            .state_key
+            .as_ref()
+            .is_some_and(|k| k.len() > MAX_ID_BYTES)
+        {
+            return Err(too_large(format!(
+                "State keys are at most {MAX_ID_BYTES} bytes"
+            )));
+        }
+        let rules = &p.rules;
         let content_raw = serde_json::value::to_raw_value(&ev.content)?;
 
-        // Auth events: the spec's selection, from the current state.
+        // Auth events: the spec's selection, from the room's state.
         let mut auth_events = Vec::new();
-        if let (Some(room_id), Some(_)) = (room_id, &room) {
+        if p.record.is_some() {
             let types = state_res::auth_types_for_event(
                 &ev.kind,
                 sender,
@@ -205,14 +322,14 @@ impl Timeline {
             )
             .map_err(Error::bad_json)?;
             for (ty, sk) in types {
-                if let Some(id) = self.current_state_id(room_id, &ty.to_string(), &sk)? {
+                if let Some(id) = self.pending_state(p, &ty.to_string(), &sk)? {
                     auth_events.push(id);
                 }
             }
         }
 
         let mut obj = CanonicalJsonObject::new();
-        let (prev_events, depth) = match &room {
+        let (prev_events, depth) = match &p.record {
             Some(r) => (r.extremities.clone(), r.depth + 1),
             None => (vec![], 1),
         };
@@ -238,8 +355,8 @@ impl Timeline {
             int(ev.timestamp.unwrap_or_else(now_ms))?,
         );
         obj.insert("sender".into(), string(sender.to_string()));
-        obj.insert("type".into(), string(ev.kind.to_string()));
-        if let Some(room_id) = room_id {
+        obj.insert("type".into(), string(kind));
+        if let Some(room_id) = &p.room_id {
             obj.insert("room_id".into(), string(room_id.to_string()));
         }
         if let Some(sk) = &ev.state_key {
@@ -260,174 +377,173 @@ impl Timeline {
             &mut obj,
             &rules.redaction,
         )
-        .map_err(|e| Error::bad_json(format!("cannot sign event: {e}")))?;
-        let hash = ruma::signatures::reference_hash(&obj, &rules).map_err(|e| {
-            Error::new(
-                http::StatusCode::PAYLOAD_TOO_LARGE,
-                ruma::api::error::ErrorKind::TooLarge,
-                e.to_string(),
-            )
+        .map_err(|e| match e {
+            ruma::signatures::JsonError::PduTooLarge => {
+                too_large(format!("Events are at most {MAX_PDU_BYTES} bytes"))
+            }
+            e => Error::bad_json(format!("cannot sign event: {e}")),
         })?;
+        let size = serde_json::to_vec(&obj)?.len();
+        if size > MAX_PDU_BYTES {
+            return Err(too_large(format!(
+                "The event is {size} bytes; events are at most {MAX_PDU_BYTES}"
+            )));
+        }
+        let hash =
+            ruma::signatures::reference_hash(&obj, rules).map_err(|e| too_large(e.to_string()))?;
         let event_id = OwnedEventId::try_from(format!("${hash}")).map_err(Error::internal)?;
-        let room_id = match room_id {
-            Some(r) => r.to_owned(),
-            None => OwnedRoomId::try_from(format!("!{hash}")).map_err(Error::internal)?,
-        };
-        Ok(Built {
-            event_id,
-            room_id,
-            obj,
-            room,
-            version,
-            rules,
-            depth,
-        })
+        Ok((event_id, obj, depth))
     }
 
-    /// Step 2: the spec's authorization rules (ruma state-res) against the current state, and
-    /// the redaction rule: only the original sender or someone with the `redact` power level
-    /// may redact an event.
-    fn authorize(&self, b: &Built) -> Result<()> {
-        let pdu = Pdu::from_object(b.event_id.clone(), &b.obj)?;
-        let create_id = b.room.as_ref().map(|r| r.create_event_id.clone());
-        let fetch_event = |id: &EventId| self.pdu(id);
-        state_res::check_state_independent_auth_rules(&b.rules.authorization, &pdu, fetch_event)
+    /// Step 2: the spec's authorization rules (ruma state-res) against the pending room's
+    /// state, and the redaction rule: only the original sender or someone with the `redact`
+    /// power level may redact an event.
+    fn authorize(&self, p: &Pending, pdu: &Pdu) -> Result<()> {
+        let rules = &p.rules.authorization;
+        let fetch_event = |id: &EventId| self.pending_pdu(p, id);
+        state_res::check_state_independent_auth_rules(rules, pdu, fetch_event)
             .map_err(|e| Error::forbidden(format!("Event not allowed: {e}")))?;
         let fetch_state = |ty: &StateEventType, sk: &str| -> Option<Pdu> {
-            if *ty == StateEventType::RoomCreate {
-                return create_id.as_deref().and_then(|id| self.pdu(id));
+            if *ty == StateEventType::RoomCreate
+                && let Some(record) = &p.record
+            {
+                return self.pending_pdu(p, &record.create_event_id);
             }
-            self.current_state_id(&b.room_id, &ty.to_string(), sk)
+            self.pending_state(p, &ty.to_string(), sk)
                 .ok()
                 .flatten()
-                .and_then(|id| self.pdu(&id))
+                .and_then(|id| self.pending_pdu(p, &id))
         };
-        state_res::check_state_dependent_auth_rules(&b.rules.authorization, &pdu, fetch_state)
+        state_res::check_state_dependent_auth_rules(rules, pdu, fetch_state)
             .map_err(|e| Error::forbidden(format!("Event not allowed: {e}")))?;
         if pdu.kind == TimelineEventType::RoomRedaction {
+            let room_id = p.room_id()?;
             let target = pdu
                 .redacts
                 .as_ref()
                 .ok_or_else(|| Error::bad_json("A redaction needs `redacts`"))?;
             let target = self
                 .event(target)?
-                .filter(|t| t.room_id == b.room_id)
+                .filter(|t| t.room_id == room_id)
                 .ok_or_else(|| Error::not_found("The event to redact is not in this room"))?;
-            if target.sender().as_deref() != Some(&*pdu.sender)
-                && !self
-                    .power_levels(&b.room_id)?
+            if target.sender().as_deref() != Some(&*pdu.sender) {
+                let create = p
+                    .record
+                    .as_ref()
+                    .and_then(|r| self.pending_pdu(p, &r.create_event_id));
+                let levels = self
+                    .pending_state(p, "m.room.power_levels", "")?
+                    .and_then(|id| self.pending_pdu(p, &id));
+                if !super::state::power_levels_from(&p.rules, create.as_ref(), levels.as_ref())
                     .user_can_redact_event_of_other(&pdu.sender)
-            {
-                return Err(Error::forbidden("You may not redact other users' events"));
+                {
+                    return Err(Error::forbidden("You may not redact other users' events"));
+                }
             }
         }
         Ok(())
     }
 
-    /// Step 3: everything the event changes, in one atomic batch at a new stream position.
-    async fn persist(
-        &self,
-        b: Built,
-        ev: &NewEvent,
-        txn: Option<Txn>,
-    ) -> Result<(OwnedEventId, OwnedRoomId)> {
-        let Built {
-            event_id,
-            room_id,
-            obj,
-            room,
-            version,
-            rules,
-            depth,
-        } = b;
-        let sender = ruma::OwnedUserId::try_from(
-            obj.get("sender")
-                .and_then(|s| s.as_str())
-                .ok_or_else(|| Error::internal("built event without sender"))?,
-        )
-        .map_err(Error::internal)?;
-        let state_pair = ev
-            .state_key
-            .as_ref()
-            .map(|sk| (ev.kind.to_string(), sk.clone()));
-        let replaces_state = match &state_pair {
-            Some((ty, sk)) if room.is_some() => self.current_state_id(&room_id, ty, sk)?,
-            _ => None,
-        };
-        let member_target = (ev.kind == TimelineEventType::RoomMember)
-            .then(|| ev.state_key.as_deref().and_then(|s| UserId::parse(s).ok()))
-            .flatten();
-        let redaction_target = match (&ev.kind, &ev.redacts) {
-            (TimelineEventType::RoomRedaction, Some(target)) => {
-                self.event(target)?.filter(|t| t.room_id == room_id)
+    /// Step 3: everything the built events change, in one atomic batch, one stream position
+    /// per event.
+    async fn persist(&self, p: Pending) -> Result<()> {
+        let room_id = p.room_id()?.to_owned();
+        let record = p
+            .record
+            .ok_or_else(|| Error::internal("nothing was built"))?;
+        // Redactions rewrite their targets; load them before taking the writer.
+        let mut targets: HashMap<OwnedEventId, StoredEvent> = HashMap::new();
+        for b in &p.built {
+            if b.pdu.kind == TimelineEventType::RoomRedaction
+                && let Some(target) = &b.pdu.redacts
+                && let Some(ev) = self.event(target)?.filter(|t| t.room_id == room_id)
+            {
+                targets.insert(target.clone(), ev);
             }
-            _ => None,
-        };
-        let create_id = room.as_ref().map(|r| r.create_event_id.clone());
-        let entry = StreamEntry {
-            room: Some(room_id.clone()),
-            user: member_target.clone(),
-            keys: None,
-        };
+        }
+        let entries = p
+            .built
+            .iter()
+            .map(|b| StreamEntry {
+                room: Some(room_id.clone()),
+                user: member_target(&b.pdu),
+                keys: None,
+            })
+            .collect();
+        let rules = p.rules;
         self.core
-            .commit(entry, |pos, batch| {
-                let stored = StoredEvent {
-                    event_id: event_id.clone(),
-                    room_id: room_id.clone(),
-                    pos,
-                    pdu: obj,
-                    txn: txn.as_ref().map(|t| t.info.clone()),
-                    replaces_state,
-                    redacted_because: None,
-                };
-                batch.put(&EVENTS, &event_id, &stored);
-                batch.put(&TIMELINE, (&room_id, pos), &event_id);
-                let record = RoomRecord {
-                    version: version.clone(),
-                    create_event_id: create_id.clone().unwrap_or_else(|| event_id.clone()),
-                    extremities: vec![event_id.clone()],
-                    depth,
-                };
-                batch.put(&ROOMS, &room_id, &record);
-                if let Some((ty, sk)) = &state_pair {
-                    batch.put(&ROOM_STATE, (&room_id, ty.as_str(), sk.as_str()), &event_id);
-                    batch.put(
-                        &STATE_HISTORY,
-                        (&room_id, ty.as_str(), sk.as_str(), pos),
-                        &event_id,
-                    );
-                }
-                if let Some(target) = &member_target {
-                    let membership = super::pdu::membership_of(&ev.content);
-                    batch.put(
-                        &MEMBERSHIPS,
-                        (target, &room_id),
-                        &MembershipRecord {
-                            membership,
-                            event_id: event_id.clone(),
-                            pos,
-                        },
-                    );
-                }
-                if let Some(t) = &txn {
-                    let key = t.key(&room_id);
-                    batch.put(&TRANSACTIONS, (&sender, &t.info.device_id, &key), &event_id);
-                }
-                if let Some(mut target) = redaction_target {
-                    // The client view adds `redacted_because` from our own record.
-                    if let Ok(redacted) =
-                        ruma::canonical_json::redact(target.pdu.clone(), &rules.redaction, None)
-                    {
-                        target.pdu = redacted;
-                        target.redacted_because = Some(event_id.clone());
-                        batch.put(&EVENTS, &target.event_id, &target);
+            .commit_many(entries, |first, batch| {
+                for (i, b) in p.built.into_iter().enumerate() {
+                    let pos = first + i as u64;
+                    let sender: OwnedUserId = b.pdu.sender.clone();
+                    if let Some(sk) = &b.pdu.state_key {
+                        let ty = b.pdu.kind.to_string();
+                        batch.put(
+                            &ROOM_STATE,
+                            (&room_id, ty.as_str(), sk.as_str()),
+                            &b.event_id,
+                        );
+                        batch.put(
+                            &STATE_HISTORY,
+                            (&room_id, ty.as_str(), sk.as_str(), pos),
+                            &b.event_id,
+                        );
                     }
+                    if let Some(target) = member_target(&b.pdu) {
+                        let content: JsonValue =
+                            serde_json::from_str(b.pdu.content.get()).unwrap_or_default();
+                        let record = MembershipRecord {
+                            membership: super::pdu::membership_of(&content),
+                            event_id: b.event_id.clone(),
+                            pos,
+                        };
+                        batch.put(&MEMBERSHIPS, (&target, &room_id), &record);
+                    }
+                    if let Some(t) = &b.txn {
+                        let key = t.key(&room_id);
+                        batch.put(
+                            &TRANSACTIONS,
+                            (&sender, &t.info.device_id, &key),
+                            &b.event_id,
+                        );
+                    }
+                    if let Some(target) = b.pdu.redacts.as_ref().and_then(|t| targets.remove(t)) {
+                        // The client view adds `redacted_because` from our own record.
+                        let mut target = target;
+                        if let Ok(redacted) =
+                            ruma::canonical_json::redact(target.pdu.clone(), &rules.redaction, None)
+                        {
+                            target.pdu = redacted;
+                            target.redacted_because = Some(b.event_id.clone());
+                            batch.put(&EVENTS, &target.event_id, &target);
+                        }
+                    }
+                    let stored = StoredEvent {
+                        event_id: b.event_id.clone(),
+                        room_id: room_id.clone(),
+                        pos,
+                        pdu: b.obj,
+                        txn: b.txn.map(|t| t.info),
+                        replaces_state: b.replaces_state,
+                        redacted_because: None,
+                    };
+                    batch.put(&EVENTS, &b.event_id, &stored);
+                    batch.put(&TIMELINE, (&room_id, pos), &b.event_id);
                 }
+                batch.put(&ROOMS, &room_id, &record);
                 Ok(())
             })
             .await?;
-        Ok((event_id, room_id))
+        Ok(())
     }
+}
+
+/// The user a membership event is about.
+fn member_target(pdu: &Pdu) -> Option<OwnedUserId> {
+    if pdu.kind != TimelineEventType::RoomMember {
+        return None;
+    }
+    pdu.state_key.as_deref().and_then(|s| UserId::parse(s).ok())
 }
 
 /// Converts client JSON into canonical JSON, refusing floats and out-of-range integers.

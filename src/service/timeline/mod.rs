@@ -18,15 +18,14 @@ pub use pdu::{ClientView, Pdu};
 use super::core::Core;
 use crate::{
     error::{Error, Result},
-    store::{
-        Batch, EVENTS, ROOM_STATE, ROOMS, RoomRecord, SCHEMA_VERSION, STATE_HISTORY, StoredEvent,
-        TIMELINE,
-    },
+    store::{Batch, EVENTS, ROOM_STATE, ROOMS, RoomRecord, STATE_HISTORY, StoredEvent, TIMELINE},
 };
 
 /// Events, room state and memberships. Depends on nothing but [`Core`].
 pub struct Timeline {
     core: Arc<Core>,
+    /// History reads running at once (`limits.history_reads`).
+    history_reads: tokio::sync::Semaphore,
 }
 
 /// The rules of a room version, or an internal error for a version without rules.
@@ -38,16 +37,35 @@ pub fn rules_for(version: &RoomVersionId) -> Result<RoomVersionRules> {
 
 impl Timeline {
     pub fn new(core: Arc<Core>) -> Self {
-        Self { core }
+        let history_reads = tokio::sync::Semaphore::new(core.config.limits.history_reads);
+        Self {
+            core,
+            history_reads,
+        }
     }
 
-    /// Builds indexes that older data directories lack. Runs once per data directory.
-    pub async fn migrate(&self) -> Result<()> {
+    /// Runs a history read (`/messages`, `/context`, `/members?at=`) on the blocking pool,
+    /// `limits.history_reads` at a time: a deep read neither stalls the request workers nor
+    /// piles up when many arrive at once.
+    pub async fn read_history<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&Timeline) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _permit = self
+            .history_reads
+            .acquire()
+            .await
+            .map_err(Error::internal)?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || read(&this))
+            .await
+            .map_err(Error::internal)?
+    }
+
+    /// Builds the state history index from every room's timeline (data directories from
+    /// before schema version 1 lack it).
+    pub async fn build_state_history(&self) -> Result<()> {
         let store = &self.core.store;
-        if store.get_single(&SCHEMA_VERSION)?.unwrap_or(0) >= 1 {
-            return Ok(());
-        }
-        // 1: the state history index, from every room's timeline.
         let mut rooms = 0;
         for item in store.scan(ROOMS.all()) {
             let ((room_id,), _) = item?;
@@ -67,9 +85,7 @@ impl Timeline {
             store.apply(b)?;
             rooms += 1;
         }
-        let mut b = Batch::default();
-        b.put_single(&SCHEMA_VERSION, &1);
-        self.core.write(b).await?;
+        self.core.persist().await?;
         if rooms > 0 {
             tracing::info!(rooms, "built the state history index");
         }

@@ -11,10 +11,11 @@ use ruma::{
             power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent},
         },
     },
+    room_version_rules::RoomVersionRules,
 };
 use serde_json::Value as JsonValue;
 
-use super::Timeline;
+use super::{Pdu, Timeline};
 use crate::{
     error::{Error, Result},
     store::{MEMBERSHIPS, MembershipRecord, ROOM_STATE, STATE_HISTORY, StoredEvent},
@@ -210,36 +211,43 @@ impl Timeline {
             .collect())
     }
 
-    /// The room's creators: the create event's sender and, from room version 12, its
-    /// `additional_creators`.
-    pub fn creators(&self, room_id: &RoomId) -> Result<Vec<OwnedUserId>> {
-        let record = self.known_room(room_id)?;
-        let create = self
-            .event(&record.create_event_id)?
-            .ok_or_else(|| Error::internal("create event missing"))?;
-        let mut creators: Vec<OwnedUserId> = create.sender().into_iter().collect();
-        if super::rules_for(&record.version)?
-            .authorization
-            .additional_room_creators
-            && let Some(extra) = create.content().get("additional_creators")
-            && let Ok(extra) = serde_json::from_value::<Vec<OwnedUserId>>(extra.clone())
-        {
-            creators.extend(extra);
-        }
-        Ok(creators)
-    }
-
     /// The room's power levels as the spec defines them (defaults when the room has no
     /// `m.room.power_levels` event; room creators above every number from version 12).
     pub fn power_levels(&self, room_id: &RoomId) -> Result<RoomPowerLevels> {
-        let rules = self.rules(room_id)?;
-        let content = self
-            .state_content(room_id, &StateEventType::RoomPowerLevels, "")?
-            .and_then(|c| serde_json::from_value::<RoomPowerLevelsEventContent>(c).ok());
-        Ok(RoomPowerLevels::new(
-            content.into(),
-            &rules.authorization,
-            self.creators(room_id)?,
+        let record = self.known_room(room_id)?;
+        let create = self.pdu(&record.create_event_id);
+        let levels = self
+            .state_event_id(room_id, &StateEventType::RoomPowerLevels, "")?
+            .and_then(|id| self.pdu(&id));
+        Ok(power_levels_from(
+            &super::rules_for(&record.version)?,
+            create.as_ref(),
+            levels.as_ref(),
         ))
     }
+}
+
+/// Power levels from a room's create event and its `m.room.power_levels` event (if any).
+/// Creators are the create event's sender and, from version 12, its `additional_creators`.
+pub fn power_levels_from(
+    rules: &RoomVersionRules,
+    create: Option<&Pdu>,
+    levels: Option<&Pdu>,
+) -> RoomPowerLevels {
+    let mut creators: Vec<OwnedUserId> = create.map(|c| c.sender.clone()).into_iter().collect();
+    if rules.authorization.additional_room_creators
+        && let Some(create) = create
+    {
+        #[derive(serde::Deserialize)]
+        struct Extra {
+            #[serde(default)]
+            additional_creators: Vec<OwnedUserId>,
+        }
+        if let Ok(extra) = serde_json::from_str::<Extra>(create.content.get()) {
+            creators.extend(extra.additional_creators);
+        }
+    }
+    let content = levels
+        .and_then(|l| serde_json::from_str::<RoomPowerLevelsEventContent>(l.content.get()).ok());
+    RoomPowerLevels::new(content.into(), &rules.authorization, creators)
 }
