@@ -16,6 +16,10 @@ use tokio::{
 };
 use tsunagu::{Config, Server};
 
+/// The tests of this file run one at a time: each measures `/versions` while it attacks, and
+/// another test's attack would be measured with it.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn start_with(dir: &Path, change: impl FnOnce(&mut Config)) -> Server {
     let mut config = common::config(dir);
     change(&mut config);
@@ -132,6 +136,7 @@ async fn send_text(http: &Http, token: &str, room: &str, txn: &str, body: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_bodies_are_refused_before_they_are_read() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let http = Http::new(&server.url());
@@ -188,6 +193,7 @@ async fn big_bodies_are_refused_before_they_are_read() {
 
 #[tokio::test]
 async fn events_over_the_spec_limits_are_too_large() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let http = Http::new(&server.url());
@@ -261,6 +267,7 @@ async fn events_over_the_spec_limits_are_too_large() {
 
 #[tokio::test]
 async fn a_body_that_never_arrives_times_out() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = start_with(dir.path(), |c| c.limits.body_timeout_secs = 1).await;
     let http = Http::new(&server.url());
@@ -281,6 +288,7 @@ async fn a_body_that_never_arrives_times_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slow_connections_are_closed_and_do_not_lock_clients_out() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     raise_open_file_limit();
     let dir = tempfile::tempdir().unwrap();
     let server = start_with(dir.path(), |c| c.limits.header_timeout_secs = 1).await;
@@ -327,6 +335,7 @@ async fn idle_and_slow_connections_are_closed_and_do_not_lock_clients_out() {
 
 #[tokio::test]
 async fn connections_over_the_cap_get_a_spec_error() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = start_with(dir.path(), |c| c.limits.max_connections = 8).await;
     let mut held = Vec::new();
@@ -385,6 +394,7 @@ fn to_device_count(sync: &Value) -> usize {
 
 #[tokio::test]
 async fn to_device_messages_are_capped_per_sync_queue_and_size() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = start_with(dir.path(), |c| {
         c.limits.to_device_per_sync = 10;
@@ -471,6 +481,7 @@ async fn to_device_messages_are_capped_per_sync_queue_and_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_history_reads_do_not_stall_the_server() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let http = Http::new(&server.url());
@@ -549,6 +560,7 @@ async fn deep_history_reads_do_not_stall_the_server() {
 
 #[tokio::test]
 async fn one_time_keys_cannot_be_drained() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = start_with(dir.path(), |c| {
         c.rate_limit.key_claims_burst = 5;
@@ -617,6 +629,7 @@ async fn one_time_keys_cannot_be_drained() {
 
 #[tokio::test]
 async fn a_member_cannot_redact_others_through_send() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let http = Http::new(&server.url());
@@ -662,6 +675,7 @@ async fn a_member_cannot_redact_others_through_send() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_use_token_makes_one_account() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = start_with(dir.path(), |c| {
         c.registration = tsunagu::config::Registration::Token;
@@ -699,6 +713,7 @@ async fn a_single_use_token_makes_one_account() {
 
 #[tokio::test]
 async fn spec_refusals_of_the_core() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let http = Http::new(&server.url());
@@ -792,6 +807,7 @@ async fn spec_refusals_of_the_core() {
 
 #[tokio::test]
 async fn context_shows_a_former_member_the_state_when_they_left() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let http = Http::new(&server.url());
