@@ -240,8 +240,7 @@ async fn registration_token_is_single_use() {
         .await;
     assert_eq!(status, 401);
     assert_eq!(res["errcode"], "M_FORBIDDEN");
-    let dummy =
-        json!({ "username": "alice", "password": "password1", "auth": { "type": "m.login.dummy" } });
+    let dummy = json!({ "username": "alice", "password": "password1", "auth": { "type": "m.login.dummy" } });
     assert_eq!(
         http.json("POST", "/_matrix/client/v3/register", None, dummy)
             .await

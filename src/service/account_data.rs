@@ -106,6 +106,26 @@ impl AccountData {
         Ok(out)
     }
 
+    /// The users `user` ignores (`m.ignored_user_list`).
+    pub fn ignored_users(
+        &self,
+        user: &UserId,
+    ) -> Result<std::collections::HashSet<ruma::OwnedUserId>> {
+        let Some(list) = self.get(user, None, "m.ignored_user_list")? else {
+            return Ok(Default::default());
+        };
+        Ok(list
+            .get("ignored_users")
+            .and_then(|u| u.as_object())
+            .map(|users| {
+                users
+                    .keys()
+                    .filter_map(|u| ruma::OwnedUserId::try_from(u.as_str()).ok())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// A room's tags (`m.tag`), tag -> info.
     pub fn tags(&self, user: &UserId, room: &RoomId) -> Result<serde_json::Map<String, JsonValue>> {
         Ok(self

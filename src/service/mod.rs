@@ -6,10 +6,9 @@
 //!
 //! ```text
 //! core ─┬─ users ─┬─ uiaa
-//!       │         ├─ appservices ─┐
-//!       ├─ timeline ──────────────┼─ directory ─ rooms
-//!       │     ├─ ephemeral ─┐     └─ appservice sender
-//!       ├─ account_data ────┴─ push
+//!       │         ├─ appservices ───────┐
+//!       ├─ account_data ─ timeline ─────┼─ directory ─ rooms
+//!       │                    ├─ ephemeral ─ push      └─ appservice sender
 //!       ├─ keys (users, timeline)      sync (timeline, account_data, ephemeral, push, keys)
 //!       └─ backup
 //! ```
@@ -67,8 +66,8 @@ impl Services {
         let core = core::Core::open(config).await?;
         let users = Arc::new(users::Users::new(core.clone()));
         let appservices = Arc::new(appservice::Appservices::new(core.clone(), users.clone())?);
-        let timeline = Arc::new(timeline::Timeline::new(core.clone()));
         let account_data = Arc::new(account_data::AccountData::new(core.clone()));
+        let timeline = Arc::new(timeline::Timeline::new(core.clone(), account_data.clone()));
         let ephemeral = Arc::new(ephemeral::Ephemeral::new(core.clone(), timeline.clone()));
         let directory = Arc::new(directory::Directory::new(
             core.clone(),

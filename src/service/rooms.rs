@@ -77,9 +77,10 @@ impl Rooms {
         }
     }
 
+    /// A member event's content; joins and invites carry the user's display name and avatar.
     fn member_content(&self, user_id: &UserId, membership: MembershipState) -> Result<JsonValue> {
         let mut c = json!({ "membership": membership });
-        if membership == MembershipState::Join
+        if matches!(membership, MembershipState::Join | MembershipState::Invite)
             && let Some(account) = self.users.account(user_id)?
         {
             if let Some(name) = account.displayname {
@@ -321,7 +322,8 @@ impl Rooms {
         self.timeline.append(room_id, sender, ev, txn)
     }
 
-    /// Joins a room the server knows.
+    /// Joins a room the server knows and someone is still in (as Synapse: a room everyone
+    /// left is gone, M_NOT_FOUND).
     pub async fn join(&self, user_id: &UserId, room_id: &RoomId) -> Result<()> {
         if self.timeline.room(room_id)?.is_none() {
             return Err(Error::not_found(
@@ -330,6 +332,9 @@ impl Rooms {
         }
         if self.timeline.is_joined(user_id, room_id)? {
             return Ok(());
+        }
+        if self.timeline.joined_members(room_id)?.is_empty() {
+            return Err(Error::not_found("Everyone has left this room"));
         }
         let content = self.member_content(user_id, MembershipState::Join)?;
         self.append(
@@ -381,7 +386,14 @@ impl Rooms {
     }
 
     /// Invites a user who exists (locally, or as an appservice's user) and is not in the room.
-    pub async fn invite(&self, sender: &UserId, room_id: &RoomId, target: &UserId) -> Result<()> {
+    /// The invite shows the invitee's display name and avatar, so the room can name them.
+    pub async fn invite(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
         self.timeline.require_joined(sender, room_id)?;
         if self.users.is_local(target) && !self.appservices.user_exists(target).await? {
             return Err(Error::not_found(format!("Unknown user {target}")));
@@ -389,8 +401,18 @@ impl Rooms {
         if self.timeline.is_joined(target, room_id)? {
             return Err(Error::forbidden(format!("{target} is already in the room")));
         }
-        self.set_membership(sender, room_id, target, MembershipState::Invite, None)
-            .await
+        let mut content = self.member_content(target, MembershipState::Invite)?;
+        if let Some(reason) = reason {
+            content["reason"] = reason.into();
+        }
+        self.append(
+            room_id,
+            sender,
+            NewEvent::state(TimelineEventType::RoomMember, target.as_str(), content),
+            None,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Kicks, bans or unbans a user: a kick needs them in the room (or invited or knocking),
@@ -478,7 +500,9 @@ impl Rooms {
         self.append(room_id, sender, ev, Some(txn)).await
     }
 
-    /// Sends a state event; `m.room.canonical_alias` must name aliases of this room.
+    /// Sends a state event; `m.room.canonical_alias` must name aliases of this room. Sending
+    /// the same content as the current state event by the same sender changes nothing and
+    /// returns that event (as Synapse).
     pub async fn send_state(
         &self,
         room_id: &RoomId,
@@ -489,7 +513,28 @@ impl Rooms {
         if ev.kind == TimelineEventType::RoomCanonicalAlias {
             self.directory.check_canonical_alias(room_id, &ev.content)?;
         }
+        if let Some(current) = self.unchanged_state(room_id, sender, &ev)? {
+            return Ok(current);
+        }
         self.append(room_id, sender, ev, None).await
+    }
+
+    /// The current state event that `ev` would repeat: same type, key, sender and content.
+    fn unchanged_state(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        ev: &NewEvent,
+    ) -> Result<Option<OwnedEventId>> {
+        let Some(key) = &ev.state_key else {
+            return Ok(None);
+        };
+        let current = self
+            .timeline
+            .state_event(room_id, &ev.kind.to_string().into(), key)?;
+        Ok(current
+            .filter(|c| c.sender().as_deref() == Some(sender) && c.content() == ev.content)
+            .map(|c| c.event_id))
     }
 
     /// Redacts an event (the redaction rule is checked on the append path).
@@ -541,6 +586,9 @@ impl Rooms {
         {
             let content = self.member_content(user_id, MembershipState::Join)?;
             let ev = NewEvent::state(TimelineEventType::RoomMember, user_id.as_str(), content);
+            if self.unchanged_state(&room_id, user_id, &ev)?.is_some() {
+                continue; // the room already shows this profile
+            }
             if let Err(e) = self.append(&room_id, user_id, ev, None).await {
                 tracing::warn!(%room_id, "profile update not mirrored: {e}");
             }

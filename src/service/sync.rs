@@ -246,6 +246,7 @@ impl Sync {
             }
         }
 
+        let ignored = self.account_data.ignored_users(req.user)?;
         for (room_id, m) in self.timeline.memberships(req.user)? {
             if !room_allowed(&req.filter, &room_id) || m.pos > pos {
                 continue;
@@ -264,7 +265,7 @@ impl Sync {
                     }
                     let from = if is_new { None } else { since_pos };
                     let mut joined = self
-                        .joined_room(req, &room_id, &m, from, pos, full, typing_since)
+                        .joined_room(req, &room_id, &m, from, pos, full, typing_since, &ignored)
                         .await?;
                     if let Some(ad) = room_account_data.remove(&room_id) {
                         joined.account_data.events = ad;
@@ -273,7 +274,7 @@ impl Sync {
                         response.rooms.join.insert(room_id, joined);
                     }
                 }
-                MembershipState::Invite if is_new => {
+                MembershipState::Invite if is_new && !self.invited_by(&m, &ignored)? => {
                     let mut invited = InvitedRoom::new();
                     invited.invite_state.events = self.invite_state(&room_id, &m)?;
                     response.rooms.invite.insert(room_id, invited);
@@ -289,6 +290,19 @@ impl Sync {
             }
         }
         Ok(response)
+    }
+
+    /// Whether an invite comes from one of the users the invitee ignores.
+    fn invited_by(
+        &self,
+        m: &MembershipRecord,
+        ignored: &std::collections::HashSet<OwnedUserId>,
+    ) -> Result<bool> {
+        Ok(self
+            .timeline
+            .event(&m.event_id)?
+            .and_then(|ev| ev.sender())
+            .is_some_and(|sender| ignored.contains(&sender)))
     }
 
     /// A room the user left or was banned from: the timeline up to the moment they left.
@@ -318,6 +332,18 @@ impl Sync {
         events.reverse();
         left.timeline.prev_batch =
             Some(StreamToken::before(events.first().map_or(m.pos + 1, |e| e.pos)).pagination());
+        let mut state = StateEvents::new();
+        state.events = self.state_section(
+            req,
+            room_id,
+            &events,
+            since,
+            m.pos,
+            since.is_none(),
+            left.timeline.limited,
+            &view,
+        )?;
+        left.state = State::Before(state);
         left.timeline.events = events
             .iter()
             .map(|e| {
@@ -328,58 +354,23 @@ impl Sync {
         Ok(left)
     }
 
+    /// The `state` of a room in a sync: the state at the start of the timeline. Everything for
+    /// a full sync; else what changed in the gap a limited timeline skipped; with lazy loading,
+    /// only the members of the timeline's senders (and of the user).
     #[allow(clippy::too_many_arguments)]
-    async fn joined_room(
+    fn state_section(
         &self,
         req: &SyncRequest<'_>,
         room_id: &RoomId,
-        m: &MembershipRecord,
+        events: &[StoredEvent],
         from: Option<u64>,
         upto: u64,
         full: bool,
-        typing_since: Option<u64>,
-    ) -> Result<JoinedRoom> {
-        let mut joined = JoinedRoom::new();
+        limited: bool,
+        view: &ClientView<'_>,
+    ) -> Result<Vec<ruma::serde::Raw<ruma::events::AnySyncStateEvent>>> {
         let filter = &req.filter.room;
-        let limit = timeline_limit(&req.filter);
-        let view = ClientView {
-            device: Some((req.user, req.device)),
-            with_room_id: false,
-        };
-
-        let start = from.map(|f| f + 1).unwrap_or(0);
-        let mut events: Vec<StoredEvent> = self
-            .timeline
-            .timeline_range(room_id, start, upto + 1, true, limit * 4 + 50)?
-            .into_iter()
-            .filter(|e| filter_allows(&filter.timeline, e))
-            .collect();
-        // A user joined since before the oldest candidate sees all of them; otherwise the
-        // room's history visibility decides event by event.
-        let reader = match events.last() {
-            Some(oldest) if m.pos > oldest.pos => {
-                let reader = self.timeline.reader(req.user, room_id)?;
-                events.retain(|e| reader.sees(e));
-                Some(reader)
-            }
-            _ => None,
-        };
-        let limited = events.len() > limit
-            || (from.is_none()
-                && events.len() == limit
-                && events.last().is_some_and(|e| e.pos > 1));
-        events.truncate(limit);
-        events.reverse();
         let first_pos = events.first().map(|e| e.pos);
-        joined.timeline = SyncTimeline::new();
-        joined.timeline.limited = limited;
-        joined.timeline.prev_batch = Some(
-            first_pos
-                .map(StreamToken::before)
-                .unwrap_or(StreamToken::after(upto))
-                .pagination(),
-        );
-
         // State at the start of the timeline: everything for a full sync, else what changed
         // in the gap a limited timeline skipped.
         let state_before = |p: Option<u64>| -> Result<StateMap> {
@@ -427,7 +418,7 @@ impl Sync {
                 continue;
             }
             if filter_allows(&filter.state, &ev) {
-                state_events.push(self.timeline.client_raw(&ev, &view, None));
+                state_events.push(self.timeline.client_raw(&ev, view, None));
             }
         }
         if lazy && !full {
@@ -440,10 +431,69 @@ impl Sync {
                 )? && !timeline_ids.contains(&ev.event_id)
                     && from.is_some_and(|f| ev.pos > f)
                 {
-                    state_events.push(self.timeline.client_raw(&ev, &view, None));
+                    state_events.push(self.timeline.client_raw(&ev, view, None));
                 }
             }
         }
+        Ok(state_events)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn joined_room(
+        &self,
+        req: &SyncRequest<'_>,
+        room_id: &RoomId,
+        m: &MembershipRecord,
+        from: Option<u64>,
+        upto: u64,
+        full: bool,
+        typing_since: Option<u64>,
+        ignored: &std::collections::HashSet<OwnedUserId>,
+    ) -> Result<JoinedRoom> {
+        let mut joined = JoinedRoom::new();
+        let filter = &req.filter.room;
+        let limit = timeline_limit(&req.filter);
+        let view = ClientView {
+            device: Some((req.user, req.device)),
+            with_room_id: false,
+        };
+
+        let start = from.map(|f| f + 1).unwrap_or(0);
+        let mut events: Vec<StoredEvent> = self
+            .timeline
+            .timeline_range(room_id, start, upto + 1, true, limit * 4 + 50)?
+            .into_iter()
+            .filter(|e| filter_allows(&filter.timeline, e))
+            .filter(|e| e.is_state() || e.sender().is_none_or(|s| !ignored.contains(&s)))
+            .collect();
+        // A user joined since before the oldest candidate sees all of them; otherwise the
+        // room's history visibility decides event by event.
+        let reader = match events.last() {
+            Some(oldest) if m.pos > oldest.pos => {
+                let reader = self.timeline.reader(req.user, room_id)?;
+                events.retain(|e| reader.sees(e));
+                Some(reader)
+            }
+            _ => None,
+        };
+        let limited = events.len() > limit
+            || (from.is_none()
+                && events.len() == limit
+                && events.last().is_some_and(|e| e.pos > 1));
+        events.truncate(limit);
+        events.reverse();
+        let first_pos = events.first().map(|e| e.pos);
+        joined.timeline = SyncTimeline::new();
+        joined.timeline.limited = limited;
+        joined.timeline.prev_batch = Some(
+            first_pos
+                .map(StreamToken::before)
+                .unwrap_or(StreamToken::after(upto))
+                .pagination(),
+        );
+
+        let state_events =
+            self.state_section(req, room_id, &events, from, upto, full, limited, &view)?;
         let members_changed = full || events.iter().any(|e| e.kind() == "m.room.member");
         joined.timeline.events = events
             .iter()
@@ -480,16 +530,35 @@ impl Sync {
             let members = self.timeline.members(room_id)?;
             let count =
                 |want: MembershipState| members.iter().filter(|(_, m, _)| *m == want).count();
-            let mut heroes: Vec<OwnedUserId> = members
+            // Heroes name a room that has no name: the first five other members, joined or
+            // invited (left or banned when there are none), in the order they arrived.
+            let named = ["name", "alias"]
                 .iter()
-                .filter(|(u, m, _)| {
-                    u != req.user && matches!(m, MembershipState::Join | MembershipState::Invite)
-                })
-                .map(|(u, _, _)| u.clone())
-                .collect();
-            heroes.sort();
-            heroes.truncate(5);
-            joined.summary.heroes = heroes;
+                .zip([StateEventType::RoomName, StateEventType::RoomCanonicalAlias]);
+            let mut has_name = false;
+            for (field, ty) in named {
+                has_name |= self
+                    .timeline
+                    .state_str(room_id, ty, field)?
+                    .is_some_and(|v| !v.is_empty());
+            }
+            if !has_name {
+                let mut others: Vec<_> = members.iter().filter(|(u, _, _)| u != req.user).collect();
+                others.sort_by_key(|(_, _, ev)| ev.pos);
+                let present = |m: &MembershipState| {
+                    matches!(m, MembershipState::Join | MembershipState::Invite)
+                };
+                let mut heroes: Vec<OwnedUserId> = others
+                    .iter()
+                    .filter(|(_, m, _)| present(m))
+                    .map(|(u, _, _)| u.clone())
+                    .collect();
+                if heroes.is_empty() {
+                    heroes = others.iter().map(|(u, _, _)| u.clone()).collect();
+                }
+                heroes.truncate(5);
+                joined.summary.heroes = heroes;
+            }
             joined.summary.joined_member_count =
                 Some(UInt::new_saturating(count(MembershipState::Join) as u64));
             joined.summary.invited_member_count =

@@ -13,7 +13,7 @@ use crate::{
     error::{Error, Result},
     store::{
         ACCESS_TOKENS, Account, Batch, DEVICES, Device, REGISTRATION_TOKENS, RegistrationToken,
-        TokenOwner, USERS,
+        StreamEntry, TokenOwner, USERS,
     },
 };
 
@@ -204,7 +204,7 @@ impl Users {
             b.delete(&ACCESS_TOKENS, &old.access_token);
         }
         let device = Device {
-            display_name: display_name.or(old.and_then(|d| d.display_name)),
+            display_name: display_name.or(old.as_ref().and_then(|d| d.display_name.clone())),
             access_token: token.clone(),
             last_seen_ts: Some(now_ms()),
             last_seen_ip: ip,
@@ -218,7 +218,22 @@ impl Users {
                 device_id: device_id.clone(),
             },
         );
-        self.core.write(b).await?;
+        if old.is_none() {
+            // A new device: people who share a room with its owner see the owner's device list
+            // change (`device_lists.changed`) and fetch its keys.
+            let entry = StreamEntry {
+                keys: Some(user_id.to_owned()),
+                ..Default::default()
+            };
+            self.core
+                .commit(entry, |_, batch| {
+                    batch.append(b);
+                    Ok(())
+                })
+                .await?;
+        } else {
+            self.core.write(b).await?;
+        }
         Ok((device_id, token))
     }
 

@@ -23,6 +23,18 @@ pub(super) fn resolve(
     match filter {
         None => Ok(FilterDefinition::default()),
         Some(Filter::FilterDefinition(f)) => Ok(f.clone()),
+        // ruma reads `filter={...}` that is not a valid filter as a filter ID.
+        Some(Filter::FilterId(id)) if id.trim_start().starts_with('{') => {
+            match serde_json::from_str::<serde_json::Value>(id) {
+                Err(e) => Err(Error::new(
+                    http::StatusCode::BAD_REQUEST,
+                    ruma::api::error::ErrorKind::NotJson,
+                    format!("The filter is not JSON: {e}"),
+                )),
+                Ok(v) => serde_json::from_value(v)
+                    .map_err(|e| Error::bad_json(format!("Invalid filter: {e}"))),
+            }
+        }
         Some(Filter::FilterId(id)) => {
             let stored = s
                 .account_data

@@ -56,7 +56,12 @@ pub async fn invite_user(
         ));
     };
     s.rooms
-        .invite(req.sender()?, &req.body.room_id, &r.user_id)
+        .invite(
+            req.sender()?,
+            &req.body.room_id,
+            &r.user_id,
+            r.reason.clone(),
+        )
         .await?;
     Ok(RumaResponse(invite_user::v3::Response::new()))
 }

@@ -15,15 +15,17 @@ use ruma::{EventId, RoomId, RoomVersionId, room_version_rules::RoomVersionRules}
 pub use append::NewEvent;
 pub use pdu::{ClientView, Pdu};
 
-use super::core::Core;
+use super::{account_data::AccountData, core::Core};
 use crate::{
     error::{Error, Result},
     store::{Batch, EVENTS, ROOM_STATE, ROOMS, RoomRecord, STATE_HISTORY, StoredEvent, TIMELINE},
 };
 
-/// Events, room state and memberships. Depends on nothing but [`Core`].
+/// Events, room state and memberships. Depends on [`Core`] and [`AccountData`] (a reader's
+/// ignored users).
 pub struct Timeline {
     core: Arc<Core>,
+    account_data: Arc<AccountData>,
     /// History reads running at once (`limits.history_reads`).
     history_reads: tokio::sync::Semaphore,
 }
@@ -36,10 +38,11 @@ pub fn rules_for(version: &RoomVersionId) -> Result<RoomVersionRules> {
 }
 
 impl Timeline {
-    pub fn new(core: Arc<Core>) -> Self {
+    pub fn new(core: Arc<Core>, account_data: Arc<AccountData>) -> Self {
         let history_reads = tokio::sync::Semaphore::new(core.config.limits.history_reads);
         Self {
             core,
+            account_data,
             history_reads,
         }
     }

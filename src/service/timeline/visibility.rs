@@ -63,6 +63,8 @@ pub struct Reader {
     visibility: Vec<(u64, HistoryVisibility)>,
     /// The user's memberships with the position they took effect at.
     memberships: Vec<(u64, MembershipState)>,
+    /// Users whose messages this user ignores.
+    ignored: std::collections::HashSet<OwnedUserId>,
 }
 
 impl Reader {
@@ -97,9 +99,15 @@ impl Reader {
         self.visibility_before(u64::MAX)
     }
 
-    /// The user's membership at an event (`unsigned.membership`): from the state before it; for
-    /// their own membership events, the more permissive of before and after.
+    /// The user's membership at an event as `unsigned.membership` reports it: from the state
+    /// after the event (so a user's own join event says `join`), as Synapse does.
     pub fn membership_at(&self, ev: &StoredEvent) -> MembershipState {
+        self.membership_before(ev.pos + 1)
+    }
+
+    /// The membership that decides whether the user sees an event: from the state before it;
+    /// for their own membership events, the more permissive of before and after.
+    fn membership_deciding(&self, ev: &StoredEvent) -> MembershipState {
         let before = self.membership_before(ev.pos);
         match ev.member_change() {
             Some((target, after)) if target == self.user => {
@@ -138,7 +146,14 @@ impl Reader {
         {
             return true;
         }
-        let membership = self.membership_at(ev);
+        if !ev.is_state()
+            && ev
+                .sender()
+                .is_some_and(|s| s != self.user && self.ignored.contains(&s))
+        {
+            return false; // from a user this one ignores (m.ignored_user_list)
+        }
+        let membership = self.membership_deciding(ev);
         match (membership, visibility) {
             (MembershipState::Join, _) => true,
             (_, HistoryVisibility::Shared) => self
@@ -196,6 +211,7 @@ impl Timeline {
             room: room.to_owned(),
             visibility,
             memberships,
+            ignored: self.account_data.ignored_users(user)?,
         })
     }
 
