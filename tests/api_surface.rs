@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! The rest of the Client-Server API surface, driven with raw HTTP so every field a client
 //! reads is checked: sync (filters, limited timelines, lazy-loaded members, summaries, unread
 //! counts, long-polling), profiles mirrored into rooms, devices and user-interactive auth,
@@ -7,20 +8,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Http, assert_error};
+use common::{Account as User, Http, TestServer, assert_error};
 use serde_json::{Value, json};
 use tsunagu::config::EngineKind;
 
-struct User {
-    token: String,
-    id: String,
-}
-
 async fn user(http: &Http, name: &str) -> User {
-    User {
-        token: http.register(name).await,
-        id: format!("@{name}:localhost"),
-    }
+    http.register(name).await
 }
 
 async fn send(http: &Http, u: &User, room: &str, body: &str) -> String {
@@ -76,15 +69,15 @@ async fn sync_features_redb() {
 }
 
 async fn sync_features(engine: EngineKind) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = common::config(dir.path());
-    config.storage.engine = engine;
-    config.storage.group_commit_ms = 2;
-    let server = tsunagu::Server::start(config).await.unwrap();
-    let http = Http::new(&server.url());
-    let alice = user(&http, "alice").await;
-    let bob = user(&http, "bob").await;
-    let carol = user(&http, "carol").await;
+    let t = TestServer::start_with(|c| {
+        c.storage.engine = engine;
+        c.storage.group_commit_ms = 2;
+    })
+    .await;
+    let http = &t.http;
+    let alice = user(http, "alice").await;
+    let bob = user(http, "bob").await;
+    let carol = user(http, "carol").await;
 
     let (_, room) = http
         .json(
@@ -110,7 +103,7 @@ async fn sync_features(engine: EngineKind) {
     }
     for i in 0..15 {
         send(
-            &http,
+            http,
             if i % 2 == 0 { &alice } else { &carol },
             &room,
             &format!("m{i}"),
@@ -141,7 +134,7 @@ async fn sync_features(engine: EngineKind) {
         .await;
     assert_eq!(back["room"]["timeline"]["limit"], 3);
 
-    let initial = sync(&http, &bob, &format!("filter={filter_id}")).await;
+    let initial = sync(http, &bob, &format!("filter={filter_id}")).await;
     let joined = &initial["rooms"]["join"][&room];
     assert_eq!(bodies(&joined["timeline"]), vec!["m12", "m13", "m14"]);
     assert_eq!(joined["timeline"]["limited"], true);
@@ -195,7 +188,7 @@ async fn sync_features(engine: EngineKind) {
 
     // Inline filter JSON works too; an unknown filter ID is refused.
     let inline = urlencode(&json!({ "room": { "timeline": { "limit": 1 } } }).to_string());
-    let one = sync(&http, &bob, &format!("filter={inline}")).await;
+    let one = sync(http, &bob, &format!("filter={inline}")).await;
     assert_eq!(
         bodies(&one["rooms"]["join"][&room]["timeline"]),
         vec!["m14"]
@@ -215,7 +208,7 @@ async fn sync_features(engine: EngineKind) {
 
     // A read receipt clears the unread count; a mention highlights.
     let next = initial["next_batch"].as_str().unwrap().to_owned();
-    let last = send(&http, &alice, &room, "m15").await;
+    let last = send(http, &alice, &room, "m15").await;
     assert_eq!(
         http.json(
             "POST",
@@ -239,7 +232,7 @@ async fn sync_features(engine: EngineKind) {
         .0,
         200
     );
-    let inc = sync(&http, &bob, &format!("since={next}&filter={filter_id}")).await;
+    let inc = sync(http, &bob, &format!("since={next}&filter={filter_id}")).await;
     let j = &inc["rooms"]["join"][&room];
     assert_eq!(bodies(&j["timeline"]), vec!["m15", "hey bob, look"]);
     assert_ne!(j["timeline"]["limited"], true, "nothing was skipped");
@@ -259,7 +252,7 @@ async fn sync_features(engine: EngineKind) {
     // Long-polling: an incremental sync waits, and returns soon after a new event.
     let since = inc["next_batch"].as_str().unwrap().to_owned();
     let poll = {
-        let http = Http::new(&server.url());
+        let http = Http::new(&t.url());
         let token = bob.token.clone();
         tokio::spawn(async move {
             let start = Instant::now();
@@ -275,7 +268,7 @@ async fn sync_features(engine: EngineKind) {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    send(&http, &carol, &room, "wake up").await;
+    send(http, &carol, &room, "wake up").await;
     let (elapsed, res) = poll.await.unwrap();
     assert!(
         elapsed < Duration::from_secs(9),
@@ -287,7 +280,7 @@ async fn sync_features(engine: EngineKind) {
     );
     // With nothing new, a short timeout returns an empty response with the same position.
     let quiet = sync(
-        &http,
+        http,
         &bob,
         &format!("since={}&timeout=50", res["next_batch"].as_str().unwrap()),
     )
@@ -312,7 +305,7 @@ async fn sync_features(engine: EngineKind) {
         .0,
         200
     );
-    let since_carol = sync(&http, &carol, &format!("since={before_leave}")).await;
+    let since_carol = sync(http, &carol, &format!("since={before_leave}")).await;
     assert!(
         since_carol["rooms"]["leave"][&room]["timeline"]["events"]
             .as_array()
@@ -340,7 +333,7 @@ async fn sync_features(engine: EngineKind) {
         )
         .await;
     assert_eq!(rooms["joined_rooms"], json!([]));
-    server.stop().await.unwrap();
+    t.stop().await;
 }
 
 fn urlencode(s: &str) -> String {
@@ -357,10 +350,9 @@ fn urlencode(s: &str) -> String {
 
 #[tokio::test]
 async fn accounts_devices_profiles() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(dir.path()).await;
-    let http = Http::new(&server.url());
-    let alice = user(&http, "alice").await;
+    let t = TestServer::start().await;
+    let http = &t.http;
+    let alice = user(http, "alice").await;
     let (_, room) = http
         .json(
             "POST",
@@ -617,15 +609,14 @@ async fn accounts_devices_profiles() {
         403,
         "M_FORBIDDEN",
     );
-    server.stop().await.unwrap();
+    t.stop().await;
 }
 
 #[tokio::test]
 async fn account_data_tags_push_rules() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(dir.path()).await;
-    let http = Http::new(&server.url());
-    let a = user(&http, "alice").await;
+    let t = TestServer::start().await;
+    let http = &t.http;
+    let a = user(http, "alice").await;
     let (_, room) = http
         .json(
             "POST",
@@ -635,7 +626,7 @@ async fn account_data_tags_push_rules() {
         )
         .await;
     let room = room["room_id"].as_str().unwrap().to_owned();
-    let first = sync(&http, &a, "").await;
+    let first = sync(http, &a, "").await;
     assert!(
         first["account_data"]["events"]
             .as_array()
@@ -724,7 +715,7 @@ async fn account_data_tags_push_rules() {
         .await;
     assert_eq!(tags["tags"]["m.favourite"]["order"], 0.5);
     let inc = sync(
-        &http,
+        http,
         &a,
         &format!("since={}", first["next_batch"].as_str().unwrap()),
     )
@@ -877,16 +868,15 @@ async fn account_data_tags_push_rules() {
         400,
         "M_INVALID_PARAM",
     );
-    server.stop().await.unwrap();
+    t.stop().await;
 }
 
 #[tokio::test]
 async fn rooms_aliases_directory_context_members() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(dir.path()).await;
-    let http = Http::new(&server.url());
-    let a = user(&http, "alice").await;
-    let b = user(&http, "bob").await;
+    let t = TestServer::start().await;
+    let http = &t.http;
+    let a = user(http, "alice").await;
+    let b = user(http, "bob").await;
 
     // Versions and capabilities.
     let (_, versions) = http
@@ -933,7 +923,7 @@ async fn rooms_aliases_directory_context_members() {
             )
             .await;
         assert_eq!(create["room_version"], v);
-        send(&http, &a, id, "works").await;
+        send(http, &a, id, "works").await;
     }
     assert_error(
         &http
@@ -1101,7 +1091,7 @@ async fn rooms_aliases_directory_context_members() {
     // Context around an event.
     let mut ids = Vec::new();
     for i in 0..7 {
-        ids.push(send(&http, &a, &room, &format!("c{i}")).await);
+        ids.push(send(http, &a, &room, &format!("c{i}")).await);
     }
     let (_, ctx) = http
         .call(
@@ -1248,5 +1238,5 @@ async fn rooms_aliases_directory_context_members() {
         .0,
         200
     );
-    server.stop().await.unwrap();
+    t.stop().await;
 }
