@@ -260,6 +260,13 @@ async fn non_members_cannot_read_or_write_private_rooms() {
         )
         .await;
     http.send_text(&alice, &room_id, "for members only").await;
+    // Eve's message attempts, with raw transaction IDs.
+    let eve_sends = |txn: &str, body: &str| {
+        let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");
+        let content = json!({ "msgtype": "m.text", "body": body });
+        let eve = &eve;
+        async move { http.json("PUT", &path, Some(eve), content).await }
+    };
 
     for path in [
         "messages?dir=b",
@@ -281,30 +288,8 @@ async fn non_members_cannot_read_or_write_private_rooms() {
             "M_FORBIDDEN",
         );
     }
-    assert_error(
-        &http
-            .json(
-                "PUT",
-                &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/e1"),
-                Some(&eve),
-                json!({ "msgtype": "m.text", "body": "sneaky" }),
-            )
-            .await,
-        403,
-        "M_FORBIDDEN",
-    );
-    assert_error(
-        &http
-            .json(
-                "POST",
-                &format!("/_matrix/client/v3/join/{room_id}"),
-                Some(&eve),
-                json!({}),
-            )
-            .await,
-        403,
-        "M_FORBIDDEN",
-    );
+    assert_error(&eve_sends("e1", "sneaky").await, 403, "M_FORBIDDEN");
+    assert_error(&http.join(&eve, &room_id).await, 403, "M_FORBIDDEN");
     assert_error(
         &http
             .json(
@@ -373,30 +358,8 @@ async fn non_members_cannot_read_or_write_private_rooms() {
         .0,
         200
     );
-    assert_error(
-        &http
-            .json(
-                "POST",
-                &format!("/_matrix/client/v3/join/{room_id}"),
-                Some(&eve),
-                json!({}),
-            )
-            .await,
-        403,
-        "M_FORBIDDEN",
-    );
-    assert_error(
-        &http
-            .json(
-                "PUT",
-                &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/e2"),
-                Some(&eve),
-                json!({ "msgtype": "m.text", "body": "still here?" }),
-            )
-            .await,
-        403,
-        "M_FORBIDDEN",
-    );
+    assert_error(&http.join(&eve, &room_id).await, 403, "M_FORBIDDEN");
+    assert_error(&eve_sends("e2", "still here?").await, 403, "M_FORBIDDEN");
 
     // The room's name never changed and Eve's messages were never stored.
     let (_, name) = http
