@@ -1,6 +1,7 @@
 //! The Application Service API: registration files, namespaces, masquerading, and
 //! transactions pushed to a real HTTP appservice (an axum server in the test) that retries
 //! while the appservice is down and survives a server restart.
+#![recursion_limit = "256"]
 
 mod common;
 
@@ -16,8 +17,9 @@ use axum::{
     http::{HeaderMap, StatusCode},
     routing::{get, post, put},
 };
-use common::{Http, assert_error};
+use common::{Http, TestServer, assert_error};
 use serde_json::{Value, json};
+use tempfile::TempDir;
 
 const AS_TOKEN: &str = "as_token_for_tests";
 const HS_TOKEN: &str = "hs_token_for_tests";
@@ -110,13 +112,6 @@ async fn serve_appservice(addr: SocketAddr, r: Received) -> tokio::task::JoinHan
     })
 }
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 fn write_registration(dir: &Path, url: Option<SocketAddr>) -> std::path::PathBuf {
     let url = url
         .map(|a| format!("http://{a}"))
@@ -130,10 +125,11 @@ fn write_registration(dir: &Path, url: Option<SocketAddr>) -> std::path::PathBuf
     path
 }
 
-async fn start(data: &Path, registration: &Path) -> tsunagu::Server {
-    let mut config = common::config(data);
-    config.appservices = vec![registration.to_owned()];
-    tsunagu::Server::start(config).await.unwrap()
+/// A server that knows the appservice "bridge", reached at `url` (none: it has no URL).
+async fn start(url: Option<SocketAddr>) -> TestServer {
+    let dir = TempDir::new().unwrap();
+    let registration = write_registration(dir.path(), url);
+    TestServer::start_in(dir, |c| c.appservices = vec![registration]).await
 }
 
 async fn as_register(http: &Http, localpart: &str) -> (u16, Value) {
@@ -148,13 +144,11 @@ async fn as_register(http: &Http, localpart: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespaces_masquerading_and_transactions() {
-    let dir = tempfile::tempdir().unwrap();
-    let as_addr = free_addr();
-    let registration = write_registration(dir.path(), Some(as_addr));
+    let as_addr = common::free_addr();
     let received = Received::default();
     let appservice = serve_appservice(as_addr, received.clone()).await;
-    let server = start(&dir.path().join("data"), &registration).await;
-    let http = Http::new(&server.url());
+    let t = start(Some(as_addr)).await;
+    let http = &t.http;
 
     // Exclusive namespaces: nobody else registers or makes aliases there.
     let grab = json!({ "username": "remote_alice", "password": "pw", "auth": { "type": "m.login.dummy" } });
@@ -177,16 +171,10 @@ async fn namespaces_masquerading_and_transactions() {
         400,
         "M_EXCLUSIVE",
     );
-    let alice = http.register("alice").await;
-    let (_, room) = http
-        .json(
-            "POST",
-            "/_matrix/client/v3/createRoom",
-            Some(&alice),
-            json!({ "preset": "public_chat" }),
-        )
+    let alice = http.register("alice").await.token;
+    let room = http
+        .create_room(&alice, json!({ "preset": "public_chat" }))
         .await;
-    let room = room["room_id"].as_str().unwrap().to_owned();
     assert_error(
         &http
             .json(
@@ -213,12 +201,8 @@ async fn namespaces_masquerading_and_transactions() {
         401,
         "M_MISSING_TOKEN",
     );
-    assert_eq!(as_register(&http, "remote_bob").await.0, 200);
-    assert_error(
-        &as_register(&http, "someone_else").await,
-        400,
-        "M_EXCLUSIVE",
-    );
+    assert_eq!(as_register(http, "remote_bob").await.0, 200);
+    assert_error(&as_register(http, "someone_else").await, 400, "M_EXCLUSIVE");
     let (status, me) = http
         .call(
             "GET",
@@ -305,13 +289,8 @@ async fn namespaces_masquerading_and_transactions() {
 
     // Alice's messages in a room with a namespaced member reach the appservice, in order.
     for i in 0..5 {
-        http.json(
-            "PUT",
-            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/a{i}"),
-            Some(&alice),
-            json!({ "msgtype": "m.text", "body": format!("to the bridge {i}") }),
-        )
-        .await;
+        http.send_text(&alice, &room, &format!("to the bridge {i}"))
+            .await;
     }
     let want: Vec<String> = std::iter::once("from the other side".to_owned())
         .chain((0..5).map(|i| format!("to the bridge {i}")))
@@ -400,28 +379,19 @@ async fn namespaces_masquerading_and_transactions() {
     );
 
     appservice.abort();
-    server.stop().await.unwrap();
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_wait_for_a_down_appservice_across_restarts() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let as_addr = free_addr(); // nothing listens there yet
-    let registration = write_registration(dir.path(), Some(as_addr));
-    let server = start(&data, &registration).await;
-    let http = Http::new(&server.url());
-    let alice = http.register("alice").await;
-    assert_eq!(as_register(&http, "remote_carol").await.0, 200);
-    let (_, room) = http
-        .json(
-            "POST",
-            "/_matrix/client/v3/createRoom",
-            Some(&alice),
-            json!({ "preset": "public_chat" }),
-        )
+    let as_addr = common::free_addr(); // nothing listens there yet
+    let t = start(Some(as_addr)).await;
+    let http = &t.http;
+    let alice = http.register("alice").await.token;
+    assert_eq!(as_register(http, "remote_carol").await.0, 200);
+    let room = http
+        .create_room(&alice, json!({ "preset": "public_chat" }))
         .await;
-    let room = room["room_id"].as_str().unwrap().to_owned();
     assert_eq!(
         http.json(
             "POST",
@@ -434,27 +404,16 @@ async fn transactions_wait_for_a_down_appservice_across_restarts() {
         200
     );
     for i in 0..3 {
-        http.json(
-            "PUT",
-            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/b{i}"),
-            Some(&alice),
-            json!({ "msgtype": "m.text", "body": format!("while down {i}") }),
-        )
-        .await;
+        http.send_text(&alice, &room, &format!("while down {i}"))
+            .await;
     }
     // Restart the server while the appservice is still down; then more messages.
-    server.stop().await.unwrap();
-    let server = start(&data, &registration).await;
-    let http = Http::new(&server.url());
-    let alice = common::login_token(&http, "alice").await;
+    let t = t.restart().await;
+    let http = &t.http;
+    let alice = http.login("alice").await.token;
     for i in 3..5 {
-        http.json(
-            "PUT",
-            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/b{i}"),
-            Some(&alice),
-            json!({ "msgtype": "m.text", "body": format!("while down {i}") }),
-        )
-        .await;
+        http.send_text(&alice, &room, &format!("while down {i}"))
+            .await;
     }
     // The appservice comes up: everything arrives once, in order.
     let received = Received::default();
@@ -475,24 +434,24 @@ async fn transactions_wait_for_a_down_appservice_across_restarts() {
     unique.dedup();
     assert_eq!(ids, unique, "no transaction ID repeats with other content");
     appservice.abort();
-    server.stop().await.unwrap();
+    t.stop().await;
 }
 
 #[tokio::test]
 async fn registration_files_are_checked() {
-    let dir = tempfile::tempdir().unwrap();
-    let registration = write_registration(dir.path(), None); // url: null is accepted
-    let server = start(&dir.path().join("data"), &registration).await;
-    let http = Http::new(&server.url());
-    assert_eq!(as_register(&http, "remote_dave").await.0, 200);
-    server.stop().await.unwrap();
+    let t = start(None).await; // url: null is accepted
+    assert_eq!(as_register(&t.http, "remote_dave").await.0, 200);
+    t.stop().await;
+
+    let dir = TempDir::new().unwrap();
+    let registration = write_registration(dir.path(), None);
 
     std::fs::write(
         &registration,
         "id: x\nurl: null\nas_token: a\nsender_localpart: bot\nnamespaces: {}\n",
     )
     .unwrap();
-    let mut config = common::config(&dir.path().join("data2"));
+    let mut config = common::config(&dir.path().join("data"));
     config.appservices = vec![registration.clone()];
     let err = tsunagu::Server::start(config)
         .await

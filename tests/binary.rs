@@ -1,23 +1,16 @@
 //! The `tsunagu` binary: admin commands on a data directory, environment settings, and an
 //! acknowledged write surviving `kill -9`.
+#![recursion_limit = "256"]
 
 mod common;
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
+use std::process::{Child, Command, Stdio};
+
+use common::{
+    Http, WAIT,
+    http::{bodies, password_login},
 };
-
-use common::Http;
 use serde_json::json;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn tsunagu(data: &std::path::Path, port: u16, engine: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tsunagu"));
@@ -32,14 +25,14 @@ fn tsunagu(data: &std::path::Path, port: u16, engine: &str) -> Command {
 }
 
 async fn serve(data: &std::path::Path, engine: &str) -> (Child, Http) {
-    let port = free_port();
+    let port = common::free_addr().port();
     let child = tsunagu(data, port, engine)
         .arg("serve")
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let http = Http::new(&format!("http://127.0.0.1:{port}"));
-    common::eventually(20, "the server to answer /versions", || async {
+    common::eventually(WAIT, "the server to answer /versions", || async {
         reqwest::get(format!("{}/_matrix/client/versions", http.base))
             .await
             .ok()
@@ -47,15 +40,6 @@ async fn serve(data: &std::path::Path, engine: &str) -> (Child, Http) {
     })
     .await;
     (child, http)
-}
-
-async fn login(http: &Http, user: &str, password: &str) -> String {
-    let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": password });
-    let (status, res) = http
-        .json("POST", "/_matrix/client/v3/login", None, body)
-        .await;
-    assert_eq!(status, 200, "{res}");
-    res["access_token"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -122,52 +106,39 @@ async fn admin_commands_and_kill_9_durability(engine: &str) {
     );
 
     let (mut child, http) = serve(&data, engine).await;
-    let access = login(&http, "alice", "pw-alice").await;
-    let (_, room) = http
-        .json(
-            "POST",
-            "/_matrix/client/v3/createRoom",
-            Some(&access),
-            json!({ "name": "durable" }),
-        )
+    let access = http
+        .login_with(password_login("alice", "pw-alice"))
+        .await
+        .token;
+    let room_id = http
+        .create_room(&access, json!({ "name": "durable" }))
         .await;
-    let room_id = room["room_id"].as_str().unwrap().to_owned();
     let mut sent = Vec::new();
     for i in 0..20 {
-        let (status, res) = http
-            .json(
-                "PUT",
-                &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/k{i}"),
-                Some(&access),
-                json!({ "msgtype": "m.text", "body": format!("acked {i}") }),
-            )
-            .await;
-        assert_eq!(status, 200, "{res}");
-        sent.push(format!("acked {i}"));
+        let body = format!("acked {i}");
+        http.send_text(&access, &room_id, &body).await;
+        sent.push(body);
     }
     // Pull the plug right after the last acknowledgement.
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
     let (mut child, http) = serve(&data, engine).await;
-    let access = login(&http, "alice", "pw-alice").await;
-    let (status, msgs) = http
-        .call(
-            "GET",
+    let access = http
+        .login_with(password_login("alice", "pw-alice"))
+        .await
+        .token;
+    let msgs = http
+        .get_ok(
             &format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=f&limit=100"),
             Some(&access),
-            None,
         )
         .await;
-    assert_eq!(status, 200, "{msgs}");
-    let bodies: Vec<String> = msgs["chunk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
-        .collect();
-    assert_eq!(bodies, sent, "every acknowledged message survived kill -9");
+    assert_eq!(
+        bodies(&msgs["chunk"]),
+        sent,
+        "every acknowledged message survived kill -9"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
-    tokio::time::sleep(Duration::from_millis(10)).await;
 }

@@ -7,88 +7,32 @@
 
 mod common;
 
-use std::{
-    path::Path,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use matrix_sdk::{
-    Client, Room,
-    config::SyncSettings,
-    ruma::{
-        OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
-        api::client::room::create_room,
-        events::room::{member::MembershipState, message::OriginalSyncRoomMessageEvent},
-        int,
-    },
+use common::{
+    TestServer, User, WAIT,
+    client::{Seen, private_room, say, wait_for_device_keys, wait_membership},
 };
-use serde_json::{Value, json};
-use tsunagu::{
-    Server,
-    bots::{ManualClock, state::Habit},
+use matrix_sdk::ruma::{
+    EventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::room::member::MembershipState, int,
 };
+use serde_json::json;
+use tsunagu::bots::{ManualClock, state::Habit};
 
-const WAIT: u64 = 60;
-
-/// A message a client saw: who sent it, its decrypted content, whether it was encrypted.
-#[derive(Clone, Debug)]
-struct Seen {
-    room_id: OwnedRoomId,
-    event_id: OwnedEventId,
-    sender: OwnedUserId,
-    content: Value,
-    encrypted: bool,
-}
-
-impl Seen {
-    fn body(&self) -> &str {
-        self.content["body"].as_str().unwrap_or_default()
-    }
-}
-
-#[derive(Clone, Default)]
-struct Inbox(Arc<Mutex<Vec<Seen>>>);
-
-struct User {
-    client: Client,
-    inbox: Inbox,
-    sync: tokio::task::JoinHandle<()>,
-}
-
-/// A dropped user stops syncing, so no long-poll keeps a stopping server's connections open.
-impl Drop for User {
-    fn drop(&mut self) {
-        self.sync.abort();
-    }
-}
-
+/// What a member does with the bots: bots-only helpers on the shared [`User`].
 impl User {
-    fn id(&self) -> OwnedUserId {
-        self.client.user_id().unwrap().to_owned()
-    }
-
-    async fn room(&self, room_id: &RoomId) -> Room {
-        common::eventually(WAIT, "the room in sync", || async {
-            self.client.get_room(room_id)
-        })
-        .await
-    }
-
+    /// The m.notice messages from `from` in the room containing `containing`, so far.
     fn notices(&self, room_id: &RoomId, from: &UserId, containing: &str) -> Vec<Seen> {
         self.inbox
-            .0
-            .lock()
-            .unwrap()
-            .iter()
+            .messages()
+            .into_iter()
             .filter(|s| {
                 s.room_id == room_id
                     && s.sender == from
                     && s.content["msgtype"] == "m.notice"
                     && s.body().contains(containing)
             })
-            .cloned()
             .collect()
     }
 
@@ -119,9 +63,7 @@ impl User {
         );
         seen
     }
-}
 
-impl User {
     /// Says `command` in the room and waits for the bots' answer to it (in its thread)
     /// containing `text`.
     async fn ask(&self, room_id: &RoomId, bot: &UserId, command: &str, text: &str) -> Seen {
@@ -145,77 +87,20 @@ impl User {
         );
         seen
     }
-}
 
-fn watch(client: &Client) -> (Inbox, tokio::task::JoinHandle<()>) {
-    let inbox = Inbox::default();
-    let i = inbox.clone();
-    client.add_event_handler(
-        move |ev: OriginalSyncRoomMessageEvent,
-              room: Room,
-              info: Option<matrix_sdk::deserialized_responses::EncryptionInfo>| {
-            let i = i.clone();
-            async move {
-                i.0.lock().unwrap().push(Seen {
-                    room_id: room.room_id().to_owned(),
-                    event_id: ev.event_id.clone(),
-                    sender: ev.sender.clone(),
-                    content: serde_json::to_value(&ev.content).unwrap(),
-                    encrypted: info.is_some(),
-                });
-            }
-        },
-    );
-    let c = client.clone();
-    let sync = tokio::spawn(async move {
-        let _ = c
-            .sync(SyncSettings::default().timeout(Duration::from_secs(5)))
-            .await;
-    });
-    (inbox, sync)
-}
-
-async fn keys_on_server(url: &str, token: &str, user: &UserId) {
-    let http = common::Http::new(url);
-    common::eventually(
-        WAIT,
-        &format!("{user}'s device keys on the server"),
-        || async {
-            let res = http
-                .json(
-                    "POST",
-                    "/_matrix/client/v3/keys/query",
-                    Some(token),
-                    json!({ "device_keys": { user.as_str(): [] } }),
-                )
-                .await;
-            (res.0 == 200
-                && res.1["device_keys"][user.as_str()]
-                    .as_object()
-                    .is_some_and(|d| !d.is_empty()))
-            .then_some(())
-        },
-    )
-    .await;
-}
-
-async fn user(server: &Server, dir: &Path, name: &str) -> User {
-    let client = common::register(server, dir, name).await;
-    user_from(server, client).await
-}
-
-async fn user_from(server: &Server, client: Client) -> User {
-    let (inbox, sync) = watch(&client);
-    client
-        .encryption()
-        .wait_for_e2ee_initialization_tasks()
-        .await;
-    let token = client.access_token().unwrap();
-    keys_on_server(&server.url(), &token, client.user_id().unwrap()).await;
-    User {
-        client,
-        inbox,
-        sync,
+    /// Answers the bots' poll (an MSC3381 poll response, encrypted like any message).
+    async fn vote(&self, room_id: &RoomId, poll: &EventId, answer: &str) {
+        self.room(room_id)
+            .await
+            .send_raw(
+                "org.matrix.msc3381.poll.response",
+                json!({
+                    "m.relates_to": { "rel_type": "m.reference", "event_id": poll },
+                    "org.matrix.msc3381.poll.response": { "answers": [answer] },
+                }),
+            )
+            .await
+            .expect("the vote is sent");
     }
 }
 
@@ -223,7 +108,8 @@ fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
-async fn start(dir: &Path, clock: Arc<ManualClock>) -> Server {
+/// A server with the bots on, whose time only moves when the test sets `clock`.
+async fn start(clock: Arc<ManualClock>) -> TestServer {
     // `TSUNAGU_LOG=tsunagu=debug cargo test --test bots` shows what the bots do.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -232,61 +118,20 @@ async fn start(dir: &Path, clock: Arc<ManualClock>) -> Server {
         )
         .with_test_writer()
         .try_init();
-    let mut config = common::config(&dir.join("server"));
-    config.bots.enabled = true;
-    Server::start_with_clock(config, clock)
-        .await
-        .expect("server with bots starts")
+    TestServer::start_with_bots(clock).await
 }
 
-fn bot_id(server: &Server) -> OwnedUserId {
-    server.bots().expect("bots run").user_id().to_owned()
-}
-
-async fn wait_member(room: &Room, user: &UserId, state: MembershipState) {
-    common::eventually(WAIT, &format!("{user} to be {state}"), || async {
-        room.get_member_no_sync(user)
-            .await
-            .ok()
-            .flatten()
-            .filter(|m| *m.membership() == state)
-            .map(|_| ())
-    })
-    .await;
+fn bot_id(t: &TestServer) -> OwnedUserId {
+    t.server.bots().expect("bots run").user_id().to_owned()
 }
 
 /// `alice` makes an encrypted (private_chat) room, invites `members` and the bots, gives the
 /// bots admin power and turns every habit on.
-async fn community(server: &Server, alice: &User, members: &[&User]) -> OwnedRoomId {
-    let bot = bot_id(server);
-    keys_on_server(&server.url(), &alice.client.access_token().unwrap(), &bot).await;
-    let mut req = create_room::v3::Request::new();
-    req.name = Some("Alumni circle".into());
-    req.preset = Some(create_room::v3::RoomPreset::PrivateChat);
-    req.invite = members
-        .iter()
-        .map(|m| m.id())
-        .chain([bot.clone()])
-        .collect();
-    let room = alice.client.create_room(req).await.expect("room created");
-    let room_id = room.room_id().to_owned();
-    for m in members {
-        common::eventually(WAIT, "the invite", || async {
-            m.client
-                .get_room(&room_id)
-                .filter(|r| r.state() == matrix_sdk::RoomState::Invited)
-        })
-        .await;
-        m.client
-            .join_room_by_id(&room_id)
-            .await
-            .expect("member joins");
-    }
+async fn community(t: &TestServer, alice: &User, members: &[&User]) -> OwnedRoomId {
+    let bot = bot_id(t);
+    wait_for_device_keys(&t.url(), &alice.client.access_token().unwrap(), &bot, None).await;
+    let room_id = private_room(alice, "Alumni circle", members, std::slice::from_ref(&bot)).await;
     let room = alice.room(&room_id).await;
-    for m in members {
-        wait_member(&room, &m.id(), MembershipState::Join).await;
-    }
-    wait_member(&room, &bot, MembershipState::Join).await;
     room.update_power_levels(vec![(&bot, int!(100))])
         .await
         .expect("alice gives the bots admin power");
@@ -295,27 +140,14 @@ async fn community(server: &Server, alice: &User, members: &[&User]) -> OwnedRoo
     room_id
 }
 
-async fn say(room: &Room, body: &str) -> OwnedEventId {
-    room.send(matrix_sdk::ruma::events::room::message::RoomMessageEventContent::text_plain(body))
-        .await
-        .unwrap_or_else(|e| panic!("sending {body:?}: {e}"))
-        .response
-        .event_id
-}
-
 /// Every event of the room as the server stored it, as (type, sender).
-fn stored(server: &Server, room_id: &RoomId) -> Vec<(String, String)> {
-    server
-        .services()
-        .timeline
-        .timeline_range(room_id, 0, u64::MAX, false, usize::MAX)
-        .expect("stored timeline")
+fn stored(t: &TestServer, room_id: &RoomId) -> Vec<(String, String)> {
+    common::stored(&t.server, room_id)
         .into_iter()
         .map(|e| {
-            let pdu = serde_json::to_value(&e.pdu).unwrap();
             (
-                pdu["type"].as_str().unwrap().to_owned(),
-                pdu["sender"].as_str().unwrap().to_owned(),
+                e.kind(),
+                e.sender().map(|s| s.to_string()).unwrap_or_default(),
             )
         })
         .collect()
@@ -323,15 +155,14 @@ fn stored(server: &Server, room_id: &RoomId) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bots_answer_encrypted_and_remember_people_and_thanks_across_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(utc("2026-11-02T09:00:00Z")));
-    let server = start(dir.path(), clock.clone()).await;
-    let bot = bot_id(&server);
+    let t = start(clock.clone()).await;
+    let bot = bot_id(&t);
     assert_eq!(bot.as_str(), "@tsunagu:localhost");
-    let alice = user(&server, dir.path(), "alice").await;
-    let bob = user(&server, dir.path(), "bob").await;
-    let carol = user(&server, dir.path(), "carol").await;
-    let room_id = community(&server, &alice, &[&bob]).await;
+    let alice = common::user(&t, "alice").await;
+    let bob = common::user(&t, "bob").await;
+    let carol = common::user(&t, "carol").await;
+    let room_id = community(&t, &alice, &[&bob]).await;
     let room = alice.room(&room_id).await;
 
     // !help answers in a thread under the command, encrypted, with HTML.
@@ -372,14 +203,7 @@ async fn bots_answer_encrypted_and_remember_people_and_thanks_across_a_restart()
     room.invite_user_by_id(&carol.id())
         .await
         .expect("carol invited");
-    common::eventually(WAIT, "carol's invite", || async {
-        carol
-            .client
-            .get_room(&room_id)
-            .filter(|r| r.state() == matrix_sdk::RoomState::Invited)
-    })
-    .await;
-    carol.client.join_room_by_id(&room_id).await.unwrap();
+    carol.accept_invite(&room_id).await;
     let carol_room = carol.room(&room_id).await;
     alice.notice(&room_id, &bot, "Welcome, carol").await;
     let _ = carol_room;
@@ -425,39 +249,32 @@ async fn bots_answer_encrypted_and_remember_people_and_thanks_across_a_restart()
         .await;
 
     // The server only ever stored ciphertext for this room's messages, the bots' included.
-    let events = stored(&server, &room_id);
+    let events = stored(&t, &room_id);
     assert!(
         events
             .iter()
-            .any(|(t, s)| t == "m.room.encrypted" && s == bot.as_str()),
+            .any(|(kind, sender)| kind == "m.room.encrypted" && sender == bot.as_str()),
         "the bots sent encrypted events: {events:?}"
     );
     assert!(
-        !events.iter().any(|(t, _)| t == "m.room.message"),
+        !events.iter().any(|(kind, _)| kind == "m.room.message"),
         "no plaintext message is stored: {events:?}"
     );
 
     // Restart on the same data directory: the bots still know the thanks, the profiles and
     // who was greeted.
-    let state_before = server.bots().unwrap().state().await;
+    let state_before = t.server.bots().unwrap().state().await;
     assert_eq!(state_before.thanks.len(), 1);
-    for u in [alice, bob, carol] {
-        drop(u);
-    }
-    server.stop().await.unwrap();
-    let server = start(dir.path(), clock.clone()).await;
-    assert_eq!(bot_id(&server), bot);
-    let state = server.bots().unwrap().state().await;
+    drop((alice, bob, carol));
+    let t = t.restart().await;
+    assert_eq!(bot_id(&t), bot);
+    let state = t.server.bots().unwrap().state().await;
     assert_eq!(
         state.device_id, state_before.device_id,
         "same device, same crypto store"
     );
     assert!(state.enabled(&room_id, Habit::People));
-    let bob = user_from(
-        &server,
-        common::login(&server.url(), dir.path(), "bob").await,
-    )
-    .await;
+    let bob = User::new(&t.url(), common::login(&t.url(), t.dir(), "bob").await).await;
     let bob_room = bob.room(&room_id).await;
     let mine = bob
         .ask(
@@ -469,23 +286,12 @@ async fn bots_answer_encrypted_and_remember_people_and_thanks_across_a_restart()
         .await;
     assert!(mine.body().contains("fixing my bike"), "{}", mine.body());
     // Carol leaves and comes back: no second greeting.
-    let carol = user_from(
-        &server,
-        common::login(&server.url(), dir.path(), "carol").await,
-    )
-    .await;
+    let carol = User::new(&t.url(), common::login(&t.url(), t.dir(), "carol").await).await;
     let carol_room = carol.room(&room_id).await;
     carol_room.leave().await.unwrap();
-    wait_member(&bob_room, &carol.id(), MembershipState::Leave).await;
+    wait_membership(&bob_room, &carol.id(), MembershipState::Leave).await;
     bob_room.invite_user_by_id(&carol.id()).await.unwrap();
-    common::eventually(WAIT, "carol's second invite", || async {
-        carol
-            .client
-            .get_room(&room_id)
-            .filter(|r| r.state() == matrix_sdk::RoomState::Invited)
-    })
-    .await;
-    carol.client.join_room_by_id(&room_id).await.unwrap();
+    carol.accept_invite(&room_id).await;
     bob.ask(
         &room_id,
         &bot,
@@ -497,21 +303,20 @@ async fn bots_answer_encrypted_and_remember_people_and_thanks_across_a_restart()
         bob.notices(&room_id, &bot, "Welcome").is_empty(),
         "carol is not greeted twice"
     );
-    let state = server.bots().unwrap().state().await;
+    let state = t.server.bots().unwrap().state().await;
     assert!(state.rooms[&room_id].greeted.contains(&carol.id()));
-    server.stop().await.unwrap();
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gathering_fires_once_with_rsvps_reminder_and_notes() {
-    let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(utc("2026-11-02T09:00:00Z")));
-    let server = start(dir.path(), clock.clone()).await;
-    let bot = bot_id(&server);
-    let alice = user(&server, dir.path(), "alice").await;
-    let bob = user(&server, dir.path(), "bob").await;
-    let room_id = community(&server, &alice, &[&bob]).await;
-    let bots = server.bots().unwrap();
+    let t = start(clock.clone()).await;
+    let bot = bot_id(&t);
+    let alice = common::user(&t, "alice").await;
+    let bob = common::user(&t, "bob").await;
+    let room_id = community(&t, &alice, &[&bob]).await;
+    let bots = t.server.bots().unwrap();
 
     alice
         .ask(
@@ -594,32 +399,29 @@ async fn a_gathering_fires_once_with_rsvps_reminder_and_notes() {
     bob.notice(&room_id, &bot, "Add your notes here").await;
 
     // A restart does not fire it again.
-    drop(alice);
-    drop(bob);
-    server.stop().await.unwrap();
-    let server = start(dir.path(), clock.clone()).await;
-    server.bots().unwrap().tick().await.unwrap();
-    let s = server.bots().unwrap().state().await;
+    drop((alice, bob));
+    let t = t.restart().await;
+    t.server.bots().unwrap().tick().await.unwrap();
+    let s = t.server.bots().unwrap().state().await;
     assert_eq!(s.gatherings[0].invitations.len(), 1);
     assert_eq!(
         s.rooms[&room_id].first_gathering.unwrap().to_string(),
         "2026-12-03"
     );
-    server.stop().await.unwrap();
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roulette_pairs_people_from_different_organisations() {
-    let dir = tempfile::tempdir().unwrap();
     // Monday 2 November 2026, 09:00 UTC: the roulette runs on Mondays at 10:00.
     let clock = Arc::new(ManualClock::new(utc("2026-11-02T09:00:00Z")));
-    let server = start(dir.path(), clock.clone()).await;
-    let bot = bot_id(&server);
-    let alice = user(&server, dir.path(), "alice").await;
-    let bob = user(&server, dir.path(), "bob").await;
-    let carol = user(&server, dir.path(), "carol").await;
-    let dave = user(&server, dir.path(), "dave").await;
-    let room_id = community(&server, &alice, &[&bob, &carol, &dave]).await;
+    let t = start(clock.clone()).await;
+    let bot = bot_id(&t);
+    let alice = common::user(&t, "alice").await;
+    let bob = common::user(&t, "bob").await;
+    let carol = common::user(&t, "carol").await;
+    let dave = common::user(&t, "dave").await;
+    let room_id = community(&t, &alice, &[&bob, &carol, &dave]).await;
     for (u, org) in [
         (&alice, "Acme"),
         (&bob, "Acme"),
@@ -635,7 +437,7 @@ async fn roulette_pairs_people_from_different_organisations() {
         .await;
         u.ask(&room_id, &bot, "!roulette join", "You're in").await;
     }
-    let bots = server.bots().unwrap();
+    let bots = t.server.bots().unwrap();
     bots.tick().await.unwrap();
     assert!(
         bots.state().await.rooms[&room_id]
@@ -671,19 +473,18 @@ async fn roulette_pairs_people_from_different_organisations() {
         u.client.join_room_by_id(dm.room_id()).await.unwrap();
         u.notice(dm.room_id(), &bot, "coffee pair").await;
     }
-    server.stop().await.unwrap();
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proposal_is_voted_through_a_poll_and_one_organisation_cannot_take_over() {
-    let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(utc("2026-11-02T09:00:00Z")));
-    let server = start(dir.path(), clock.clone()).await;
-    let bot = bot_id(&server);
-    let alice = user(&server, dir.path(), "alice").await;
-    let bob = user(&server, dir.path(), "bob").await;
-    let carol = user(&server, dir.path(), "carol").await;
-    let room_id = community(&server, &alice, &[&bob, &carol]).await;
+    let t = start(clock.clone()).await;
+    let bot = bot_id(&t);
+    let alice = common::user(&t, "alice").await;
+    let bob = common::user(&t, "bob").await;
+    let carol = common::user(&t, "carol").await;
+    let room_id = community(&t, &alice, &[&bob, &carol]).await;
     for (u, org) in [(&alice, "Acme"), (&bob, "Globex"), (&carol, "Acme")] {
         u.ask(
             &room_id,
@@ -693,7 +494,7 @@ async fn a_proposal_is_voted_through_a_poll_and_one_organisation_cannot_take_ove
         )
         .await;
     }
-    let bots = server.bots().unwrap();
+    let bots = t.server.bots().unwrap();
     let room = alice.room(&room_id).await;
 
     // Carol (Acme) as a second moderator would give Acme, alice's organisation, all of the
@@ -722,16 +523,7 @@ async fn a_proposal_is_voted_through_a_poll_and_one_organisation_cannot_take_ove
         (&carol, "no"),
         (&carol, "yes"),
     ] {
-        let r = u.room(&room_id).await;
-        r.send_raw(
-            "org.matrix.msc3381.poll.response",
-            json!({
-                "m.relates_to": { "rel_type": "m.reference", "event_id": poll },
-                "org.matrix.msc3381.poll.response": { "answers": [answer] },
-            }),
-        )
-        .await
-        .unwrap();
+        u.vote(&room_id, &poll, answer).await;
     }
     common::eventually(WAIT, "the votes to be tallied", || async {
         let s = bots.state().await;
@@ -746,7 +538,8 @@ async fn a_proposal_is_voted_through_a_poll_and_one_organisation_cannot_take_ove
     assert!(summary.body().contains("passed"), "{}", summary.body());
     assert!(summary.body().contains("3 yes, 0 no"), "{}", summary.body());
     let levels = common::eventually(WAIT, "bob's new power level in the room state", || async {
-        let c = server
+        let c = t
+            .server
             .services()
             .timeline
             .state_content(&room_id, &"m.room.power_levels".into(), "")
@@ -757,7 +550,8 @@ async fn a_proposal_is_voted_through_a_poll_and_one_organisation_cannot_take_ove
     })
     .await;
     assert_eq!(levels["users"][bot.as_str()], 100);
-    let charter = server
+    let charter = t
+        .server
         .services()
         .timeline
         .state_content(&room_id, &"org.tsunagu.charter".into(), "")
@@ -768,11 +562,11 @@ async fn a_proposal_is_voted_through_a_poll_and_one_organisation_cannot_take_ove
         charter["changes"][0]["change"]["kind"], "moderator",
         "{charter}"
     );
-    let events = stored(&server, &room_id);
+    let events = stored(&t, &room_id);
     assert!(
         !events
             .iter()
-            .any(|(t, _)| t.starts_with("org.matrix.msc3381.poll")),
+            .any(|(kind, _)| kind.starts_with("org.matrix.msc3381.poll")),
         "polls and votes are stored encrypted: {events:?}"
     );
 
@@ -783,17 +577,7 @@ async fn a_proposal_is_voted_through_a_poll_and_one_organisation_cannot_take_ove
     })
     .await;
     for u in [&alice, &bob] {
-        u.room(&room_id)
-            .await
-            .send_raw(
-                "org.matrix.msc3381.poll.response",
-                json!({
-                    "m.relates_to": { "rel_type": "m.reference", "event_id": poll },
-                    "org.matrix.msc3381.poll.response": { "answers": ["yes"] },
-                }),
-            )
-            .await
-            .unwrap();
+        u.vote(&room_id, &poll, "yes").await;
     }
     common::eventually(WAIT, "two votes", || async {
         (bots.state().await.proposals[1].votes.len() == 2).then_some(())
@@ -806,5 +590,5 @@ async fn a_proposal_is_voted_through_a_poll_and_one_organisation_cannot_take_ove
     alice
         .ask(&room_id, &bot, "!charter", "We meet without an agenda")
         .await;
-    server.stop().await.unwrap();
+    t.stop().await;
 }

@@ -6,217 +6,39 @@
 
 mod common;
 
-use std::{
-    path::Path,
-    sync::{Arc, Mutex},
-    time::Duration,
+use common::{
+    Http, TestServer, User, WAIT,
+    client::{history, private_room, say, wait_membership},
+    http::next_batch,
+    stored,
 };
-
 use matrix_sdk::{
-    Client, Room,
+    Client,
     config::SyncSettings,
-    deserialized_responses::TimelineEventKind,
-    room::MessagesOptions,
     ruma::{
-        OwnedEventId, OwnedRoomId, OwnedUserId, RoomId,
-        api::client::{room::create_room, uiaa},
-        events::room::{
-            encrypted::OriginalSyncRoomEncryptedEvent,
-            member::MembershipState,
-            message::{OriginalSyncRoomMessageEvent, RoomMessageEventContent},
-        },
+        OwnedEventId, OwnedRoomId, RoomId,
+        api::client::uiaa,
+        events::room::{encrypted::OriginalSyncRoomEncryptedEvent, member::MembershipState},
         serde::Raw,
     },
 };
 use serde_json::{Value, json};
 use tsunagu::{Server, store::StoredEvent};
 
-const WAIT: u64 = 30;
-
-/// A message a client saw through sync: room, event, body, and whether it arrived encrypted.
-#[derive(Clone, Debug)]
-struct Received {
-    room_id: OwnedRoomId,
-    event_id: OwnedEventId,
-    body: String,
-    encrypted: bool,
+/// Alice's private room with `members`: encrypted by the server's default.
+async fn encrypted_room(alice: &User, members: &[&User]) -> OwnedRoomId {
+    private_room(alice, "Secret alumni plans", members, &[]).await
 }
 
-#[derive(Clone, Default)]
-struct Inbox(Arc<Mutex<Vec<Received>>>);
-
-impl Inbox {
-    fn find(&self, body: &str) -> Option<Received> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|r| r.body == body)
-            .cloned()
-    }
+/// Alice and bob, both with their device keys on the server, in alice's encrypted room.
+async fn alice_and_bob(t: &TestServer) -> (User, User, OwnedRoomId) {
+    let alice = common::user(t, "alice").await;
+    let bob = common::user(t, "bob").await;
+    let room_id = encrypted_room(&alice, &[&bob]).await;
+    (alice, bob, room_id)
 }
 
-/// A logged-in client with a running sync loop and the messages it has seen.
-struct User {
-    client: Client,
-    inbox: Inbox,
-}
-
-impl User {
-    fn id(&self) -> OwnedUserId {
-        self.client.user_id().unwrap().to_owned()
-    }
-
-    async fn room(&self, room_id: &RoomId) -> Room {
-        common::eventually(WAIT, "the room to appear in sync", || async {
-            self.client.get_room(room_id)
-        })
-        .await
-    }
-
-    /// Waits until this client saw `body` (decrypted) in a room message.
-    async fn receives(&self, body: &str) -> Received {
-        let who = self.id();
-        let got = common::eventually(WAIT, &format!("{who} to receive {body:?}"), || async {
-            self.inbox.find(body)
-        })
-        .await;
-        assert!(
-            got.encrypted,
-            "{who} received {body:?} as a plaintext event, not an encrypted one"
-        );
-        got
-    }
-}
-
-/// Records every room message the client sees (matrix-sdk decrypts before calling handlers)
-/// and keeps syncing in the background.
-fn watch(client: &Client) -> Inbox {
-    let inbox = Inbox::default();
-    let i = inbox.clone();
-    client.add_event_handler(
-        move |ev: OriginalSyncRoomMessageEvent,
-              room: Room,
-              info: Option<matrix_sdk::deserialized_responses::EncryptionInfo>| {
-            let i = i.clone();
-            async move {
-                i.0.lock().unwrap().push(Received {
-                    room_id: room.room_id().to_owned(),
-                    event_id: ev.event_id.clone(),
-                    body: ev.content.body().to_owned(),
-                    encrypted: info.is_some(),
-                });
-            }
-        },
-    );
-    let c = client.clone();
-    tokio::spawn(async move {
-        let _ = c
-            .sync(SyncSettings::default().timeout(Duration::from_secs(5)))
-            .await;
-    });
-    inbox
-}
-
-/// Waits until the server answers /keys/query with this client's device keys, i.e. the
-/// client has uploaded them and other users' clients can encrypt for this device.
-async fn keys_on_server(url: &str, client: &Client) {
-    let http = common::Http::new(url);
-    let token = client.access_token().unwrap();
-    let user = client.user_id().unwrap().to_string();
-    let device = client.device_id().unwrap().to_string();
-    common::eventually(
-        WAIT,
-        &format!("{user}/{device}'s device keys on the server"),
-        || async {
-            let res = http
-                .json(
-                    "POST",
-                    "/_matrix/client/v3/keys/query",
-                    Some(&token),
-                    json!({ "device_keys": { &user: [] } }),
-                )
-                .await;
-            (res.0 == 200 && res.1["device_keys"][&user][&device].is_object()).then_some(())
-        },
-    )
-    .await;
-}
-
-/// Registers `name`, starts its sync loop and waits until its device keys are uploaded.
-async fn user(server: &Server, dir: &Path, name: &str) -> User {
-    let client = common::register(server, dir, name).await;
-    let inbox = watch(&client);
-    client
-        .encryption()
-        .wait_for_e2ee_initialization_tasks()
-        .await;
-    keys_on_server(&server.url(), &client).await;
-    User { client, inbox }
-}
-
-/// `creator` makes a private_chat room (encrypted by the server's default) and invites
-/// `members`, who join. Returns once the creator's client sees every member joined.
-async fn encrypted_room(creator: &User, members: &[&User]) -> OwnedRoomId {
-    let mut req = create_room::v3::Request::new();
-    req.name = Some("Secret alumni plans".into());
-    req.preset = Some(create_room::v3::RoomPreset::PrivateChat);
-    req.invite = members.iter().map(|m| m.id()).collect();
-    let room = creator.client.create_room(req).await.expect("room created");
-    let room_id = room.room_id().to_owned();
-    for m in members {
-        common::eventually(WAIT, "the invite", || async {
-            m.client
-                .get_room(&room_id)
-                .filter(|r| r.state() == matrix_sdk::RoomState::Invited)
-        })
-        .await;
-        m.client
-            .join_room_by_id(&room_id)
-            .await
-            .expect("member joins");
-    }
-    let room = creator.room(&room_id).await;
-    for m in members {
-        wait_membership(&room, &m.id(), MembershipState::Join).await;
-    }
-    room_id
-}
-
-/// Waits until `room`'s client sees `user` with `membership` (from its synced state).
-async fn wait_membership(room: &Room, user: &OwnedUserId, membership: MembershipState) {
-    common::eventually(
-        WAIT,
-        &format!("{} to see {user} as {membership}", room.own_user_id()),
-        || async {
-            room.get_member_no_sync(user)
-                .await
-                .ok()
-                .flatten()
-                .filter(|m| *m.membership() == membership)
-                .map(|_| ())
-        },
-    )
-    .await;
-}
-
-async fn send(room: &Room, body: &str) -> OwnedEventId {
-    room.send(RoomMessageEventContent::text_plain(body))
-        .await
-        .unwrap_or_else(|e| panic!("sending {body:?}: {e}"))
-        .response
-        .event_id
-}
-
-/// Every event of the room as the server stored it.
-fn stored(server: &Server, room_id: &RoomId) -> Vec<StoredEvent> {
-    server
-        .services()
-        .timeline
-        .timeline_range(room_id, 0, u64::MAX, false, usize::MAX)
-        .expect("stored timeline")
-}
-
+/// The stored event with this ID.
 fn stored_event(server: &Server, room_id: &RoomId, event_id: &OwnedEventId) -> StoredEvent {
     stored(server, room_id)
         .into_iter()
@@ -237,37 +59,6 @@ fn sync_format(ev: &StoredEvent) -> Raw<OriginalSyncRoomEncryptedEvent> {
         "unsigned": {},
     });
     Raw::new(&v).unwrap().cast_unchecked()
-}
-
-/// The room's messages through back-pagination, oldest first: `Some(body)` for a message the
-/// client reads (decrypted or plain), `None` for an encrypted one it cannot decrypt.
-async fn history(room: &Room) -> Vec<Option<String>> {
-    let mut out = Vec::new();
-    let mut from: Option<String> = None;
-    for _ in 0..100 {
-        let mut opts = MessagesOptions::backward();
-        opts.from = from.clone();
-        let page = room.messages(opts).await.expect("messages");
-        for ev in &page.chunk {
-            match &ev.kind {
-                TimelineEventKind::UnableToDecrypt { .. } => out.push(None),
-                kind => {
-                    let v: Value = kind.raw().deserialize_as().unwrap();
-                    if v["type"] == "m.room.message" {
-                        out.push(v["content"]["body"].as_str().map(str::to_owned));
-                    } else if v["type"] == "m.room.encrypted" {
-                        out.push(None);
-                    }
-                }
-            }
-        }
-        match page.end {
-            Some(end) => from = Some(end),
-            None => break,
-        }
-    }
-    out.reverse();
-    out
 }
 
 /// Bootstraps cross-signing through user-interactive auth with the account password.
@@ -303,14 +94,11 @@ async fn bootstrap_cross_signing(client: &Client, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_room_by_default_and_the_server_stores_only_ciphertext() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(&dir.path().join("server")).await;
-    let alice = user(&server, dir.path(), "alice").await;
-    let bob = user(&server, dir.path(), "bob").await;
-    let room_id = encrypted_room(&alice, &[&bob]).await;
+    let t = TestServer::start().await;
+    let (alice, bob, room_id) = alice_and_bob(&t).await;
 
     // The private_chat preset got m.room.encryption in the initial state (encryption_by_default).
-    let http = common::Http::new(&server.url());
+    let http = &t.http;
     let state = http
         .call(
             "GET",
@@ -346,15 +134,15 @@ async fn encrypted_room_by_default_and_the_server_stores_only_ciphertext() {
         "I'll bring the photos from 2009",
         "don't tell the committee yet",
     ];
-    send(&alice_room, plaintexts[0]).await;
-    bob.receives(plaintexts[0]).await;
-    send(&bob_room, plaintexts[1]).await;
-    alice.receives(plaintexts[1]).await;
-    send(&alice_room, plaintexts[2]).await;
-    bob.receives(plaintexts[2]).await;
+    say(&alice_room, plaintexts[0]).await;
+    bob.receives_encrypted(plaintexts[0]).await;
+    say(&bob_room, plaintexts[1]).await;
+    alice.receives_encrypted(plaintexts[1]).await;
+    say(&alice_room, plaintexts[2]).await;
+    bob.receives_encrypted(plaintexts[2]).await;
 
     // What the server stored: ciphertext only.
-    let events = stored(&server, &room_id);
+    let events = stored(&t.server, &room_id);
     assert!(
         events.iter().all(|e| e.kind() != "m.room.message"),
         "no m.room.message is stored in an encrypted room: {:?}",
@@ -390,31 +178,19 @@ async fn encrypted_room_by_default_and_the_server_stores_only_ciphertext() {
         events.iter().any(|e| e.kind() == "m.room.encryption"),
         "m.room.encryption is part of the stored state"
     );
-    server.stop().await.unwrap();
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_device_receives_and_decrypts_new_messages() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(&dir.path().join("server")).await;
-    let alice = user(&server, dir.path(), "alice").await;
-    let bob = user(&server, dir.path(), "bob").await;
-    let room_id = encrypted_room(&alice, &[&bob]).await;
+    let t = TestServer::start().await;
+    let (alice, bob, room_id) = alice_and_bob(&t).await;
     let alice_room = alice.room(&room_id).await;
-    send(&alice_room, "before the second device").await;
-    bob.receives("before the second device").await;
+    say(&alice_room, "before the second device").await;
+    bob.receives_encrypted("before the second device").await;
 
     // Bob logs in on a second device.
-    let bob2_client = common::login(&server.url(), dir.path(), "bob").await;
-    let bob2 = User {
-        inbox: watch(&bob2_client),
-        client: bob2_client,
-    };
-    bob2.client
-        .encryption()
-        .wait_for_e2ee_initialization_tasks()
-        .await;
-    keys_on_server(&server.url(), &bob2.client).await;
+    let bob2 = User::new(&t.url(), common::login(&t.url(), t.dir(), "bob").await).await;
     let bob2_device = bob2.client.device_id().unwrap().to_owned();
     assert_ne!(bob.client.device_id().unwrap(), bob2_device);
 
@@ -436,26 +212,23 @@ async fn a_second_device_receives_and_decrypts_new_messages() {
     .await;
 
     for body in ["after the second device", "and another one"] {
-        send(&alice_room, body).await;
-        let on1 = bob.receives(body).await;
-        let on2 = bob2.receives(body).await;
+        say(&alice_room, body).await;
+        let on1 = bob.receives_encrypted(body).await;
+        let on2 = bob2.receives_encrypted(body).await;
         assert_eq!(on1.event_id, on2.event_id);
         assert_eq!(on2.room_id, room_id);
     }
-    server.stop().await.unwrap();
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_signing_identity_is_visible_to_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(&dir.path().join("server")).await;
-    let alice = user(&server, dir.path(), "alice").await;
-    let bob = user(&server, dir.path(), "bob").await;
-    let room_id = encrypted_room(&alice, &[&bob]).await;
+    let t = TestServer::start().await;
+    let (alice, bob, room_id) = alice_and_bob(&t).await;
     // They chat, so each client tracks the other's devices.
     let alice_room = alice.room(&room_id).await;
-    send(&alice_room, "hi before cross-signing").await;
-    bob.receives("hi before cross-signing").await;
+    say(&alice_room, "hi before cross-signing").await;
+    bob.receives_encrypted("hi before cross-signing").await;
 
     let alice_id = alice.id();
     let alice_device = alice.client.device_id().unwrap().to_owned();
@@ -536,7 +309,7 @@ async fn cross_signing_identity_is_visible_to_others() {
     assert_eq!(fetched.master_key().get_first_key(), Some(master));
 
     // The raw /keys/query carries all three public keys and the device's cross-signature.
-    let http = common::Http::new(&server.url());
+    let http = &t.http;
     let q = http
         .json(
             "POST",
@@ -563,16 +336,13 @@ async fn cross_signing_identity_is_visible_to_others() {
         sigs.as_object().map(|s| s.len()).unwrap_or(0) >= 2,
         "alice's device carries its own and the self-signing signature: {sigs}"
     );
-    server.stop().await.unwrap();
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_backup_lets_a_fresh_device_read_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(&dir.path().join("server")).await;
-    let alice = user(&server, dir.path(), "alice").await;
-    let bob = user(&server, dir.path(), "bob").await;
-    let room_id = encrypted_room(&alice, &[&bob]).await;
+    let t = TestServer::start().await;
+    let (alice, bob, room_id) = alice_and_bob(&t).await;
     let alice_room = alice.room(&room_id).await;
 
     bootstrap_cross_signing(&alice.client, "alice").await;
@@ -591,8 +361,8 @@ async fn key_backup_lets_a_fresh_device_read_history() {
         "bob volunteers for the music",
     ];
     for body in sent {
-        send(&alice_room, body).await;
-        bob.receives(body).await;
+        say(&alice_room, body).await;
+        bob.receives_encrypted(body).await;
     }
     alice
         .client
@@ -603,7 +373,7 @@ async fn key_backup_lets_a_fresh_device_read_history() {
         .expect("room keys uploaded to the backup");
 
     // The server holds the backup with at least one room key.
-    let http = common::Http::new(&server.url());
+    let http = &t.http;
     let version = http
         .call(
             "GET",
@@ -624,7 +394,7 @@ async fn key_backup_lets_a_fresh_device_read_history() {
     );
 
     // A fresh device (new client, new store) cannot read the history...
-    let fresh = common::login(&server.url(), dir.path(), "alice").await;
+    let fresh = common::login(&t.url(), t.dir(), "alice").await;
     fresh.sync_once(SyncSettings::default()).await.unwrap();
     fresh
         .encryption()
@@ -683,24 +453,23 @@ async fn key_backup_lets_a_fresh_device_read_history() {
         },
     )
     .await;
-    server.stop().await.unwrap();
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_rotates_when_a_member_leaves() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(&dir.path().join("server")).await;
-    let alice = user(&server, dir.path(), "alice").await;
-    let bob = user(&server, dir.path(), "bob").await;
-    let carol = user(&server, dir.path(), "carol").await;
+    let t = TestServer::start().await;
+    let alice = common::user(&t, "alice").await;
+    let bob = common::user(&t, "bob").await;
+    let carol = common::user(&t, "carol").await;
     let room_id = encrypted_room(&alice, &[&bob, &carol]).await;
     let alice_room = alice.room(&room_id).await;
 
-    let before = send(&alice_room, "carol is still here").await;
-    bob.receives("carol is still here").await;
-    let carol_got = carol.receives("carol is still here").await;
+    let before = say(&alice_room, "carol is still here").await;
+    bob.receives_encrypted("carol is still here").await;
+    let carol_got = carol.receives_encrypted("carol is still here").await;
     assert_eq!(carol_got.event_id, before);
-    let old_session = stored_event(&server, &room_id, &before).content()["session_id"].clone();
+    let old_session = stored_event(&t.server, &room_id, &before).content()["session_id"].clone();
     assert!(
         old_session.is_string(),
         "megolm session_id in the stored event"
@@ -714,9 +483,9 @@ async fn session_rotates_when_a_member_leaves() {
         .expect("carol leaves");
     wait_membership(&alice_room, &carol.id(), MembershipState::Leave).await;
 
-    let after = send(&alice_room, "carol has left the building").await;
-    bob.receives("carol has left the building").await;
-    let after_stored = stored_event(&server, &room_id, &after);
+    let after = say(&alice_room, "carol has left the building").await;
+    bob.receives_encrypted("carol has left the building").await;
+    let after_stored = stored_event(&t.server, &room_id, &after);
     assert_eq!(after_stored.kind(), "m.room.encrypted");
     let new_session = after_stored.content()["session_id"].clone();
     assert!(new_session.is_string());
@@ -737,7 +506,7 @@ async fn session_rotates_when_a_member_leaves() {
         "carol cannot decrypt a message sent after she left: {:?}",
         carol_try.kind
     );
-    let old_raw = sync_format(&stored_event(&server, &room_id, &before));
+    let old_raw = sync_format(&stored_event(&t.server, &room_id, &before));
     let carol_old = carol_room.decrypt_event(&old_raw, None).await.unwrap();
     assert!(
         !carol_old.kind.is_utd(),
@@ -754,28 +523,7 @@ async fn session_rotates_when_a_member_leaves() {
         carol.inbox.find("carol has left the building").is_none(),
         "carol's sync never delivered the plaintext"
     );
-    server.stop().await.unwrap();
-}
-
-/// Raw login: a new device for an existing user. Returns (access token, device id).
-async fn raw_login(http: &common::Http, name: &str) -> (String, String) {
-    let res = http
-        .json(
-            "POST",
-            "/_matrix/client/v3/login",
-            None,
-            json!({
-                "type": "m.login.password",
-                "identifier": { "type": "m.id.user", "user": name },
-                "password": common::password(name),
-            }),
-        )
-        .await;
-    assert_eq!(res.0, 200, "login {name}: {}", res.1);
-    (
-        res.1["access_token"].as_str().unwrap().to_owned(),
-        res.1["device_id"].as_str().unwrap().to_owned(),
-    )
+    t.stop().await;
 }
 
 /// Device keys for `user`/`device`, correctly self-signed with a fresh ed25519 key (so a
@@ -803,7 +551,7 @@ fn device_keys(user: &str, device: &str) -> (Value, String) {
     (serde_json::to_value(&obj).unwrap(), ed)
 }
 
-async fn query_devices(http: &common::Http, token: &str, user: &str) -> Value {
+async fn query_devices(http: &Http, token: &str, user: &str) -> Value {
     let res = http
         .json(
             "POST",
@@ -819,14 +567,12 @@ async fn query_devices(http: &common::Http, token: &str, user: &str) -> Value {
         .unwrap_or_else(|| json!({}))
 }
 
-async fn raw_sync(http: &common::Http, token: &str, since: Option<&str>) -> Value {
-    let path = match since {
-        Some(s) => format!("/_matrix/client/v3/sync?timeout=0&since={s}"),
-        None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
-    };
-    let res = http.call("GET", &path, Some(token), None).await;
-    assert_eq!(res.0, 200, "sync: {}", res.1);
-    res.1
+/// An immediate `/sync` (timeout 0), from `since` when given.
+async fn raw_sync(http: &Http, token: &str, since: Option<&str>) -> Value {
+    match since {
+        Some(s) => http.sync(token, &format!("timeout=0&since={s}")).await,
+        None => http.sync(token, "timeout=0").await,
+    }
 }
 
 fn to_device_events(sync: &Value) -> Vec<Value> {
@@ -838,31 +584,23 @@ fn to_device_events(sync: &Value) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_endpoints_refuse_bad_input_and_to_device_delivery_rules() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("server");
-    let server = common::start(&data).await;
-    let http = common::Http::new(&server.url());
-    let alice_token = http.register("alice").await;
-    let bob_token = http.register("bob").await;
-    let (alice2_token, alice2_device) = raw_login(&http, "alice").await;
-    let whoami = http
-        .call(
-            "GET",
-            "/_matrix/client/v3/account/whoami",
-            Some(&alice_token),
-            None,
-        )
-        .await;
-    let alice_device = whoami.1["device_id"].as_str().unwrap().to_owned();
-    let whoami = http
-        .call(
-            "GET",
-            "/_matrix/client/v3/account/whoami",
-            Some(&bob_token),
-            None,
-        )
-        .await;
-    let bob_device = whoami.1["device_id"].as_str().unwrap().to_owned();
+    let t = TestServer::start().await;
+    let http = &t.http;
+    let common::Account {
+        token: alice_token,
+        device_id: alice_device,
+        ..
+    } = http.register("alice").await;
+    let common::Account {
+        token: bob_token,
+        device_id: bob_device,
+        ..
+    } = http.register("bob").await;
+    let common::Account {
+        token: alice2_token,
+        device_id: alice2_device,
+        ..
+    } = http.login("alice").await;
     let (alice, bob) = ("@alice:localhost", "@bob:localhost");
 
     // Claiming keys of an unknown user: 200, and no keys.
@@ -914,12 +652,12 @@ async fn key_endpoints_refuse_bad_input_and_to_device_delivery_rules() {
     )
     .await;
     common::assert_error(&res, 400, "M_INVALID_PARAM");
-    let bob_devices = query_devices(&http, &bob_token, bob).await;
+    let bob_devices = query_devices(http, &bob_token, bob).await;
     assert!(
         bob_devices.as_object().unwrap().is_empty(),
         "no device keys appeared for bob: {bob_devices}"
     );
-    let alice_devices = query_devices(&http, &bob_token, alice).await;
+    let alice_devices = query_devices(http, &bob_token, alice).await;
     assert!(
         alice_devices.as_object().unwrap().is_empty(),
         "no device keys appeared for alice: {alice_devices}"
@@ -934,7 +672,7 @@ async fn key_endpoints_refuse_bad_input_and_to_device_delivery_rules() {
     common::assert_error(&res, 400, "M_BAD_JSON");
     let res = upload(alice_token.clone(), json!({ "one_time_keys": "lots" })).await;
     common::assert_error(&res, 400, "M_BAD_JSON");
-    let alice_devices = query_devices(&http, &bob_token, alice).await;
+    let alice_devices = query_devices(http, &bob_token, alice).await;
     assert!(
         alice_devices.as_object().unwrap().is_empty(),
         "{alice_devices}"
@@ -961,7 +699,7 @@ async fn key_endpoints_refuse_bad_input_and_to_device_delivery_rules() {
         "{}",
         res.1
     );
-    let alice_devices = query_devices(&http, &bob_token, alice).await;
+    let alice_devices = query_devices(http, &bob_token, alice).await;
     assert_eq!(
         alice_devices[&alice_device]["keys"][format!("ed25519:{alice_device}")],
         honest_ed.as_str(),
@@ -1007,7 +745,7 @@ async fn key_endpoints_refuse_bad_input_and_to_device_delivery_rules() {
 
     // To-device: idempotent per transaction, in order, kept until acknowledged, even across a
     // restart.
-    let s0 = raw_sync(&http, &bob_token, None).await["next_batch"]
+    let s0 = raw_sync(http, &bob_token, None).await["next_batch"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -1046,25 +784,24 @@ async fn key_endpoints_refuse_bad_input_and_to_device_delivery_rules() {
             .collect();
         assert_eq!(got, want, "to-device events once each, in order: {sync}");
     };
-    let first = raw_sync(&http, &bob_token, Some(&s0)).await;
+    let first = raw_sync(http, &bob_token, Some(&s0)).await;
     expect(&first);
     let s1 = first["next_batch"].as_str().unwrap().to_owned();
     // Not acknowledged yet: syncing again from s0 returns them again.
-    expect(&raw_sync(&http, &bob_token, Some(&s0)).await);
+    expect(&raw_sync(http, &bob_token, Some(&s0)).await);
     // Alice's devices got nothing.
-    let alice_sync = raw_sync(&http, &alice_token, None).await;
+    let alice_sync = raw_sync(http, &alice_token, None).await;
     assert!(to_device_events(&alice_sync).is_empty(), "{alice_sync}");
 
     // A restart before the acknowledgement keeps them.
-    server.stop().await.unwrap();
-    let server = common::start(&data).await;
-    let http = common::Http::new(&server.url());
-    let again = raw_sync(&http, &bob_token, Some(&s0)).await;
+    let t = t.restart().await;
+    let http = &t.http;
+    let again = raw_sync(http, &bob_token, Some(&s0)).await;
     expect(&again);
     let s1_again = again["next_batch"].as_str().unwrap().to_owned();
 
     // Syncing with the next token acknowledges them: they are gone.
-    let acked = raw_sync(&http, &bob_token, Some(&s1_again)).await;
+    let acked = raw_sync(http, &bob_token, Some(&s1_again)).await;
     assert!(
         to_device_events(&acked).is_empty(),
         "acknowledged to-device events are not delivered again: {acked}"
@@ -1081,12 +818,12 @@ async fn key_endpoints_refuse_bad_input_and_to_device_delivery_rules() {
         .await;
     assert_eq!(res.0, 200, "{}", res.1);
     let next = acked["next_batch"].as_str().unwrap().to_owned();
-    let later = raw_sync(&http, &bob_token, Some(&next)).await;
+    let later = raw_sync(http, &bob_token, Some(&next)).await;
     assert!(
         to_device_events(&later).is_empty(),
         "a retried transaction is not delivered twice: {later}"
     );
-    server.stop().await.unwrap();
+    t.stop().await;
 }
 
 /// A one-time or fallback key object as clients upload it (the server does not check it).
@@ -1098,10 +835,6 @@ fn otk(key: &str, fallback: bool) -> Value {
     k
 }
 
-fn next_batch(sync: &Value) -> String {
-    sync["next_batch"].as_str().expect("next_batch").to_owned()
-}
-
 fn list_has(v: &Value, user: &str) -> bool {
     v.as_array()
         .is_some_and(|a| a.iter().any(|u| u.as_str() == Some(user)))
@@ -1109,20 +842,14 @@ fn list_has(v: &Value, user: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_counts_fallback_keys_and_device_list_changes_in_sync() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(&dir.path().join("server")).await;
-    let http = common::Http::new(&server.url());
-    let alice_token = http.register("alice").await;
-    let bob_token = http.register("bob").await;
-    let whoami = http
-        .call(
-            "GET",
-            "/_matrix/client/v3/account/whoami",
-            Some(&alice_token),
-            None,
-        )
-        .await;
-    let alice_device = whoami.1["device_id"].as_str().unwrap().to_owned();
+    let t = TestServer::start().await;
+    let http = &t.http;
+    let common::Account {
+        token: alice_token,
+        device_id: alice_device,
+        ..
+    } = http.register("alice").await;
+    let bob_token = http.register("bob").await.token;
     let (alice, bob) = ("@alice:localhost", "@bob:localhost");
 
     // Alice's device uploads its keys, two one-time keys and a fallback key.
@@ -1148,7 +875,7 @@ async fn key_counts_fallback_keys_and_device_list_changes_in_sync() {
         "{}",
         res.1
     );
-    let a0 = raw_sync(&http, &alice_token, None).await;
+    let a0 = raw_sync(http, &alice_token, None).await;
     assert_eq!(
         a0["device_one_time_keys_count"]["signed_curve25519"], 2,
         "{a0}"
@@ -1180,10 +907,14 @@ async fn key_counts_fallback_keys_and_device_list_changes_in_sync() {
         )
         .await;
     assert_eq!(joined.0, 200, "{}", joined.1);
-    let b0 = next_batch(&raw_sync(&http, &bob_token, None).await);
+    let b0 = next_batch(&raw_sync(http, &bob_token, None).await);
 
     // Alice logs in on a new device that uploads keys: Bob's sync and /keys/changes say so.
-    let (alice2_token, alice2_device) = raw_login(&http, "alice").await;
+    let common::Account {
+        token: alice2_token,
+        device_id: alice2_device,
+        ..
+    } = http.login("alice").await;
     let (keys2, _) = device_keys(alice, &alice2_device);
     let res = http
         .json(
@@ -1195,7 +926,7 @@ async fn key_counts_fallback_keys_and_device_list_changes_in_sync() {
         .await;
     assert_eq!(res.0, 200, "{}", res.1);
     let b1 = common::eventually(WAIT, "alice in bob's device_lists.changed", || async {
-        let s = raw_sync(&http, &bob_token, Some(&b0)).await;
+        let s = raw_sync(http, &bob_token, Some(&b0)).await;
         list_has(&s["device_lists"]["changed"], alice).then_some(s)
     })
     .await;
@@ -1213,7 +944,7 @@ async fn key_counts_fallback_keys_and_device_list_changes_in_sync() {
     assert_eq!(changes.0, 200, "{}", changes.1);
     assert!(list_has(&changes.1["changed"], alice), "{}", changes.1);
     // Nothing changed after that.
-    let b2 = raw_sync(&http, &bob_token, Some(&next_batch(&b1))).await;
+    let b2 = raw_sync(http, &bob_token, Some(&next_batch(&b1))).await;
     assert!(
         !list_has(&b2["device_lists"]["changed"], alice),
         "a change is reported once: {b2}"
@@ -1256,7 +987,7 @@ async fn key_counts_fallback_keys_and_device_list_changes_in_sync() {
 
     // Alice's sync shows zero one-time keys (explicitly: matrix-sdk only replenishes when it
     // sees the count) and that the fallback key was used.
-    let a1 = raw_sync(&http, &alice_token, Some(&a0_token)).await;
+    let a1 = raw_sync(http, &alice_token, Some(&a0_token)).await;
     assert_eq!(
         a1["device_one_time_keys_count"]["signed_curve25519"], 0,
         "{a1}"
@@ -1272,7 +1003,7 @@ async fn key_counts_fallback_keys_and_device_list_changes_in_sync() {
         )
         .await;
     assert_eq!(res.0, 200, "{}", res.1);
-    let a2 = raw_sync(&http, &alice_token, Some(&next_batch(&a1))).await;
+    let a2 = raw_sync(http, &alice_token, Some(&next_batch(&a1))).await;
     assert_eq!(
         a2["device_unused_fallback_key_types"],
         json!(["signed_curve25519"]),
@@ -1281,7 +1012,7 @@ async fn key_counts_fallback_keys_and_device_list_changes_in_sync() {
     assert_eq!(claim().await, "new-fallback");
 
     // Bob leaves their only shared encrypted room: Alice's sync lists him in device_lists.left.
-    let a3_token = next_batch(&raw_sync(&http, &alice_token, Some(&next_batch(&a2))).await);
+    let a3_token = next_batch(&raw_sync(http, &alice_token, Some(&next_batch(&a2))).await);
     let left = http
         .json(
             "POST",
@@ -1292,7 +1023,7 @@ async fn key_counts_fallback_keys_and_device_list_changes_in_sync() {
         .await;
     assert_eq!(left.0, 200, "{}", left.1);
     let a4 = common::eventually(WAIT, "bob in alice's device_lists.left", || async {
-        let s = raw_sync(&http, &alice_token, Some(&a3_token)).await;
+        let s = raw_sync(http, &alice_token, Some(&a3_token)).await;
         list_has(&s["device_lists"]["left"], bob).then_some(s)
     })
     .await;
@@ -1326,5 +1057,5 @@ async fn key_counts_fallback_keys_and_device_list_changes_in_sync() {
         "{}",
         res.1
     );
-    server.stop().await.unwrap();
+    t.stop().await;
 }

@@ -1,25 +1,19 @@
+#![recursion_limit = "256"]
 //! Every refusal path answers with the spec's error and changes nothing.
 
 mod common;
 
-use common::{Http, assert_error};
+use common::{
+    TestServer, assert_error,
+    http::{bodies, password_login},
+};
 use serde_json::json;
-
-async fn server_with(
-    dir: &std::path::Path,
-    f: impl FnOnce(&mut tsunagu::Config),
-) -> tsunagu::Server {
-    let mut c = common::config(dir);
-    f(&mut c);
-    tsunagu::Server::start(c).await.unwrap()
-}
 
 #[tokio::test]
 async fn tokens_json_size_and_unknown_endpoints() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = server_with(dir.path(), |c| c.max_request_size = 64 * 1024).await;
-    let http = Http::new(&server.url());
-    let token = http.register("alice").await;
+    let t = TestServer::start_with(|c| c.max_request_size = 64 * 1024).await;
+    let http = &t.http;
+    let token = http.register("alice").await.token;
 
     assert_error(
         &http
@@ -100,15 +94,7 @@ async fn tokens_json_size_and_unknown_endpoints() {
         "M_UNRECOGNIZED",
     );
     let huge = json!({ "body": "x".repeat(100 * 1024), "msgtype": "m.text" });
-    let (_, room) = http
-        .json(
-            "POST",
-            "/_matrix/client/v3/createRoom",
-            Some(&token),
-            json!({}),
-        )
-        .await;
-    let room_id = room["room_id"].as_str().unwrap();
+    let room_id = http.create_room(&token, json!({})).await;
     assert_error(
         &http
             .json(
@@ -150,14 +136,13 @@ async fn tokens_json_size_and_unknown_endpoints() {
             .all(|e| e["type"] != "m.room.message"),
         "{msgs}"
     );
-    server.stop().await.unwrap();
+    t.stop().await;
 }
 
 #[tokio::test]
 async fn registration_refusals() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(dir.path()).await;
-    let http = Http::new(&server.url());
+    let t = TestServer::start().await;
+    let http = &t.http;
     http.register("alice").await;
     let again =
         json!({ "username": "alice", "password": "x", "auth": { "type": "m.login.dummy" } });
@@ -199,7 +184,7 @@ async fn registration_refusals() {
         .await;
     assert_eq!((status, ok["available"].as_bool()), (200, Some(true)));
     // Wrong password.
-    let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": "wrong" });
+    let login = password_login("alice", "wrong");
     assert_error(
         &http
             .json("POST", "/_matrix/client/v3/login", None, login)
@@ -207,21 +192,18 @@ async fn registration_refusals() {
         403,
         "M_FORBIDDEN",
     );
-    server.stop().await.unwrap();
+    t.stop().await;
 }
 
 #[tokio::test]
 async fn registration_token_is_single_use() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = server_with(dir.path(), |c| {
-        c.registration = tsunagu::config::Registration::Token
-    })
-    .await;
-    let token = server
+    let t = TestServer::start_with(|c| c.registration = tsunagu::config::Registration::Token).await;
+    let token = t
+        .server
         .first_start_token
         .clone()
         .expect("first start prints a token");
-    let http = Http::new(&server.url());
+    let http = &t.http;
     // Without auth: the flows name the registration token stage.
     let (status, flows) = http
         .json(
@@ -261,34 +243,29 @@ async fn registration_token_is_single_use() {
         401,
         "the token was single-use"
     );
-    server.stop().await.unwrap();
+    t.stop().await;
 }
 
 #[tokio::test]
 async fn non_members_cannot_read_or_write_private_rooms() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(dir.path()).await;
-    let http = Http::new(&server.url());
-    let alice = http.register("alice").await;
-    let eve = http.register("eve").await;
-    let (_, room) = http
-        .json(
-            "POST",
-            "/_matrix/client/v3/createRoom",
-            Some(&alice),
+    let t = TestServer::start().await;
+    let http = &t.http;
+    let alice = http.register("alice").await.token;
+    let eve = http.register("eve").await.token;
+    let room_id = http
+        .create_room(
+            &alice,
             json!({ "preset": "private_chat", "name": "secret" }),
         )
         .await;
-    let room_id = room["room_id"].as_str().unwrap().to_owned();
-    let (status, _) = http
-        .json(
-            "PUT",
-            &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/a1"),
-            Some(&alice),
-            json!({ "msgtype": "m.text", "body": "for members only" }),
-        )
-        .await;
-    assert_eq!(status, 200);
+    http.send_text(&alice, &room_id, "for members only").await;
+    // Eve's message attempts, with raw transaction IDs.
+    let eve_sends = |txn: &str, body: &str| {
+        let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");
+        let content = json!({ "msgtype": "m.text", "body": body });
+        let eve = &eve;
+        async move { http.json("PUT", &path, Some(eve), content).await }
+    };
 
     for path in [
         "messages?dir=b",
@@ -310,30 +287,8 @@ async fn non_members_cannot_read_or_write_private_rooms() {
             "M_FORBIDDEN",
         );
     }
-    assert_error(
-        &http
-            .json(
-                "PUT",
-                &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/e1"),
-                Some(&eve),
-                json!({ "msgtype": "m.text", "body": "sneaky" }),
-            )
-            .await,
-        403,
-        "M_FORBIDDEN",
-    );
-    assert_error(
-        &http
-            .json(
-                "POST",
-                &format!("/_matrix/client/v3/join/{room_id}"),
-                Some(&eve),
-                json!({}),
-            )
-            .await,
-        403,
-        "M_FORBIDDEN",
-    );
+    assert_error(&eve_sends("e1", "sneaky").await, 403, "M_FORBIDDEN");
+    assert_error(&http.join(&eve, &room_id).await, 403, "M_FORBIDDEN");
     assert_error(
         &http
             .json(
@@ -402,30 +357,8 @@ async fn non_members_cannot_read_or_write_private_rooms() {
         .0,
         200
     );
-    assert_error(
-        &http
-            .json(
-                "POST",
-                &format!("/_matrix/client/v3/join/{room_id}"),
-                Some(&eve),
-                json!({}),
-            )
-            .await,
-        403,
-        "M_FORBIDDEN",
-    );
-    assert_error(
-        &http
-            .json(
-                "PUT",
-                &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/e2"),
-                Some(&eve),
-                json!({ "msgtype": "m.text", "body": "still here?" }),
-            )
-            .await,
-        403,
-        "M_FORBIDDEN",
-    );
+    assert_error(&http.join(&eve, &room_id).await, 403, "M_FORBIDDEN");
+    assert_error(&eve_sends("e2", "still here?").await, 403, "M_FORBIDDEN");
 
     // The room's name never changed and Eve's messages were never stored.
     let (_, name) = http
@@ -445,26 +378,19 @@ async fn non_members_cannot_read_or_write_private_rooms() {
             None,
         )
         .await;
-    let bodies: Vec<_> = msgs["chunk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["content"]["body"].as_str())
-        .collect();
-    assert_eq!(bodies, vec!["for members only"]);
-    server.stop().await.unwrap();
+    assert_eq!(bodies(&msgs["chunk"]), ["for members only"]);
+    t.stop().await;
 }
 
 #[tokio::test]
 async fn login_is_rate_limited() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = server_with(dir.path(), |c| {
+    let t = TestServer::start_with(|c| {
         c.rate_limit.burst = 3;
         c.rate_limit.per_minute = 1;
     })
     .await;
-    let http = Http::new(&server.url());
-    let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "nobody" }, "password": "x" });
+    let http = &t.http;
+    let login = password_login("nobody", "x");
     let mut last = (0, serde_json::Value::Null);
     for _ in 0..4 {
         last = http
@@ -473,24 +399,15 @@ async fn login_is_rate_limited() {
     }
     assert_error(&last, 429, "M_LIMIT_EXCEEDED");
     assert!(last.1["retry_after_ms"].as_u64().unwrap() > 0, "{}", last.1);
-    server.stop().await.unwrap();
+    t.stop().await;
 }
 
 #[tokio::test]
 async fn idempotent_sends_and_cors() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(dir.path()).await;
-    let http = Http::new(&server.url());
-    let alice = http.register("alice").await;
-    let (_, room) = http
-        .json(
-            "POST",
-            "/_matrix/client/v3/createRoom",
-            Some(&alice),
-            json!({}),
-        )
-        .await;
-    let room_id = room["room_id"].as_str().unwrap();
+    let t = TestServer::start().await;
+    let http = &t.http;
+    let alice = http.register("alice").await.token;
+    let room_id = http.create_room(&alice, json!({})).await;
     let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/same-txn");
     let (_, first) = http
         .json(
@@ -530,7 +447,7 @@ async fn idempotent_sends_and_cors() {
     let res = reqwest::Client::new()
         .request(
             reqwest::Method::OPTIONS,
-            format!("{}/_matrix/client/v3/sync", server.url()),
+            format!("{}/_matrix/client/v3/sync", t.url()),
         )
         .header("origin", "https://app.element.io")
         .header("access-control-request-method", "GET")
@@ -539,5 +456,5 @@ async fn idempotent_sends_and_cors() {
         .await
         .unwrap();
     assert_eq!(res.headers()["access-control-allow-origin"], "*");
-    server.stop().await.unwrap();
+    t.stop().await;
 }

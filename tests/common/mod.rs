@@ -1,21 +1,45 @@
-//! Test harness: an in-process server on an ephemeral loopback port with a temporary data dir,
-//! real matrix-sdk clients, and a raw HTTP helper for refusal paths.
+//! The harness every integration test shares.
+//!
+//! - [`TestServer`]: an in-process Tsunagu on an ephemeral loopback port, with its own temporary
+//!   data directory and a raw HTTP client for it. Every test starts its own.
+//! - [`http`]: raw HTTP ([`Http`], [`Account`], [`assert_error`]), to check every field a client
+//!   reads and to send what a well-behaved client library never would.
+//! - [`client`]: real matrix-sdk clients ([`User`], [`user`]) that sync in the background and
+//!   record what they see, for end-to-end behaviour and encryption.
+//! - [`eventually`]: tests never sleep to wait for something; they poll with a deadline.
+//!
+//! Every test crate compiles this whole module and uses part of it, hence the
+//! `allow(dead_code)` and `allow(unused_imports)` on the shortcuts below. matrix-sdk's futures
+//! are deep: a test crate that includes this module needs `#![recursion_limit = "256"]`.
 #![allow(dead_code)]
 
-use std::{path::Path, time::Duration};
+pub mod client;
+pub mod http;
 
-use matrix_sdk::{
-    Client,
-    ruma::api::client::{account::register, uiaa},
-};
-use serde_json::Value;
-use tsunagu::{Config, Server, config::Registration};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use tempfile::TempDir;
+use tsunagu::{Config, Server, config::Registration, store::StoredEvent};
+
+#[allow(unused_imports)]
+pub use client::{User, login, register, user};
+#[allow(unused_imports)]
+pub use http::{Account, Http, assert_error};
+
+/// How long a test waits for something that should happen, in seconds. Generous, because
+/// matrix-sdk's crypto on a busy two-core machine is slow; only a failing test waits this long.
+pub const WAIT: u64 = 60;
+
+/// The password every test account gets (the harness registers and logs in with it).
+pub fn password(name: &str) -> String {
+    format!("correct horse battery {name}")
+}
 
 /// A config for tests: loopback, port 0, open registration, generous rate limits.
-pub fn config(dir: &Path) -> Config {
+pub fn config(data_dir: &Path) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_owned(),
+        data_dir: data_dir.to_owned(),
         registration: Registration::Open,
         rate_limit: tsunagu::config::RateLimit {
             burst: 1000,
@@ -26,74 +50,123 @@ pub fn config(dir: &Path) -> Config {
     }
 }
 
-pub async fn start(dir: &Path) -> Server {
-    Server::start(config(dir)).await.expect("server starts")
+/// One test's server: an in-process Tsunagu on an ephemeral loopback port, its data in a
+/// temporary directory (removed when this is dropped), and a raw HTTP client pointed at it.
+///
+/// matrix-sdk clients keep their stores in [`TestServer::dir`] too. [`TestServer::restart`]
+/// stops the server and starts it again on the same data, as an operator would.
+pub struct TestServer {
+    pub server: Server,
+    /// Raw HTTP to [`TestServer::server`].
+    pub http: Http,
+    config: Config,
+    /// References to the services an idle server holds; see
+    /// [`TestServer::is_handling_a_request`].
+    idle_refs: usize,
+    #[cfg(feature = "bots")]
+    clock: Option<Arc<dyn tsunagu::bots::Clock>>,
+    dir: TempDir,
 }
 
-/// Registers through user-interactive auth (m.login.dummy) with a real matrix-sdk client and
-/// returns the logged-in client. Its crypto and state stores live under `dir`.
-pub async fn register(server: &Server, dir: &Path, name: &str) -> Client {
-    let client = client_for(
-        &server.url(),
-        &dir.join(format!("client-{name}-{}", rand_suffix())),
-    )
-    .await;
-    let mut req = register::v3::Request::new();
-    req.username = Some(name.to_owned());
-    req.password = Some(password(name));
-    let err = client
-        .matrix_auth()
-        .register(req.clone())
-        .await
-        .expect_err("first step asks for auth");
-    let info = err
-        .as_uiaa_response()
-        .expect("a user-interactive auth response")
-        .clone();
-    let mut dummy = uiaa::Dummy::new();
-    dummy.session = info.session.clone();
-    req.auth = Some(uiaa::AuthData::Dummy(dummy));
-    client
-        .matrix_auth()
-        .register(req)
-        .await
-        .expect("registration completes");
-    assert!(client.user_id().is_some(), "registered client is logged in");
-    client
+impl TestServer {
+    /// A server with the test [`config`].
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server with the test [`config`] as `change` leaves it.
+    pub async fn start_with(change: impl FnOnce(&mut Config)) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), change).await
+    }
+
+    /// A server whose temporary directory the test prepared (files the config points to); its
+    /// data goes to `dir/server`.
+    pub async fn start_in(dir: TempDir, change: impl FnOnce(&mut Config)) -> Self {
+        let mut config = config(&dir.path().join("server"));
+        change(&mut config);
+        let server = Server::start(config.clone()).await.expect("server starts");
+        Self::around(server, config, dir)
+    }
+
+    /// A server with the community bots on, whose time is `clock` (a
+    /// [`tsunagu::bots::ManualClock`] lets a test move it). Restarts keep the clock.
+    #[cfg(feature = "bots")]
+    pub async fn start_with_bots(clock: Arc<dyn tsunagu::bots::Clock>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(&dir.path().join("server"));
+        config.bots.enabled = true;
+        let server = Server::start_with_clock(config.clone(), clock.clone())
+            .await
+            .expect("server with bots starts");
+        let mut t = Self::around(server, config, dir);
+        t.clock = Some(clock);
+        t
+    }
+
+    fn around(server: Server, config: Config, dir: TempDir) -> Self {
+        Self {
+            http: Http::new(&server.url()),
+            idle_refs: Arc::strong_count(server.services()),
+            server,
+            config,
+            #[cfg(feature = "bots")]
+            clock: None,
+            dir,
+        }
+    }
+
+    /// `http://127.0.0.1:port`, for clients.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// The test's temporary directory (the server's data is in `server/` below it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the server (waiting for open requests, making every write durable) and starts it
+    /// again on the same data directory and config. The new server has a new port.
+    pub async fn restart(self) -> Self {
+        let Self {
+            server,
+            config,
+            dir,
+            #[cfg(feature = "bots")]
+            clock,
+            ..
+        } = self;
+        server.stop().await.expect("server stops");
+        #[cfg(feature = "bots")]
+        if let Some(clock) = clock {
+            let server = Server::start_with_clock(config.clone(), clock.clone())
+                .await
+                .expect("server with bots restarts");
+            let mut t = Self::around(server, config, dir);
+            t.clock = Some(clock);
+            return t;
+        }
+        let server = Server::start(config.clone())
+            .await
+            .expect("server restarts");
+        Self::around(server, config, dir)
+    }
+
+    /// Stops the server and removes its data.
+    pub async fn stop(self) {
+        self.server.stop().await.expect("server stops");
+    }
+
+    /// Whether the server is handling a request right now: every request holds references to
+    /// the services while it is handled (what [`Server::stop`] waits for), so there are more
+    /// than an idle server holds. Only meaningful while no matrix-sdk client syncs.
+    pub fn is_handling_a_request(&self) -> bool {
+        Arc::strong_count(self.server.services()) > self.idle_refs
+    }
 }
 
-/// Logs an existing user in on a new client (a new device).
-pub async fn login(url: &str, dir: &Path, name: &str) -> Client {
-    let client = client_for(url, &dir.join(format!("client-{name}-{}", rand_suffix()))).await;
-    client
-        .matrix_auth()
-        .login_username(name, &password(name))
-        .send()
-        .await
-        .expect("login works");
-    client
-}
-
-pub fn password(name: &str) -> String {
-    format!("correct horse battery {name}")
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::SeqCst)
-}
-
-pub async fn client_for(url: &str, store: &Path) -> Client {
-    Client::builder()
-        .homeserver_url(url)
-        .sqlite_store(store, None)
-        .build()
-        .await
-        .expect("client builds")
-}
-
-/// Polls `f` until it returns Some, or panics after `secs` seconds.
+/// Polls `f` until it returns `Some`, or panics naming `what` after `secs` seconds. Tests wait
+/// for things with this, never with a sleep.
 pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
@@ -111,84 +184,21 @@ where
     }
 }
 
-/// Raw HTTP against the server, for what a well-behaved client library would never send.
-pub struct Http {
-    pub base: String,
-    client: reqwest::Client,
+/// A loopback address nothing listens on right now, for a server the test starts later (a
+/// process, or a fake appservice that is "down" at first).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
-impl Http {
-    pub fn new(base: &str) -> Self {
-        Self {
-            base: base.to_owned(),
-            client: reqwest::Client::new(),
-        }
-    }
-
-    pub async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&str>,
-    ) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self
-            .client
-            .request(method, format!("{}{}", self.base, path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_owned());
-        }
-        let res = req.send().await.expect("request sent");
-        let status = res.status().as_u16();
-        let text = res.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    pub async fn json(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Value,
-    ) -> (u16, Value) {
-        self.call(method, path, token, Some(&body.to_string()))
-            .await
-    }
-
-    /// Registers a user with raw requests (open registration) and returns its access token.
-    pub async fn register(&self, name: &str) -> String {
-        let body = serde_json::json!({ "username": name, "password": password(name), "auth": { "type": "m.login.dummy" } });
-        let (status, res) = self
-            .json("POST", "/_matrix/client/v3/register", None, body)
-            .await;
-        assert_eq!(status, 200, "register {name}: {res}");
-        res["access_token"].as_str().unwrap().to_owned()
-    }
-}
-
-/// Asserts the spec's error shape.
-#[track_caller]
-pub fn assert_error(got: &(u16, Value), status: u16, errcode: &str) {
-    assert_eq!(got.0, status, "status of {}", got.1);
-    assert_eq!(got.1["errcode"], errcode, "errcode of {}", got.1);
-    assert!(got.1["error"].is_string(), "error message in {}", got.1);
-}
-
-/// Logs a user in with raw HTTP (password from [`password`]) and returns the access token.
-pub async fn login_token(http: &Http, name: &str) -> String {
-    let body = serde_json::json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": name }, "password": password(name) });
-    let (status, res) = http
-        .json("POST", "/_matrix/client/v3/login", None, body)
-        .await;
-    assert_eq!(status, 200, "login {name}: {res}");
-    res["access_token"].as_str().unwrap().to_owned()
+/// Every event of the room as the server stored it, oldest first: what a server operator (or
+/// someone with the disk) could read.
+pub fn stored(server: &Server, room_id: &ruma::RoomId) -> Vec<StoredEvent> {
+    server
+        .services()
+        .timeline
+        .timeline_range(room_id, 0, u64::MAX, false, usize::MAX)
+        .expect("stored timeline")
 }

@@ -1,0 +1,436 @@
+#![recursion_limit = "256"]
+//! Rooms with raw HTTP: what the server advertises (versions, capabilities, well-known), room
+//! versions, what `/createRoom` applies, aliases, the public room directory, `/context`,
+//! `/members`, fetching one event, and unbanning.
+
+mod common;
+
+use common::{Account, Http, TestServer, assert_error, http::bodies};
+use serde_json::json;
+
+#[tokio::test]
+async fn the_server_advertises_the_spec_versions_it_speaks() {
+    let t = TestServer::start().await;
+    let versions = t.http.get_ok("/_matrix/client/versions", None).await;
+    assert!(
+        versions["versions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("v1.11")),
+        "{versions}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn capabilities_name_room_version_12_the_default() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let caps = t
+        .http
+        .get_ok("/_matrix/client/v3/capabilities", Some(&alice.token))
+        .await;
+    assert_eq!(caps["capabilities"]["m.room_versions"]["default"], "12");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn well_known_names_the_homeserver() {
+    let t = TestServer::start().await;
+    let wk = t.http.get_ok("/.well-known/matrix/client", None).await;
+    assert!(wk["m.homeserver"]["base_url"].is_string(), "{wk}");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn every_supported_room_version_makes_a_working_room() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    for v in ["10", "11", "12"] {
+        let id = t
+            .http
+            .create_room(
+                &alice.token,
+                json!({ "room_version": v, "name": format!("v{v}") }),
+            )
+            .await;
+        let create = t
+            .http
+            .get_ok(
+                &format!("/_matrix/client/v3/rooms/{id}/state/m.room.create/"),
+                Some(&alice.token),
+            )
+            .await;
+        assert_eq!(create["room_version"], v);
+        t.http.send_text(&alice.token, &id, "works").await;
+    }
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn an_unsupported_room_version_is_refused() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    assert_error(
+        &t.http
+            .json(
+                "POST",
+                "/_matrix/client/v3/createRoom",
+                Some(&alice.token),
+                json!({ "room_version": "1" }),
+            )
+            .await,
+        400,
+        "M_UNSUPPORTED_ROOM_VERSION",
+    );
+    t.stop().await;
+}
+
+/// Alice's public room "Alumni" ("old friends"), alias `#alumni:localhost`, published in the
+/// directory, world-readable by its initial state, and messages need power level 10. Returns
+/// its ID.
+async fn alumni(http: &Http, alice: &Account) -> String {
+    http.create_room(&alice.token, json!({
+        "visibility": "public", "preset": "public_chat", "room_alias_name": "alumni", "name": "Alumni", "topic": "old friends",
+        "initial_state": [{ "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": "world_readable" } }],
+        "power_level_content_override": { "events_default": 10 },
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn an_alias_given_at_creation_resolves_to_the_room() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let room = alumni(&t.http, &alice).await;
+    let alias = t
+        .http
+        .get_ok(
+            "/_matrix/client/v3/directory/room/%23alumni:localhost",
+            None,
+        )
+        .await;
+    assert_eq!(alias["room_id"], room);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn initial_state_and_power_levels_given_at_creation_apply() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let room = alumni(&t.http, &alice).await;
+    let hv = t
+        .http
+        .get_ok(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.history_visibility/"),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(
+        hv["history_visibility"], "world_readable",
+        "initial_state overrides the preset"
+    );
+    let pl = t
+        .http
+        .get_ok(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(pl["events_default"], 10);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_public_room_is_listed_in_the_directory() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let room = alumni(&t.http, &alice).await;
+    let dir = t.http.get_ok("/_matrix/client/v3/publicRooms", None).await;
+    let entry = &dir["chunk"][0];
+    assert_eq!(
+        (
+            entry["room_id"].as_str(),
+            entry["name"].as_str(),
+            entry["topic"].as_str()
+        ),
+        (Some(room.as_str()), Some("Alumni"), Some("old friends"))
+    );
+    assert_eq!(entry["canonical_alias"], "#alumni:localhost");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_directory_finds_rooms_by_a_search_term() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let bob = t.http.register("bob").await;
+    alumni(&t.http, &alice).await;
+    for (term, found) in [("friends", 1), ("zzz", 0)] {
+        let (status, res) = t
+            .http
+            .json(
+                "POST",
+                "/_matrix/client/v3/publicRooms",
+                Some(&bob.token),
+                json!({ "filter": { "generic_search_term": term } }),
+            )
+            .await;
+        assert_eq!(status, 200, "{res}");
+        assert_eq!(
+            res["chunk"].as_array().unwrap().len(),
+            found,
+            "{term}: {res}"
+        );
+    }
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_taken_alias_is_refused() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let bob = t.http.register("bob").await;
+    alumni(&t.http, &alice).await;
+    assert_error(
+        &t.http
+            .json(
+                "POST",
+                "/_matrix/client/v3/createRoom",
+                Some(&bob.token),
+                json!({ "room_alias_name": "alumni" }),
+            )
+            .await,
+        400,
+        "M_ROOM_IN_USE",
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn joining_by_alias_joins_its_room() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let bob = t.http.register("bob").await;
+    let room = alumni(&t.http, &alice).await;
+    let (status, j) = t.http.join(&bob.token, "%23alumni:localhost").await;
+    assert_eq!((status, j["room_id"].as_str()), (200, Some(room.as_str())));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn only_its_creator_removes_an_alias() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let bob = t.http.register("bob").await;
+    let room = alumni(&t.http, &alice).await;
+    assert_eq!(t.http.join(&bob.token, &room).await.0, 200);
+    let path = "/_matrix/client/v3/directory/room/%23old-friends:localhost";
+    assert_eq!(
+        t.http
+            .json("PUT", path, Some(&alice.token), json!({ "room_id": room }))
+            .await
+            .0,
+        200
+    );
+    assert_error(
+        &t.http.call("DELETE", path, Some(&bob.token), None).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_eq!(
+        t.http.get_ok(path, None).await["room_id"],
+        room,
+        "the refused delete changed nothing"
+    );
+    assert_eq!(
+        t.http
+            .call("DELETE", path, Some(&alice.token), None)
+            .await
+            .0,
+        200
+    );
+    assert_error(
+        &t.http.call("GET", path, None, None).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_canonical_alias_must_point_to_the_room() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let room = alumni(&t.http, &alice).await;
+    assert_error(
+        &t.http
+            .json(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room}/state/m.room.canonical_alias/"),
+                Some(&alice.token),
+                json!({ "alias": "#nowhere:localhost" }),
+            )
+            .await,
+        400,
+        "M_BAD_ALIAS",
+    );
+    t.stop().await;
+}
+
+/// Alice's room with bob joined and seven messages `c0`..`c6` from alice. Returns the room and
+/// the messages' event IDs.
+async fn room_with_messages(http: &Http, alice: &Account, bob: &Account) -> (String, Vec<String>) {
+    let room = http
+        .create_room(&alice.token, json!({ "preset": "public_chat" }))
+        .await;
+    assert_eq!(http.join(&bob.token, &room).await.0, 200);
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(http.send_text(&alice.token, &room, &format!("c{i}")).await);
+    }
+    (room, ids)
+}
+
+#[tokio::test]
+async fn context_returns_the_events_around_one() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let bob = t.http.register("bob").await;
+    let (room, ids) = room_with_messages(&t.http, &alice, &bob).await;
+    let ctx = t
+        .http
+        .get_ok(
+            &format!("/_matrix/client/v3/rooms/{room}/context/{}?limit=4", ids[3]),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(ctx["event"]["content"]["body"], "c3");
+    assert_eq!(
+        (bodies(&ctx["events_before"]), bodies(&ctx["events_after"])),
+        (
+            vec!["c2".to_owned(), "c1".into()],
+            vec!["c4".to_owned(), "c5".into()]
+        )
+    );
+    assert!(
+        ctx["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.create"),
+        "{ctx}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn members_can_be_filtered_by_membership_and_read_as_they_were() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let bob = t.http.register("bob").await;
+    let (room, _) = room_with_messages(&t.http, &alice, &bob).await;
+    let count = |query: &'static str, token: &str| {
+        let http = &t.http;
+        let path = format!("/_matrix/client/v3/rooms/{room}/members?{query}");
+        let token = token.to_owned();
+        async move {
+            http.get_ok(&path, Some(&token)).await["chunk"]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(count("membership=join", &bob.token).await, 2);
+    let at = t.http.sync(&alice.token, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(moderate(&t.http, &alice, "kick", &room, &bob).await.0, 200);
+    assert_eq!(count("not_membership=leave", &alice.token).await, 1);
+    let path = format!("/_matrix/client/v3/rooms/{room}/members?at={at}&membership=join");
+    assert_eq!(
+        t.http.get_ok(&path, Some(&alice.token)).await["chunk"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "membership as it was at the token"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_can_be_fetched_by_its_id() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let bob = t.http.register("bob").await;
+    let (room, ids) = room_with_messages(&t.http, &alice, &bob).await;
+    let ev = t
+        .http
+        .get_ok(
+            &format!("/_matrix/client/v3/rooms/{room}/event/{}", ids[0]),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(ev["content"]["body"], "c0");
+    assert_eq!(ev["room_id"], room);
+    assert_error(
+        &t.http
+            .call(
+                "GET",
+                &format!("/_matrix/client/v3/rooms/{room}/event/$nope"),
+                Some(&alice.token),
+                None,
+            )
+            .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    t.stop().await;
+}
+
+/// Alice's `action` (kick, ban, unban) on bob in `room`.
+async fn moderate(
+    http: &Http,
+    alice: &Account,
+    action: &str,
+    room: &str,
+    bob: &Account,
+) -> (u16, serde_json::Value) {
+    http.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/{action}"),
+        Some(&alice.token),
+        json!({ "user_id": bob.id }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn unbanning_someone_who_is_not_banned_is_refused() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let bob = t.http.register("bob").await;
+    let (room, _) = room_with_messages(&t.http, &alice, &bob).await;
+    assert_eq!(moderate(&t.http, &alice, "kick", &room, &bob).await.0, 200);
+    assert_error(
+        &moderate(&t.http, &alice, "unban", &room, &bob).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn an_unbanned_user_may_join_again() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let bob = t.http.register("bob").await;
+    let (room, _) = room_with_messages(&t.http, &alice, &bob).await;
+    assert_eq!(moderate(&t.http, &alice, "ban", &room, &bob).await.0, 200);
+    assert_error(&t.http.join(&bob.token, &room).await, 403, "M_FORBIDDEN");
+    assert_eq!(moderate(&t.http, &alice, "unban", &room, &bob).await.0, 200);
+    assert_eq!(t.http.join(&bob.token, &room).await.0, 200);
+    t.stop().await;
+}
