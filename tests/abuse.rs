@@ -1,30 +1,21 @@
 //! A hostile client against the in-process server, on loopback: every attack is refused with
 //! the spec's error or bounded, and the server keeps answering `/versions` meanwhile.
+#![recursion_limit = "256"]
 
 mod common;
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use common::{Http, assert_error};
+use common::{Http, TestServer, assert_error};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use tsunagu::{Config, Server};
 
 /// The tests of this file run one at a time: each measures `/versions` while it attacks, and
 /// another test's attack would be measured with it.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn start_with(dir: &Path, change: impl FnOnce(&mut Config)) -> Server {
-    let mut config = common::config(dir);
-    change(&mut config);
-    Server::start(config).await.expect("server starts")
-}
 
 /// The median and the slowest of nine `/versions` calls, each on a new connection.
 async fn versions_latency(url: &str) -> (Duration, Duration) {
@@ -84,8 +75,8 @@ fn raise_open_file_limit() {
     }
 }
 
-fn addr(server: &Server) -> std::net::SocketAddr {
-    server.addr()
+fn addr(t: &TestServer) -> std::net::SocketAddr {
+    t.server.addr()
 }
 
 /// Reads what the server sends until it closes the connection or `secs` pass.
@@ -112,15 +103,7 @@ fn status_and_json(raw: &str) -> (u16, Value) {
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-/// Opens a room as `token`'s user and returns its ID.
-async fn room(http: &Http, token: &str, body: Value) -> String {
-    let (status, res) = http
-        .json("POST", "/_matrix/client/v3/createRoom", Some(token), body)
-        .await;
-    assert_eq!(status, 200, "{res}");
-    res["room_id"].as_str().unwrap().to_owned()
-}
-
+/// Sends a message with a chosen transaction ID and returns the event ID.
 async fn send_text(http: &Http, token: &str, room: &str, txn: &str, body: &str) -> String {
     let (status, res) = http
         .json(
@@ -137,10 +120,9 @@ async fn send_text(http: &Http, token: &str, room: &str, txn: &str, body: &str) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_bodies_are_refused_before_they_are_read() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(dir.path()).await;
-    let http = Http::new(&server.url());
-    let token = http.register("alice").await;
+    let t = TestServer::start().await;
+    let (server, http) = (&t, &t.http);
+    let token = http.register("alice").await.token;
     let before = rss_kib();
     // Sixteen strangers announce 19 MB each and start sending.
     let mut attackers = Vec::new();
@@ -194,14 +176,12 @@ async fn big_bodies_are_refused_before_they_are_read() {
 #[tokio::test]
 async fn events_over_the_spec_limits_are_too_large() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(dir.path()).await;
-    let http = Http::new(&server.url());
-    let token = http.register("alice").await;
-    let room = room(&http, &token, json!({})).await;
+    let t = TestServer::start().await;
+    let http = &t.http;
+    let token = http.register("alice").await.token;
+    let room = http.create_room(&token, json!({})).await;
     let big = "x".repeat(70_000);
     let send = |path: String, body: Value| {
-        let http = &http;
         let token = &token;
         async move { http.json("PUT", &path, Some(token), body).await }
     };
@@ -268,10 +248,9 @@ async fn events_over_the_spec_limits_are_too_large() {
 #[tokio::test]
 async fn a_body_that_never_arrives_times_out() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_with(dir.path(), |c| c.limits.body_timeout_secs = 1).await;
-    let http = Http::new(&server.url());
-    let token = http.register("alice").await;
+    let t = TestServer::start_with(|c| c.limits.body_timeout_secs = 1).await;
+    let (server, http) = (&t, &t.http);
+    let token = http.register("alice").await.token;
     let mut tcp = TcpStream::connect(addr(&server)).await.unwrap();
     let head = format!(
         "POST /_matrix/client/v3/user/@alice:localhost/filter HTTP/1.1\r\nHost: localhost\r\n\
@@ -290,8 +269,8 @@ async fn a_body_that_never_arrives_times_out() {
 async fn idle_and_slow_connections_are_closed_and_do_not_lock_clients_out() {
     let _serial = ONE_AT_A_TIME.lock().await;
     raise_open_file_limit();
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_with(dir.path(), |c| c.limits.header_timeout_secs = 1).await;
+    let t = TestServer::start_with(|c| c.limits.header_timeout_secs = 1).await;
+    let server = &t;
     // 1,100 connections that never send a byte: more than systemd's default file limit.
     let mut idle = Vec::new();
     for _ in 0..1100 {
@@ -336,8 +315,8 @@ async fn idle_and_slow_connections_are_closed_and_do_not_lock_clients_out() {
 #[tokio::test]
 async fn connections_over_the_cap_get_a_spec_error() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_with(dir.path(), |c| c.limits.max_connections = 8).await;
+    let t = TestServer::start_with(|c| c.limits.max_connections = 8).await;
+    let server = &t;
     let mut held = Vec::new();
     for _ in 0..8 {
         held.push(TcpStream::connect(addr(&server)).await.unwrap());
@@ -395,15 +374,14 @@ fn to_device_count(sync: &Value) -> usize {
 #[tokio::test]
 async fn to_device_messages_are_capped_per_sync_queue_and_size() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_with(dir.path(), |c| {
+    let t = TestServer::start_with(|c| {
         c.limits.to_device_per_sync = 10;
         c.limits.to_device_queue = 25;
     })
     .await;
-    let http = Http::new(&server.url());
-    let alice = http.register("alice").await;
-    let eve = http.register("eve").await;
+    let http = &t.http;
+    let alice = http.register("alice").await.token;
+    let eve = http.register("eve").await.token;
     let (_, who) = http
         .call(
             "GET",
@@ -482,11 +460,12 @@ async fn to_device_messages_are_capped_per_sync_queue_and_size() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_history_reads_do_not_stall_the_server() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(dir.path()).await;
-    let http = Http::new(&server.url());
-    let alice = http.register("alice").await;
-    let room = room(&http, &alice, json!({ "preset": "public_chat" })).await;
+    let t = TestServer::start().await;
+    let (server, http) = (&t, &t.http);
+    let alice = http.register("alice").await.token;
+    let room = http
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
     let first = send_text(&http, &alice, &room, "first", "the first message").await;
     let early = sync(&http, &alice, None).await["next_batch"]
         .as_str()
@@ -504,7 +483,7 @@ async fn deep_history_reads_do_not_stall_the_server() {
     }
     for i in 0..40 {
         let name = format!("member{i}");
-        let token = http.register(&name).await;
+        let token = http.register(&name).await.token;
         let (status, _) = http
             .json(
                 "POST",
@@ -561,15 +540,14 @@ async fn deep_history_reads_do_not_stall_the_server() {
 #[tokio::test]
 async fn one_time_keys_cannot_be_drained() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_with(dir.path(), |c| {
+    let t = TestServer::start_with(|c| {
         c.rate_limit.key_claims_burst = 5;
         c.rate_limit.key_claims_per_minute = 1;
     })
     .await;
-    let http = Http::new(&server.url());
-    let alice = http.register("alice").await;
-    let eve = http.register("eve").await;
+    let http = &t.http;
+    let alice = http.register("alice").await.token;
+    let eve = http.register("eve").await.token;
     let (_, who) = http
         .call(
             "GET",
@@ -630,12 +608,13 @@ async fn one_time_keys_cannot_be_drained() {
 #[tokio::test]
 async fn a_member_cannot_redact_others_through_send() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(dir.path()).await;
-    let http = Http::new(&server.url());
-    let alice = http.register("alice").await;
-    let bob = http.register("bob").await;
-    let room = room(&http, &alice, json!({ "preset": "public_chat" })).await;
+    let t = TestServer::start().await;
+    let http = &t.http;
+    let alice = http.register("alice").await.token;
+    let bob = http.register("bob").await.token;
+    let room = http
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
     http.json(
         "POST",
         &format!("/_matrix/client/v3/join/{room}"),
@@ -676,12 +655,13 @@ async fn a_member_cannot_redact_others_through_send() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_use_token_makes_one_account() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_with(dir.path(), |c| {
+    let t = TestServer::start_with(|c| {
         c.registration = tsunagu::config::Registration::Token;
     })
     .await;
+    let server = &t;
     let token = server
+        .server
         .services()
         .users
         .new_registration_token(Some(1))
@@ -714,9 +694,8 @@ async fn a_single_use_token_makes_one_account() {
 #[tokio::test]
 async fn spec_refusals_of_the_core() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(dir.path()).await;
-    let http = Http::new(&server.url());
+    let t = TestServer::start().await;
+    let http = &t.http;
     // Without a token: 401, never a dropped connection.
     for path in [
         "/_matrix/client/v3/account/password",
@@ -742,7 +721,7 @@ async fn spec_refusals_of_the_core() {
         400,
         "M_WEAK_PASSWORD",
     );
-    let alice = http.register("alice").await;
+    let alice = http.register("alice").await.token;
     let change = json!({ "new_password": "short", "auth": { "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": common::password("alice") } });
     assert_error(
         &http
@@ -758,8 +737,8 @@ async fn spec_refusals_of_the_core() {
     );
     // Transaction IDs are per room and per endpoint.
     let (r1, r2) = (
-        room(&http, &alice, json!({})).await,
-        room(&http, &alice, json!({})).await,
+        http.create_room(&alice, json!({})).await,
+        http.create_room(&alice, json!({})).await,
     );
     let a = send_text(&http, &alice, &r1, "same", "in one").await;
     let b = send_text(&http, &alice, &r2, "same", "in two").await;
@@ -808,17 +787,13 @@ async fn spec_refusals_of_the_core() {
 #[tokio::test]
 async fn context_shows_a_former_member_the_state_when_they_left() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(dir.path()).await;
-    let http = Http::new(&server.url());
-    let alice = http.register("alice").await;
-    let bob = http.register("bob").await;
-    let room = room(
-        &http,
-        &alice,
-        json!({ "preset": "public_chat", "name": "before" }),
-    )
-    .await;
+    let t = TestServer::start().await;
+    let http = &t.http;
+    let alice = http.register("alice").await.token;
+    let bob = http.register("bob").await.token;
+    let room = http
+        .create_room(&alice, json!({ "preset": "public_chat", "name": "before" }))
+        .await;
     http.json(
         "POST",
         &format!("/_matrix/client/v3/join/{room}"),

@@ -267,7 +267,7 @@ async fn history_visibility_decides_what_each_member_sees() {
     ] {
         let room = room(&f.s, &alice, visibility).await;
         say(&f.s, &room, &alice, "before").await;
-        f.s.rooms.invite(&alice, &room, &bob).await.unwrap();
+        f.s.rooms.invite(&alice, &room, &bob, None).await.unwrap();
         say(&f.s, &room, &alice, "invited").await;
         f.s.rooms.join(&bob, &room).await.unwrap();
         say(&f.s, &room, &alice, "joined").await;
