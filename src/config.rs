@@ -200,7 +200,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Who may register: `open`, `token` or `closed`.
     pub registration: Registration,
-    /// Room version for new rooms when the client names none.
+    /// Room version for new rooms when the client names none (`"12"` or `12`).
+    #[serde(deserialize_with = "string_or_number")]
     pub default_room_version: RoomVersionId,
     /// Largest accepted request body, in bytes (event bodies: at most 65,536, as the spec).
     pub max_request_size: usize,
@@ -247,6 +248,27 @@ impl Default for Config {
     }
 }
 
+/// A setting that is a string in the spec but a number to a person (`default_room_version =
+/// 11`, or `TSUNAGU_DEFAULT_ROOM_VERSION=11`, which TOML reads as a number).
+fn string_or_number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<String>,
+    T::Error: std::fmt::Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Text(String),
+        Number(i64),
+    }
+    let text = match Either::deserialize(deserializer)? {
+        Either::Text(t) => t,
+        Either::Number(n) => n.to_string(),
+    };
+    T::try_from(text).map_err(serde::de::Error::custom)
+}
+
 /// A setting that could not be used, with its name.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -263,10 +285,22 @@ pub enum ConfigError {
     Invalid { name: &'static str, message: String },
 }
 
-/// Room versions this server can create and join: stable versions that ruma's state resolution
-/// implements, from 10 on.
-pub const SUPPORTED_ROOM_VERSIONS: &[RoomVersionId] =
-    &[RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
+/// Room versions this server can create and join: the spec's stable versions, all of which
+/// ruma's authorization rules and state resolution implement.
+pub const SUPPORTED_ROOM_VERSIONS: &[RoomVersionId] = &[
+    RoomVersionId::V1,
+    RoomVersionId::V2,
+    RoomVersionId::V3,
+    RoomVersionId::V4,
+    RoomVersionId::V5,
+    RoomVersionId::V6,
+    RoomVersionId::V7,
+    RoomVersionId::V8,
+    RoomVersionId::V9,
+    RoomVersionId::V10,
+    RoomVersionId::V11,
+    RoomVersionId::V12,
+];
 
 impl Config {
     /// Reads the file (if any), then applies `TSUNAGU_*` environment variables, then validates.
@@ -305,7 +339,7 @@ impl Config {
             return Err(ConfigError::Invalid {
                 name: "default_room_version",
                 message: format!(
-                    "room version {} is not supported (use one of 10, 11, 12)",
+                    "room version {} is not supported (use one of 1 to 12)",
                     self.default_room_version
                 ),
             });
@@ -436,6 +470,16 @@ mod tests {
         assert_eq!(c.registration, Registration::Open);
         assert_eq!(c.rate_limit.burst, 3);
         assert_eq!(c.storage.engine, EngineKind::Redb);
+    }
+
+    #[test]
+    fn numbers_are_accepted_for_string_settings() {
+        let c = from_env(&[("TSUNAGU_DEFAULT_ROOM_VERSION", "11")]).unwrap();
+        assert_eq!(c.default_room_version, RoomVersionId::V11);
+        let c: Config = toml::from_str("default_room_version = 10").unwrap();
+        assert_eq!(c.default_room_version, RoomVersionId::V10);
+        let c: Config = toml::from_str("default_room_version = \"12\"").unwrap();
+        assert_eq!(c.default_room_version, RoomVersionId::V12);
     }
 
     #[test]

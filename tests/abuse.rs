@@ -127,7 +127,7 @@ async fn big_bodies_are_refused_before_they_are_read() {
     // Sixteen strangers announce 19 MB each and start sending.
     let mut attackers = Vec::new();
     for i in 0..16 {
-        let addr = addr(&server);
+        let addr = addr(server);
         attackers.push(tokio::spawn(async move {
             let mut tcp = TcpStream::connect(addr).await.unwrap();
             let head = format!(
@@ -159,7 +159,7 @@ async fn big_bodies_are_refused_before_they_are_read() {
     assert!(grown < 32 * 1024, "RSS grew by {grown} KiB");
 
     // A member announcing more than the limit is refused before a byte of it is read.
-    let mut tcp = TcpStream::connect(addr(&server)).await.unwrap();
+    let mut tcp = TcpStream::connect(addr(server)).await.unwrap();
     let head = format!(
         "POST /_matrix/client/v3/user/@alice:localhost/filter HTTP/1.1\r\nHost: localhost\r\n\
          Authorization: Bearer {token}\r\nContent-Length: 19000000\r\n\r\n"
@@ -251,7 +251,7 @@ async fn a_body_that_never_arrives_times_out() {
     let t = TestServer::start_with(|c| c.limits.body_timeout_secs = 1).await;
     let (server, http) = (&t, &t.http);
     let token = http.register("alice").await.token;
-    let mut tcp = TcpStream::connect(addr(&server)).await.unwrap();
+    let mut tcp = TcpStream::connect(addr(server)).await.unwrap();
     let head = format!(
         "POST /_matrix/client/v3/user/@alice:localhost/filter HTTP/1.1\r\nHost: localhost\r\n\
          Authorization: Bearer {token}\r\nContent-Length: 1000\r\n\r\n{{\"room\":"
@@ -274,7 +274,7 @@ async fn idle_and_slow_connections_are_closed_and_do_not_lock_clients_out() {
     // 1,100 connections that never send a byte: more than systemd's default file limit.
     let mut idle = Vec::new();
     for _ in 0..1100 {
-        idle.push(TcpStream::connect(addr(&server)).await.unwrap());
+        idle.push(TcpStream::connect(addr(server)).await.unwrap());
     }
     assert_responsive(
         versions_latency(&server.url()).await,
@@ -287,7 +287,7 @@ async fn idle_and_slow_connections_are_closed_and_do_not_lock_clients_out() {
         "an idle connection is closed"
     );
     // So is one that dribbles its headers.
-    let mut slow = TcpStream::connect(addr(&server)).await.unwrap();
+    let mut slow = TcpStream::connect(addr(server)).await.unwrap();
     slow.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\n")
         .await
         .unwrap();
@@ -319,9 +319,9 @@ async fn connections_over_the_cap_get_a_spec_error() {
     let server = &t;
     let mut held = Vec::new();
     for _ in 0..8 {
-        held.push(TcpStream::connect(addr(&server)).await.unwrap());
+        held.push(TcpStream::connect(addr(server)).await.unwrap());
     }
-    let mut extra = TcpStream::connect(addr(&server)).await.unwrap();
+    let mut extra = TcpStream::connect(addr(server)).await.unwrap();
     let answer = read_until_closed(&mut extra, 5).await.expect("answered");
     let (status, body) = status_and_json(&answer);
     assert_eq!(status, 429, "{answer}");
@@ -391,18 +391,18 @@ async fn to_device_messages_are_capped_per_sync_queue_and_size() {
         )
         .await;
     let device = who["device_id"].as_str().unwrap().to_owned();
-    let first = sync(&http, &alice, None).await;
+    let first = sync(http, &alice, None).await;
     let since = first["next_batch"].as_str().unwrap().to_owned();
     // A message over the size limit is refused whole.
     let big = json!({ "pad": "p".repeat(70_000) });
     assert_error(
-        &to_device(&http, &eve, "big", "@alice:localhost", &device, big).await,
+        &to_device(http, &eve, "big", "@alice:localhost", &device, big).await,
         413,
         "M_TOO_LARGE",
     );
     // Messages to a device that does not exist are dropped, not kept forever.
     let (status, _) = to_device(
-        &http,
+        http,
         &eve,
         "ghost",
         "@alice:localhost",
@@ -414,7 +414,7 @@ async fn to_device_messages_are_capped_per_sync_queue_and_size() {
     // 40 messages to a queue of 25: 25 are kept, delivered 10 per sync.
     for n in 0..40 {
         let (status, res) = to_device(
-            &http,
+            http,
             &eve,
             &format!("t{n}"),
             "@alice:localhost",
@@ -427,7 +427,7 @@ async fn to_device_messages_are_capped_per_sync_queue_and_size() {
     let mut since = since;
     let mut received = Vec::new();
     for _ in 0..10 {
-        let res = sync(&http, &alice, Some(&since)).await;
+        let res = sync(http, &alice, Some(&since)).await;
         let n = to_device_count(&res);
         assert!(n <= 10, "one sync carried {n} to-device messages");
         received.extend(
@@ -454,7 +454,7 @@ async fn to_device_messages_are_capped_per_sync_queue_and_size() {
         .await;
     assert_eq!(status, 200, "{res}");
     let ghost = res["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(to_device_count(&sync(&http, &ghost, None).await), 0);
+    assert_eq!(to_device_count(&sync(http, &ghost, None).await), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,14 +466,14 @@ async fn deep_history_reads_do_not_stall_the_server() {
     let room = http
         .create_room(&alice, json!({ "preset": "public_chat" }))
         .await;
-    let first = send_text(&http, &alice, &room, "first", "the first message").await;
-    let early = sync(&http, &alice, None).await["next_batch"]
+    let first = send_text(http, &alice, &room, "first", "the first message").await;
+    let early = sync(http, &alice, None).await["next_batch"]
         .as_str()
         .unwrap()
         .to_owned();
     for i in 0..600 {
         send_text(
-            &http,
+            http,
             &alice,
             &room,
             &format!("m{i}"),
@@ -622,7 +622,7 @@ async fn a_member_cannot_redact_others_through_send() {
         json!({}),
     )
     .await;
-    let target = send_text(&http, &alice, &room, "a1", "keep me").await;
+    let target = send_text(http, &alice, &room, "a1", "keep me").await;
     let forged = http
         .json(
             "PUT",
@@ -740,8 +740,8 @@ async fn spec_refusals_of_the_core() {
         http.create_room(&alice, json!({})).await,
         http.create_room(&alice, json!({})).await,
     );
-    let a = send_text(&http, &alice, &r1, "same", "in one").await;
-    let b = send_text(&http, &alice, &r2, "same", "in two").await;
+    let a = send_text(http, &alice, &r1, "same", "in one").await;
+    let b = send_text(http, &alice, &r2, "same", "in two").await;
     assert_ne!(
         a, b,
         "the same transaction ID in another room is another message"
@@ -801,7 +801,7 @@ async fn context_shows_a_former_member_the_state_when_they_left() {
         json!({}),
     )
     .await;
-    let seen = send_text(&http, &alice, &room, "s1", "while bob is here").await;
+    let seen = send_text(http, &alice, &room, "s1", "while bob is here").await;
     http.json(
         "POST",
         &format!("/_matrix/client/v3/rooms/{room}/leave"),
@@ -816,7 +816,7 @@ async fn context_shows_a_former_member_the_state_when_they_left() {
         json!({ "name": "after" }),
     )
     .await;
-    send_text(&http, &alice, &room, "s2", "after bob left").await;
+    send_text(http, &alice, &room, "s2", "after bob left").await;
     let (status, ctx) = http
         .call(
             "GET",

@@ -186,6 +186,12 @@ where
             // Clients leave the body out when every field is optional (matrix-nio's join).
             bytes = Bytes::from_static(b"{}");
         }
+        if let Some(Lenient(fill_in)) = parts.extensions.get::<Lenient>()
+            && let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        {
+            fill_in(&mut json);
+            bytes = Bytes::from(serde_json::to_vec(&json)?);
+        }
         let http_req = http::Request::from_parts(parts, bytes.clone());
         let body = T::try_from_http_request(http_req, &path_params).map_err(|e| {
             let not_json = T::METHOD != http::Method::GET
@@ -218,6 +224,11 @@ pub enum BodyLimit {
     /// An event's content: at most 65,536 bytes, the spec's limit for a whole event.
     Event,
 }
+
+/// Fills in what real clients leave out of a body before ruma reads it (a typing notice
+/// without its timeout).
+#[derive(Clone, Copy)]
+pub struct Lenient(pub fn(&mut serde_json::Value));
 
 /// The bytes of request bodies being read at once, across all connections, in KiB.
 pub struct BodyBudget(tokio::sync::Semaphore);
@@ -339,7 +350,12 @@ pub type ApiResult<T> = Result<RumaResponse<T>, Error>;
 /// Ruma<Request>) -> ApiResult<Request::OutgoingResponse>`.
 pub trait RumaHandler<Req> {
     /// Registers the handler for every path (stable and legacy `r0`) of its endpoint.
-    fn add_to(self, router: Router<AppState>, limit: BodyLimit) -> Router<AppState>;
+    fn add_to(
+        self,
+        router: Router<AppState>,
+        limit: BodyLimit,
+        lenient: Option<Lenient>,
+    ) -> Router<AppState>;
 }
 
 impl<Req, F, Fut> RumaHandler<Req> for F
@@ -349,12 +365,24 @@ where
     F: FnOnce(State<AppState>, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ApiResult<Req::OutgoingResponse>> + Send + 'static,
 {
-    fn add_to(self, mut router: Router<AppState>, limit: BodyLimit) -> Router<AppState> {
+    fn add_to(
+        self,
+        mut router: Router<AppState>,
+        limit: BodyLimit,
+        lenient: Option<Lenient>,
+    ) -> Router<AppState> {
         let filter =
             MethodFilter::try_from(Req::METHOD).expect("ruma endpoints use standard methods");
-        let method_router = on(filter, self).layer(axum::Extension(limit));
+        let mut method_router = on(filter, self).layer(axum::Extension(limit));
+        if let Some(lenient) = lenient {
+            method_router = method_router.layer(axum::Extension(lenient));
+        }
         for path in Req::PATH_BUILDER.all_paths() {
             router = router.route(path, method_router.clone());
+            // `/pushrules/` and `/pushrules`: clients call both.
+            if let Some(trimmed) = path.strip_suffix('/').filter(|p| !p.is_empty()) {
+                router = router.route(trimmed, method_router.clone());
+            }
             // State events with an empty state key: `/state/{event_type}/` and
             // `/state/{event_type}`.
             if let Some(prefix) = path.strip_suffix("/{state_key}") {
@@ -372,15 +400,21 @@ pub trait RouterExt {
     fn ruma<Req, H: RumaHandler<Req>>(self, handler: H) -> Self;
     /// An endpoint whose body is an event's content (at most 65,536 bytes).
     fn ruma_event<Req, H: RumaHandler<Req>>(self, handler: H) -> Self;
+    /// An endpoint whose body `fill_in` completes before ruma reads it.
+    fn ruma_lenient<Req, H: RumaHandler<Req>>(self, handler: H, fill_in: Lenient) -> Self;
 }
 
 impl RouterExt for Router<AppState> {
     fn ruma<Req, H: RumaHandler<Req>>(self, handler: H) -> Self {
-        handler.add_to(self, BodyLimit::Request)
+        handler.add_to(self, BodyLimit::Request, None)
     }
 
     fn ruma_event<Req, H: RumaHandler<Req>>(self, handler: H) -> Self {
-        handler.add_to(self, BodyLimit::Event)
+        handler.add_to(self, BodyLimit::Event, None)
+    }
+
+    fn ruma_lenient<Req, H: RumaHandler<Req>>(self, handler: H, fill_in: Lenient) -> Self {
+        handler.add_to(self, BodyLimit::Request, Some(fill_in))
     }
 }
 
@@ -423,12 +457,41 @@ pub fn router(services: AppState) -> Router {
             http::header::ACCEPT,
             http::HeaderName::from_static("x-requested-with"),
         ]);
-    client::routes(Router::new())
+    let routes = client::routes(Router::new())
         .fallback(unrecognized)
         .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::Extension(budget))
         .layer(cors)
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(services)
+        .with_state(services);
+    // Rewritten before routing: an old form of a request becomes the one the routes serve.
+    Router::new().fallback_service(tower::ServiceExt::map_request(routes, legacy_send))
+}
+
+/// `POST /rooms/{roomId}/send/{eventType}` (no transaction ID, as old clients send) becomes
+/// `PUT .../send/{eventType}/{fresh ID}`: the same send, made idempotent by a new ID.
+fn legacy_send(mut req: Request) -> Request {
+    if req.method() != http::Method::POST {
+        return req;
+    }
+    let path = req.uri().path();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let is_legacy_send = matches!(
+        segments.as_slice(),
+        ["_matrix", "client", "r0" | "v3", "rooms", _, "send", _]
+    );
+    if !is_legacy_send {
+        return req;
+    }
+    let txn = crate::service::core::random_token(12);
+    let new_path = match req.uri().query() {
+        Some(q) => format!("{path}/{txn}?{q}"),
+        None => format!("{path}/{txn}"),
+    };
+    if let Ok(uri) = new_path.parse() {
+        *req.uri_mut() = uri;
+        *req.method_mut() = http::Method::PUT;
+    }
+    req
 }

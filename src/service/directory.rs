@@ -9,7 +9,12 @@ use ruma::{
 };
 use serde_json::Value as JsonValue;
 
-use super::{appservice::Appservices, core::Core, timeline::Timeline, users::Users};
+use super::{
+    appservice::Appservices,
+    core::Core,
+    timeline::{NewEvent, Timeline},
+    users::Users,
+};
 use crate::{
     error::{Error, Result},
     store::{ALIASES, AliasRecord, Batch, PUBLIC_ROOMS},
@@ -147,6 +152,61 @@ impl Directory {
         }
         let mut b = Batch::default();
         b.delete(&ALIASES, alias);
+        self.core.write(b).await?;
+        self.drop_from_canonical_alias(&record.room_id, alias, user)
+            .await;
+        Ok(())
+    }
+
+    /// Takes a deleted alias out of the room's `m.room.canonical_alias` (as the user who
+    /// deleted it, when they may change that event), so clients and the directory stop showing
+    /// an alias that no longer resolves.
+    async fn drop_from_canonical_alias(
+        &self,
+        room_id: &RoomId,
+        alias: &RoomAliasId,
+        user: &UserId,
+    ) {
+        let Ok(Some(mut content)) =
+            self.timeline
+                .state_content(room_id, &StateEventType::RoomCanonicalAlias, "")
+        else {
+            return;
+        };
+        let mut changed = false;
+        if content.get("alias").and_then(|a| a.as_str()) == Some(alias.as_str()) {
+            if let Some(o) = content.as_object_mut() {
+                o.remove("alias");
+            }
+            changed = true;
+        }
+        if let Some(alt) = content
+            .get_mut("alt_aliases")
+            .and_then(|a| a.as_array_mut())
+        {
+            let before = alt.len();
+            alt.retain(|a| a.as_str() != Some(alias.as_str()));
+            changed |= alt.len() != before;
+        }
+        if !changed {
+            return;
+        }
+        let ev = NewEvent::state(StateEventType::RoomCanonicalAlias.to_string(), "", content);
+        if let Err(e) = self.timeline.append(room_id, user, ev, None).await {
+            tracing::info!(%room_id, %alias, "the canonical alias still names a deleted alias: {e}");
+        }
+    }
+
+    /// Points every local alias of `from` at `to` (a room upgrade).
+    pub async fn move_aliases(&self, from: &RoomId, to: &RoomId) -> Result<()> {
+        let mut b = Batch::default();
+        for item in self.core.store.scan(ALIASES.all()) {
+            let ((alias,), mut record) = item?;
+            if record.room_id == from {
+                record.room_id = to.to_owned();
+                b.put(&ALIASES, &alias, &record);
+            }
+        }
         self.core.write(b).await
     }
 

@@ -54,15 +54,23 @@ impl Push {
 
     /// Stores the spec's default rule set for a new account.
     pub async fn init_rules(&self, user: &UserId) -> Result<()> {
-        self.set_rules(user, &Ruleset::server_default(user)).await
+        self.set_rules(user, &server_default(user)).await
     }
 
+    /// The user's rules: their own, and the server-default rules (kept up to date with this
+    /// version's set, with the user's choices of enabled and actions).
     pub fn rules(&self, user: &UserId) -> Result<Ruleset> {
-        Ok(self
+        let stored: Option<Ruleset> = self
             .account_data
             .get(user, None, PUSH_RULES)?
-            .and_then(|c| serde_json::from_value(c.get("global").cloned()?).ok())
-            .unwrap_or_else(|| Ruleset::server_default(user)))
+            .and_then(|c| serde_json::from_value(c.get("global").cloned()?).ok());
+        Ok(match stored {
+            Some(mut rules) => {
+                rules.update_with_server_default(server_default(user));
+                rules
+            }
+            None => server_default(user),
+        })
     }
 
     pub async fn set_rules(&self, user: &UserId, rules: &Ruleset) -> Result<()> {
@@ -192,12 +200,14 @@ impl Push {
                         .map(str::to_owned)
                 })
                 .unwrap_or_else(|| user.localpart().to_owned());
-            let ctx = PushConditionRoomCtx::new(
+            let mut ctx = PushConditionRoomCtx::new(
                 room_id.to_owned(),
                 UInt::new_saturating(members as u64),
                 user.to_owned(),
                 name,
             );
+            // `@room` notifies only from those the power levels allow to.
+            ctx.power_levels = Some(self.timeline.power_levels(room_id)?.into());
             for ev in others {
                 let raw: ruma::serde::Raw<ruma::events::AnySyncTimelineEvent> =
                     self.timeline.client_raw(ev, &ClientView::ANYONE, None);
@@ -217,6 +227,58 @@ impl Push {
             .insert(key, count);
         Ok((count.notify, count.highlight))
     }
+}
+
+/// The spec's server-default push rules (v1.16): ruma's set, plus the legacy mention rules the
+/// spec still lists (`.m.rule.contains_display_name`, `.m.rule.roomnotif` and
+/// `.m.rule.contains_user_name`), for clients that send mentions only in the body.
+pub fn server_default(user: &UserId) -> Ruleset {
+    let mut rules = Ruleset::server_default(user);
+    let legacy_override = |id: &str, conditions: serde_json::Value, actions: serde_json::Value| {
+        serde_json::from_value::<ruma::push::ConditionalPushRule>(json!({
+            "rule_id": id, "default": true, "enabled": true,
+            "conditions": conditions, "actions": actions,
+        }))
+        .expect("the spec's rules parse")
+    };
+    let highlight_sound = json!([
+        "notify",
+        { "set_tweak": "sound", "value": "default" },
+        { "set_tweak": "highlight" },
+    ]);
+    let display_name = legacy_override(
+        ".m.rule.contains_display_name",
+        json!([{ "kind": "contains_display_name" }]),
+        highlight_sound.clone(),
+    );
+    let room_notif = legacy_override(
+        ".m.rule.roomnotif",
+        json!([
+            { "kind": "event_match", "key": "content.body", "pattern": "@room" },
+            { "kind": "sender_notification_permission", "key": "room" },
+        ]),
+        json!(["notify", { "set_tweak": "highlight" }]),
+    );
+    // In the spec's order: after the intentional mention rules they stand in for.
+    let mut overrides: Vec<_> = rules.override_.into_iter().collect();
+    let after = |rules: &[ruma::push::ConditionalPushRule], id: &str| {
+        rules
+            .iter()
+            .position(|r| r.rule_id == id)
+            .map_or(rules.len(), |i| i + 1)
+    };
+    let at = after(&overrides, ".m.rule.is_user_mention");
+    overrides.insert(at, display_name);
+    let at = after(&overrides, ".m.rule.is_room_mention");
+    overrides.insert(at, room_notif);
+    rules.override_ = overrides.into_iter().collect();
+    let user_name = serde_json::from_value::<ruma::push::PatternedPushRule>(json!({
+        "rule_id": ".m.rule.contains_user_name", "default": true, "enabled": true,
+        "pattern": user.localpart(), "actions": highlight_sound,
+    }))
+    .expect("the spec's rules parse");
+    rules.content.insert(user_name);
+    rules
 }
 
 /// At most this many unread events are evaluated at once (clients show "99+" anyway).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ruma::{
     EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
-    events::{TimelineEventType, room::member::MembershipState},
+    events::{StateEventType, TimelineEventType, room::member::MembershipState},
 };
 use serde_json::{Value as JsonValue, json};
 
@@ -630,5 +630,184 @@ impl Rooms {
                 (user, profile)
             })
             .collect())
+    }
+}
+
+/// State a room upgrade carries over to the new room (as Synapse does).
+const CARRIED_OVER: [&str; 9] = [
+    "m.room.join_rules",
+    "m.room.history_visibility",
+    "m.room.guest_access",
+    "m.room.name",
+    "m.room.topic",
+    "m.room.avatar",
+    "m.room.encryption",
+    "m.room.server_acl",
+    "m.room.pinned_events",
+];
+
+impl Rooms {
+    /// `/upgrade`: a new room of `new_version` that continues `old` (its state, bans, aliases and
+    /// directory listing), and a tombstone in `old` pointing at it; the old room then lets only
+    /// moderators speak. Needs the power to send `m.room.tombstone`.
+    pub async fn upgrade(
+        &self,
+        user: &UserId,
+        old: &RoomId,
+        new_version: &RoomVersionId,
+        additional_creators: Vec<OwnedUserId>,
+    ) -> Result<OwnedRoomId> {
+        if !SUPPORTED_ROOM_VERSIONS.contains(new_version) {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::UnsupportedRoomVersion,
+                format!("Room version {new_version} is not supported"),
+            ));
+        }
+        self.timeline.require_joined(user, old)?;
+        let levels = self.timeline.power_levels(old)?;
+        if !levels.user_can_send_state(user, ruma::events::StateEventType::RoomTombstone) {
+            return Err(Error::forbidden("You may not upgrade this room"));
+        }
+        let rules = rules_for(new_version)?;
+        let record = self.timeline.known_room(old)?;
+        let old_create = self
+            .timeline
+            .event(&record.create_event_id)?
+            .map(|e| e.content())
+            .unwrap_or_default();
+
+        // 1. The new room's create event names its predecessor.
+        let last = record.extremities.first().cloned();
+        let mut create = serde_json::Map::new();
+        create.insert("room_version".into(), new_version.as_str().into());
+        create.insert(
+            "predecessor".into(),
+            json!({ "room_id": old, "event_id": last }),
+        );
+        for carried in ["type", "m.federate"] {
+            if let Some(v) = old_create.get(carried) {
+                create.insert(carried.into(), v.clone());
+            }
+        }
+        if !rules.authorization.use_room_create_sender {
+            create.insert("creator".into(), user.as_str().into());
+        }
+        if rules.authorization.additional_room_creators && !additional_creators.is_empty() {
+            create.insert("additional_creators".into(), json!(additional_creators));
+        }
+        let mut events = vec![
+            NewEvent::state(TimelineEventType::RoomCreate, "", JsonValue::Object(create)),
+            NewEvent::state(
+                TimelineEventType::RoomMember,
+                user.as_str(),
+                self.member_content(user, MembershipState::Join)?,
+            ),
+        ];
+
+        // 2. Power levels, with the upgrader able to send what follows.
+        let mut power = self
+            .timeline
+            .state_content(old, &StateEventType::RoomPowerLevels, "")?
+            .unwrap_or_else(|| json!({}));
+        let creators: Vec<&UserId> = std::iter::once(user)
+            .chain(additional_creators.iter().map(|u| &**u))
+            .collect();
+        if rules.authorization.explicitly_privilege_room_creators {
+            // Creators rank above every number and must not be listed.
+            if let Some(users) = power.get_mut("users").and_then(|u| u.as_object_mut()) {
+                for c in &creators {
+                    users.remove(c.as_str());
+                }
+            }
+            events.push(NewEvent::state(
+                TimelineEventType::RoomPowerLevels,
+                "",
+                power.clone(),
+            ));
+        } else {
+            let needed = i64::from(levels.max()).max(100);
+            let mut temporary = power.clone();
+            temporary["users"][user.as_str()] = needed.into();
+            events.push(NewEvent::state(
+                TimelineEventType::RoomPowerLevels,
+                "",
+                temporary,
+            ));
+        }
+
+        // 3. State and bans carried over.
+        for ty in CARRIED_OVER {
+            if let Some(content) = self
+                .timeline
+                .state_content(old, &ty.into(), "")?
+                .filter(|c| c.as_object().is_some_and(|o| !o.is_empty()))
+            {
+                events.push(NewEvent::state(ty, "", content));
+            }
+        }
+        for (banned, m, _) in self.timeline.members(old)? {
+            if m == MembershipState::Ban {
+                events.push(NewEvent::state(
+                    TimelineEventType::RoomMember,
+                    banned.as_str(),
+                    json!({ "membership": MembershipState::Ban }),
+                ));
+            }
+        }
+        if !rules.authorization.explicitly_privilege_room_creators {
+            events.push(NewEvent::state(
+                TimelineEventType::RoomPowerLevels,
+                "",
+                power,
+            ));
+        }
+        let new = self.timeline.create_room(user, new_version, events).await?;
+
+        // 4. Aliases and the directory listing move to the new room.
+        self.directory.move_aliases(old, &new).await?;
+        if let Some(alias) =
+            self.timeline
+                .state_content(old, &StateEventType::RoomCanonicalAlias, "")?
+        {
+            let ev = NewEvent::state(TimelineEventType::RoomCanonicalAlias, "", alias);
+            if let Err(e) = self.append(&new, user, ev, None).await {
+                tracing::info!(%new, "the canonical alias did not move: {e}");
+            }
+        }
+        if self.directory.is_published(old)? {
+            self.directory.set_published(&new, true).await?;
+            self.directory.set_published(old, false).await?;
+        }
+
+        // 5. The old room points at the new one and goes quiet.
+        let tombstone = json!({
+            "body": "This room has been replaced",
+            "replacement_room": new,
+        });
+        self.append(
+            old,
+            user,
+            NewEvent::state(TimelineEventType::RoomTombstone, "", tombstone),
+            None,
+        )
+        .await?;
+        if let Some(mut power) =
+            self.timeline
+                .state_content(old, &StateEventType::RoomPowerLevels, "")?
+        {
+            let users_default = power
+                .get("users_default")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0);
+            let quiet = (users_default + 1).max(50);
+            power["events_default"] = quiet.into();
+            power["invite"] = quiet.into();
+            let ev = NewEvent::state(TimelineEventType::RoomPowerLevels, "", power);
+            if let Err(e) = self.append(old, user, ev, None).await {
+                tracing::info!(%old, "the old room stays open: {e}");
+            }
+        }
+        Ok(new)
     }
 }

@@ -251,7 +251,7 @@ impl Sync {
             if !room_allowed(&req.filter, &room_id) || m.pos > pos {
                 continue;
             }
-            let is_new = since_pos.is_none_or(|s| m.pos > s);
+            let is_new = since_pos.is_none_or(|s| m.changed_at() > s);
             match m.membership {
                 MembershipState::Join => {
                     let full = is_new || req.full_state;

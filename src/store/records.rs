@@ -68,7 +68,18 @@ pub struct RoomRecord {
 pub struct MembershipRecord {
     pub membership: MembershipState,
     pub event_id: OwnedEventId,
+    /// Where the membership event is.
     pub pos: u64,
+    /// Where the membership became what it is (a profile change keeps a join a join).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+}
+
+impl MembershipRecord {
+    /// The position the user's membership last changed at.
+    pub fn changed_at(&self) -> u64 {
+        self.since.unwrap_or(self.pos)
+    }
 }
 
 /// A local account.

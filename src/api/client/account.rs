@@ -2,8 +2,8 @@
 
 use axum::extract::State;
 use ruma::api::client::account::{
-    ThirdPartyIdRemovalStatus, change_password, deactivate, get_username_availability, register,
-    whoami,
+    ThirdPartyIdRemovalStatus, change_password, check_registration_token_validity, deactivate,
+    get_username_availability, register, whoami,
 };
 
 use crate::{
@@ -46,6 +46,20 @@ pub async fn get_username_availability(
     Ok(RumaResponse(get_username_availability::v3::Response::new(
         true,
     )))
+}
+
+/// `GET /_matrix/client/v1/register/m.login.registration_token/validity`
+pub async fn check_registration_token_validity(
+    State(s): State<AppState>,
+    req: Ruma<check_registration_token_validity::v1::Request>,
+) -> ApiResult<check_registration_token_validity::v1::Response> {
+    // Rate-limited like registration: a token is a password to the server.
+    let ip = req.client_ip.as_deref().unwrap_or_default();
+    s.rate_limiter.check(&format!("register:{ip}"))?;
+    let valid = s.uiaa.registration_token_valid(&req.body.token)?;
+    Ok(RumaResponse(
+        check_registration_token_validity::v1::Response::new(valid),
+    ))
 }
 
 /// `GET /_matrix/client/v3/account/whoami`

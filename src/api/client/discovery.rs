@@ -15,7 +15,7 @@ use axum::extract::State;
 
 use crate::{
     api::{ApiResult, AppState, Ruma, RumaResponse},
-    config::SUPPORTED_ROOM_VERSIONS,
+    config::{EncryptionDefault, SUPPORTED_ROOM_VERSIONS},
 };
 
 /// Spec versions this server speaks.
@@ -26,14 +26,38 @@ pub const SPEC_VERSIONS: &[&str] = &[
 
 /// `GET /_matrix/client/versions`
 pub async fn get_supported_versions(
-    State(_s): State<AppState>,
+    State(s): State<AppState>,
     _req: Ruma<get_supported_versions::Request>,
 ) -> ApiResult<get_supported_versions::Response> {
     let mut res = get_supported_versions::Response::new(
         SPEC_VERSIONS.iter().map(|v| v.to_string()).collect(),
     );
-    res.unstable_features = BTreeMap::new();
+    res.unstable_features = unstable_features(s.config().encryption_by_default);
     Ok(RumaResponse(res))
+}
+
+/// Features beyond the spec versions that clients look for. Each is a promise: only what the
+/// server does.
+fn unstable_features(encryption: EncryptionDefault) -> BTreeMap<String, bool> {
+    let mut features = BTreeMap::from([
+        // Cross-signing (keys/device_signing, keys/signatures): Element sets it up only when
+        // it sees this.
+        ("org.matrix.e2e_cross_signing".to_owned(), true),
+    ]);
+    // Element keeps encryption on (greyed out) for rooms the server encrypts by default.
+    let (private, public) = match encryption {
+        EncryptionDefault::Private => (true, false),
+        EncryptionDefault::All => (true, true),
+        EncryptionDefault::Off => (false, false),
+    };
+    for (flag, on) in [
+        ("io.element.e2ee_forced.private", private),
+        ("io.element.e2ee_forced.trusted_private", private),
+        ("io.element.e2ee_forced.public", public),
+    ] {
+        features.insert(flag.to_owned(), on);
+    }
+    features
 }
 
 /// `GET /.well-known/matrix/client`

@@ -26,7 +26,7 @@ mod typing;
 
 use axum::Router;
 
-use super::{AppState, RouterExt, Ruma};
+use super::{AppState, Lenient, RouterExt, Ruma};
 
 pub use discovery::SPEC_VERSIONS;
 
@@ -40,6 +40,7 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         // accounts and sessions
         .ruma(account::register)
         .ruma(account::get_username_availability)
+        .ruma(account::check_registration_token_validity)
         .ruma(account::whoami)
         .ruma(account::change_password)
         .ruma(account::deactivate)
@@ -60,6 +61,7 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(profile::set_avatar_url)
         // rooms
         .ruma(room::create_room)
+        .ruma(room::upgrade_room)
         .ruma(membership::join_room_by_id_or_alias)
         .ruma(membership::join_room_by_id)
         .ruma(membership::invite_user)
@@ -91,7 +93,10 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(filter::create_filter)
         .ruma(filter::get_filter)
         // ephemeral, account data, push
-        .ruma(typing::create_typing_event)
+        .ruma_lenient(
+            typing::create_typing_event,
+            Lenient(typing::default_timeout),
+        )
         .ruma(receipt::create_receipt)
         .ruma(receipt::set_read_marker)
         .ruma(account_data::get_global_account_data)

@@ -1,7 +1,7 @@
-//! Room creation.
+//! Room creation and upgrades.
 
 use axum::extract::State;
-use ruma::api::client::room::{Visibility, create_room};
+use ruma::api::client::room::{Visibility, create_room, upgrade_room};
 use serde_json::Value as JsonValue;
 
 use crate::{
@@ -51,4 +51,22 @@ pub async fn create_room(
     };
     let room_id = s.rooms.create(req.sender()?, request).await?;
     Ok(RumaResponse(create_room::v3::Response::new(room_id)))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/upgrade`
+pub async fn upgrade_room(
+    State(s): State<AppState>,
+    req: Ruma<upgrade_room::v3::Request>,
+) -> ApiResult<upgrade_room::v3::Response> {
+    let b = &req.body;
+    let replacement = s
+        .rooms
+        .upgrade(
+            req.sender()?,
+            &b.room_id,
+            &b.new_version,
+            b.additional_creators.clone(),
+        )
+        .await?;
+    Ok(RumaResponse(upgrade_room::v3::Response::new(replacement)))
 }

@@ -8,6 +8,19 @@ use crate::{
     error::Error,
 };
 
+/// How long a typing notice lasts when the client names no timeout.
+const DEFAULT_TYPING_MS: u64 = 30_000;
+
+/// Fills in `timeout` for `{"typing": true}` (clients leave it out; ruma requires it).
+pub fn default_timeout(body: &mut serde_json::Value) {
+    if body.get("typing") == Some(&serde_json::Value::Bool(true))
+        && body.get("timeout").is_none()
+        && let Some(o) = body.as_object_mut()
+    {
+        o.insert("timeout".into(), DEFAULT_TYPING_MS.into());
+    }
+}
+
 /// `PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}`
 pub async fn create_typing_event(
     State(s): State<AppState>,

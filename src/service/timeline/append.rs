@@ -16,7 +16,7 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedUserId,
     RoomId, RoomVersionId, UserId,
     events::{StateEventType, TimelineEventType},
-    room_version_rules::RoomVersionRules,
+    room_version_rules::{EventIdFormatVersion, EventsReferenceFormatVersion, RoomVersionRules},
     state_res,
 };
 use serde_json::Value as JsonValue;
@@ -333,12 +333,12 @@ impl Timeline {
             Some(r) => (r.extremities.clone(), r.depth + 1),
             None => (vec![], 1),
         };
-        let ids = |v: &[OwnedEventId]| {
-            CanonicalJsonValue::Array(
+        let ids = |v: &[OwnedEventId]| -> Result<CanonicalJsonValue> {
+            Ok(CanonicalJsonValue::Array(
                 v.iter()
-                    .map(|e| CanonicalJsonValue::String(e.to_string()))
-                    .collect(),
-            )
+                    .map(|e| self.event_ref(p, e))
+                    .collect::<Result<_>>()?,
+            ))
         };
         let int = |n: u64| -> Result<CanonicalJsonValue> {
             Ok(CanonicalJsonValue::Integer(
@@ -346,8 +346,19 @@ impl Timeline {
             ))
         };
         let string = |s: String| CanonicalJsonValue::String(s);
-        obj.insert("auth_events".into(), ids(&auth_events));
-        obj.insert("prev_events".into(), ids(&prev_events));
+        obj.insert("auth_events".into(), ids(&auth_events)?);
+        obj.insert("prev_events".into(), ids(&prev_events)?);
+        // Room versions 1 and 2: the event ID is made up, and signed with the event.
+        let made_up_id = (rules.event_id_format == EventIdFormatVersion::V1).then(|| {
+            format!(
+                "${}:{}",
+                crate::service::core::random_token(12),
+                self.core.server_name()
+            )
+        });
+        if let Some(id) = &made_up_id {
+            obj.insert("event_id".into(), string(id.clone()));
+        }
         obj.insert("content".into(), to_canonical(&ev.content)?);
         obj.insert("depth".into(), int(depth)?);
         obj.insert(
@@ -389,10 +400,39 @@ impl Timeline {
                 "The event is {size} bytes; events are at most {MAX_PDU_BYTES}"
             )));
         }
-        let hash =
-            ruma::signatures::reference_hash(&obj, rules).map_err(|e| too_large(e.to_string()))?;
-        let event_id = OwnedEventId::try_from(format!("${hash}")).map_err(Error::internal)?;
+        let event_id = match made_up_id {
+            Some(id) => id,
+            None => {
+                let hash = ruma::signatures::reference_hash(&obj, rules)
+                    .map_err(|e| too_large(e.to_string()))?;
+                format!("${hash}")
+            }
+        };
+        let event_id = OwnedEventId::try_from(event_id).map_err(Error::internal)?;
         Ok((event_id, obj, depth))
+    }
+
+    /// How an event names another in `prev_events` and `auth_events`: its ID, or (room
+    /// versions 1 and 2) its ID and reference hash.
+    fn event_ref(&self, p: &Pending, id: &EventId) -> Result<CanonicalJsonValue> {
+        if p.rules.events_reference_format != EventsReferenceFormatVersion::V1 {
+            return Ok(CanonicalJsonValue::String(id.to_string()));
+        }
+        let obj = match p.built.iter().find(|b| b.event_id == id) {
+            Some(b) => b.obj.clone(),
+            None => {
+                self.event(id)?
+                    .ok_or_else(|| Error::internal(format!("{id} is missing")))?
+                    .pdu
+            }
+        };
+        let hash = ruma::signatures::reference_hash(&obj, &p.rules).map_err(Error::internal)?;
+        let mut hashes = CanonicalJsonObject::new();
+        hashes.insert("sha256".into(), CanonicalJsonValue::String(hash));
+        Ok(CanonicalJsonValue::Array(vec![
+            CanonicalJsonValue::String(id.to_string()),
+            CanonicalJsonValue::Object(hashes),
+        ]))
     }
 
     /// Step 2: the spec's authorization rules (ruma state-res) against the pending room's
@@ -461,6 +501,13 @@ impl Timeline {
                 targets.insert(target.clone(), ev);
             }
         }
+        // The members' current memberships, to tell a change from a repeat.
+        let mut memberships: HashMap<OwnedUserId, MembershipRecord> = HashMap::new();
+        for target in p.built.iter().filter_map(|b| member_target(&b.pdu)) {
+            if let Some(m) = self.membership(&target, &room_id)? {
+                memberships.insert(target, m);
+            }
+        }
         let entries = p
             .built
             .iter()
@@ -492,12 +539,20 @@ impl Timeline {
                     if let Some(target) = member_target(&b.pdu) {
                         let content: JsonValue =
                             serde_json::from_str(b.pdu.content.get()).unwrap_or_default();
+                        let membership = super::pdu::membership_of(&content);
+                        // A join that stays a join (a new display name) keeps its start.
+                        let since = memberships
+                            .get(&target)
+                            .filter(|m| m.membership == membership)
+                            .map(MembershipRecord::changed_at);
                         let record = MembershipRecord {
-                            membership: super::pdu::membership_of(&content),
+                            membership,
                             event_id: b.event_id.clone(),
                             pos,
+                            since,
                         };
                         batch.put(&MEMBERSHIPS, (&target, &room_id), &record);
+                        memberships.insert(target, record);
                     }
                     if let Some(t) = &b.txn {
                         let key = t.key(&room_id);

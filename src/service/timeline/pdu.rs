@@ -30,13 +30,30 @@ pub struct Pdu {
     pub kind: TimelineEventType,
     pub content: Box<RawJsonValue>,
     pub state_key: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "event_refs")]
     pub prev_events: Vec<OwnedEventId>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "event_refs")]
     pub auth_events: Vec<OwnedEventId>,
     pub redacts: Option<OwnedEventId>,
     #[serde(default)]
     pub depth: UInt,
+}
+
+/// `prev_events` and `auth_events`: event IDs (room version 3 on), or `[id, hashes]` pairs
+/// (versions 1 and 2).
+fn event_refs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<OwnedEventId>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Ref {
+        Id(OwnedEventId),
+        WithHashes(OwnedEventId, serde::de::IgnoredAny),
+    }
+    Ok(Vec::<Ref>::deserialize(d)?
+        .into_iter()
+        .map(|r| match r {
+            Ref::Id(id) | Ref::WithHashes(id, _) => id,
+        })
+        .collect())
 }
 
 impl Pdu {
