@@ -208,6 +208,7 @@ async fn admin(command: Admin, config: Config) -> anyhow::Result<()> {
                 anyhow::bail!("the password must not be empty");
             }
             services
+                .users
                 .create_account(&user_id, Some(&password), admin, None)
                 .await?;
             println!("Created {user_id}{}", if admin { " (admin)" } else { "" });

@@ -102,7 +102,10 @@ impl BotRunner {
             .map_err(|e| anyhow::anyhow!("setting `bots.user`: {e}"))?;
         let fresh_account = services.users.account(&user_id)?.is_none();
         if fresh_account {
-            services.create_account(&user_id, None, false, None).await?;
+            services
+                .users
+                .create_account(&user_id, None, false, None)
+                .await?;
             info!(%user_id, "created the bots' user");
         }
         let existing = match &state.device_id {

@@ -99,14 +99,14 @@ impl Services {
                 appservices.clone(),
             ),
             backup: backup::Backup::new(core.clone()),
-            sync: sync::Sync::new(
-                core.clone(),
-                timeline.clone(),
-                account_data.clone(),
-                ephemeral.clone(),
-                push.clone(),
-                keys.clone(),
-            ),
+            sync: sync::Sync {
+                core: core.clone(),
+                timeline: timeline.clone(),
+                account_data: account_data.clone(),
+                ephemeral: ephemeral.clone(),
+                push: push.clone(),
+                keys: keys.clone(),
+            },
             appservice_sender: Arc::new(appservice::sender::AppserviceSender::new(
                 core.clone(),
                 timeline.clone(),
@@ -150,26 +150,13 @@ impl Services {
         &self.core.config
     }
 
-    /// Creates an account with the spec's default push rules; a registration token, when
-    /// given, is used up in the same write.
-    pub async fn create_account(
-        &self,
-        user_id: &UserId,
-        password: Option<&str>,
-        admin: bool,
-        registration_token: Option<&str>,
-    ) -> Result<()> {
-        self.users
-            .create_account(user_id, password, admin, registration_token)
-            .await?;
-        self.push.init_rules(user_id).await
-    }
-
     /// Creates each appservice's sender user when missing.
     pub async fn ensure_appservice_users(&self) -> Result<()> {
         for a in &self.appservices.list {
             if self.users.account(&a.sender)?.is_none() {
-                self.create_account(&a.sender, None, false, None).await?;
+                self.users
+                    .create_account(&a.sender, None, false, None)
+                    .await?;
             }
         }
         Ok(())

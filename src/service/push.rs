@@ -52,11 +52,6 @@ impl Push {
         }
     }
 
-    /// Stores the spec's default rule set for a new account.
-    pub async fn init_rules(&self, user: &UserId) -> Result<()> {
-        self.set_rules(user, &server_default(user)).await
-    }
-
     /// The user's rules: their own, and the server-default rules (kept up to date with this
     /// version's set, with the user's choices of enabled and actions).
     pub fn rules(&self, user: &UserId) -> Result<Ruleset> {

@@ -361,27 +361,21 @@ impl Rooms {
         Ok(room_id)
     }
 
-    /// Changes another user's membership with an optional reason.
+    /// Sends a member event about `target` with this content and an optional reason.
     async fn set_membership(
         &self,
         sender: &UserId,
         room_id: &RoomId,
         target: &UserId,
-        membership: MembershipState,
+        mut content: JsonValue,
         reason: Option<String>,
     ) -> Result<()> {
         self.timeline.known_room(room_id)?;
-        let mut content = json!({ "membership": membership });
         if let Some(reason) = reason {
             content["reason"] = reason.into();
         }
-        self.append(
-            room_id,
-            sender,
-            NewEvent::state(TimelineEventType::RoomMember, target.as_str(), content),
-            None,
-        )
-        .await?;
+        let ev = NewEvent::state(TimelineEventType::RoomMember, target.as_str(), content);
+        self.append(room_id, sender, ev, None).await?;
         Ok(())
     }
 
@@ -401,18 +395,9 @@ impl Rooms {
         if self.timeline.is_joined(target, room_id)? {
             return Err(Error::forbidden(format!("{target} is already in the room")));
         }
-        let mut content = self.member_content(target, MembershipState::Invite)?;
-        if let Some(reason) = reason {
-            content["reason"] = reason.into();
-        }
-        self.append(
-            room_id,
-            sender,
-            NewEvent::state(TimelineEventType::RoomMember, target.as_str(), content),
-            None,
-        )
-        .await?;
-        Ok(())
+        let content = self.member_content(target, MembershipState::Invite)?;
+        self.set_membership(sender, room_id, target, content, reason)
+            .await
     }
 
     /// Kicks, bans or unbans a user: a kick needs them in the room (or invited or knocking),
@@ -443,7 +428,8 @@ impl Rooms {
                 _ => "The user is not in the room",
             }));
         }
-        self.set_membership(sender, room_id, target, new, reason)
+        let content = json!({ "membership": new });
+        self.set_membership(sender, room_id, target, content, reason)
             .await
     }
 
@@ -463,7 +449,8 @@ impl Rooms {
             Some(MembershipState::Leave) => return Ok(()),
             _ => return Err(Error::forbidden("You are not in this room")),
         }
-        self.set_membership(user_id, room_id, user_id, MembershipState::Leave, reason)
+        let content = json!({ "membership": MembershipState::Leave });
+        self.set_membership(user_id, room_id, user_id, content, reason)
             .await
     }
 

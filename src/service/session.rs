@@ -103,7 +103,8 @@ impl Services {
         let password = req
             .password
             .filter(|p| !p.is_empty() && !req.via_appservice);
-        self.create_account(&user_id, password, false, token.as_deref())
+        self.users
+            .create_account(&user_id, password, false, token.as_deref())
             .await?;
         tracing::info!(%user_id, "registered");
         let device = if req.inhibit_login {

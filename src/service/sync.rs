@@ -55,33 +55,15 @@ pub struct SyncRequest<'a> {
 /// `/sync`. Depends on [`Core`], [`Timeline`], [`AccountData`], [`Ephemeral`], [`Push`] and
 /// [`Keys`].
 pub struct Sync {
-    core: Arc<Core>,
-    timeline: Arc<Timeline>,
-    account_data: Arc<AccountData>,
-    ephemeral: Arc<Ephemeral>,
-    push: Arc<Push>,
-    keys: Arc<Keys>,
+    pub(super) core: Arc<Core>,
+    pub(super) timeline: Arc<Timeline>,
+    pub(super) account_data: Arc<AccountData>,
+    pub(super) ephemeral: Arc<Ephemeral>,
+    pub(super) push: Arc<Push>,
+    pub(super) keys: Arc<Keys>,
 }
 
 impl Sync {
-    pub fn new(
-        core: Arc<Core>,
-        timeline: Arc<Timeline>,
-        account_data: Arc<AccountData>,
-        ephemeral: Arc<Ephemeral>,
-        push: Arc<Push>,
-        keys: Arc<Keys>,
-    ) -> Self {
-        Self {
-            core,
-            timeline,
-            account_data,
-            ephemeral,
-            push,
-            keys,
-        }
-    }
-
     /// Answers a sync request, waiting up to its timeout for something to report.
     pub async fn sync(&self, req: SyncRequest<'_>) -> Result<Response> {
         let deadline = tokio::time::Instant::now() + req.timeout.min(Duration::from_secs(300));
@@ -228,6 +210,24 @@ impl Sync {
             Vec::new()
         };
         let mut room_account_data: BTreeMap<OwnedRoomId, Vec<_>> = BTreeMap::new();
+        let wants_push_rules = req
+            .filter
+            .account_data
+            .types
+            .as_ref()
+            .is_none_or(|t| type_matches(t, "m.push_rules"));
+        if since_pos.is_none()
+            && wants_push_rules
+            && !account_data
+                .iter()
+                .any(|(r, ty, _)| r.is_none() && ty == "m.push_rules")
+        {
+            // A user who never changed a push rule has the server's defaults, stored nowhere.
+            let rules = self.push.rules(req.user)?;
+            response.account_data.events.push(to_raw(
+                &json!({ "type": "m.push_rules", "content": { "global": rules } }),
+            ));
+        }
         for (room, ty, content) in account_data {
             let ev = json!({ "type": ty, "content": content });
             match room {

@@ -35,7 +35,10 @@ async fn services() -> Fixture {
 
 async fn user(s: &Services, name: &str) -> OwnedUserId {
     let id = s.users.user_id_for_localpart(name).unwrap();
-    s.create_account(&id, None, false, None).await.unwrap();
+    s.users
+        .create_account(&id, None, false, None)
+        .await
+        .unwrap();
     id
 }
 

@@ -91,16 +91,7 @@ pub async fn kick_user(
     State(s): State<AppState>,
     req: Ruma<kick_user::v3::Request>,
 ) -> ApiResult<kick_user::v3::Response> {
-    let b = &req.body;
-    s.rooms
-        .moderate(
-            req.sender()?,
-            &b.room_id,
-            &b.user_id,
-            Moderation::Kick,
-            b.reason.clone(),
-        )
-        .await?;
+    moderate(&s, &req, Moderation::Kick).await?;
     Ok(RumaResponse(kick_user::v3::Response::new()))
 }
 
@@ -109,16 +100,7 @@ pub async fn ban_user(
     State(s): State<AppState>,
     req: Ruma<ban_user::v3::Request>,
 ) -> ApiResult<ban_user::v3::Response> {
-    let b = &req.body;
-    s.rooms
-        .moderate(
-            req.sender()?,
-            &b.room_id,
-            &b.user_id,
-            Moderation::Ban,
-            b.reason.clone(),
-        )
-        .await?;
+    moderate(&s, &req, Moderation::Ban).await?;
     Ok(RumaResponse(ban_user::v3::Response::new()))
 }
 
@@ -127,17 +109,37 @@ pub async fn unban_user(
     State(s): State<AppState>,
     req: Ruma<unban_user::v3::Request>,
 ) -> ApiResult<unban_user::v3::Response> {
-    let b = &req.body;
-    s.rooms
-        .moderate(
-            req.sender()?,
-            &b.room_id,
-            &b.user_id,
-            Moderation::Unban,
-            b.reason.clone(),
-        )
-        .await?;
+    moderate(&s, &req, Moderation::Unban).await?;
     Ok(RumaResponse(unban_user::v3::Response::new()))
+}
+
+/// The member a kick, ban or unban is about, and why.
+trait ModerationRequest {
+    fn target(&self) -> (&ruma::RoomId, &ruma::UserId, Option<&String>);
+}
+
+macro_rules! moderation_requests {
+    ($($endpoint:ident),+) => {$(
+        impl ModerationRequest for $endpoint::v3::Request {
+            fn target(&self) -> (&ruma::RoomId, &ruma::UserId, Option<&String>) {
+                (&self.room_id, &self.user_id, self.reason.as_ref())
+            }
+        }
+    )+};
+}
+
+moderation_requests!(kick_user, ban_user, unban_user);
+
+/// Kicks, bans and unbans share their body.
+async fn moderate<T: ModerationRequest>(
+    s: &AppState,
+    req: &Ruma<T>,
+    action: Moderation,
+) -> Result<(), Error> {
+    let (room_id, user_id, reason) = req.body.target();
+    s.rooms
+        .moderate(req.sender()?, room_id, user_id, action, reason.cloned())
+        .await
 }
 
 /// `GET /_matrix/client/v3/joined_rooms`
