@@ -89,6 +89,52 @@ impl Default for Limits {
     }
 }
 
+/// Presence (online, away, offline).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// Track and share presence. Off, everyone shows as offline and nothing is written.
+    pub enabled: bool,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// Push notifications to phones, through the HTTP push gateways that clients register.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Send pushes to gateways on loopback, private or link-local addresses. Off, a pusher
+    /// cannot make the server call into its own network.
+    pub allow_private_gateways: bool,
+}
+
+/// A TURN server for voice and video calls, handed to clients at `/voip/turnServer`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// `turn:` / `turns:` URIs; empty means no TURN server (calls then need a direct path).
+    pub uris: Vec<String>,
+    /// The TURN server's shared secret (coturn `static-auth-secret`), for time-limited
+    /// credentials.
+    pub shared_secret: Option<String>,
+    /// How long handed-out credentials stay valid, in seconds.
+    pub ttl_secs: u64,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            uris: Vec::new(),
+            shared_secret: None,
+            ttl_secs: 86_400,
+        }
+    }
+}
+
 /// Which new rooms get end-to-end encryption in their initial state.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -209,6 +255,12 @@ pub struct Config {
     pub min_password_length: usize,
     /// Connection, body, queue and size limits.
     pub limits: Limits,
+    /// Presence.
+    pub presence: PresenceConfig,
+    /// Push gateways.
+    pub push: PushConfig,
+    /// TURN server for calls.
+    pub turn: TurnConfig,
     /// Login and registration rate limits.
     pub rate_limit: RateLimit,
     /// The base URL clients should use, served at `/.well-known/matrix/client`.
@@ -237,6 +289,9 @@ impl Default for Config {
             max_request_size: 1024 * 1024,
             min_password_length: 8,
             limits: Limits::default(),
+            presence: PresenceConfig::default(),
+            push: PushConfig::default(),
+            turn: TurnConfig::default(),
             rate_limit: RateLimit::default(),
             public_base_url: None,
             worker_threads: 0,
@@ -503,6 +558,7 @@ mod tests {
         assert_eq!(c.max_request_size, d.max_request_size);
         assert_eq!(c.min_password_length, d.min_password_length);
         assert_eq!(format!("{:?}", c.limits), format!("{:?}", d.limits));
+        assert_eq!(c.presence.enabled, d.presence.enabled);
         assert_eq!(c.rate_limit.key_claims_burst, d.rate_limit.key_claims_burst);
         assert_eq!(
             c.rate_limit.key_claims_per_minute,

@@ -53,6 +53,12 @@ enum Admin {
         #[command(subcommand)]
         command: AppserviceCmd,
     },
+    /// Print the newest reports of events and rooms users made, one JSON object a line.
+    Reports {
+        /// How many, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -218,6 +224,13 @@ async fn admin(command: Admin, config: Config) -> anyhow::Result<()> {
         } => {
             let token = services.users.new_registration_token(uses).await?;
             println!("{token}");
+        }
+        Admin::Reports { limit } => {
+            for (n, report) in services.reports.list(limit)? {
+                let mut line = serde_json::to_value(&report)?;
+                line["report"] = n.into();
+                println!("{line}");
+            }
         }
         Admin::Appservice { .. } => unreachable!("handled above"),
     }

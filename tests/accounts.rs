@@ -371,3 +371,104 @@ async fn a_deactivated_account_leaves_its_rooms() {
     assert_eq!(member["membership"], "leave", "{member}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_widget_checks_who_a_user_is_with_an_openid_token() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let bob = t.http.register("bob").await;
+    let (status, res) = t
+        .http
+        .json(
+            "POST",
+            &format!("/_matrix/client/v3/user/{}/openid/request_token", alice.id),
+            Some(&alice.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(res["token_type"], "Bearer");
+    assert_eq!(res["matrix_server_name"], "localhost");
+    assert!(res["expires_in"].as_u64().unwrap() > 0);
+    let token = res["access_token"].as_str().unwrap();
+
+    // The widget's server asks ours, without any other credential.
+    let who = t
+        .http
+        .get_ok(
+            &format!("/_matrix/federation/v1/openid/userinfo?access_token={token}"),
+            None,
+        )
+        .await;
+    assert_eq!(who["sub"], alice.id.as_str());
+    let got = t
+        .http
+        .call(
+            "GET",
+            "/_matrix/federation/v1/openid/userinfo?access_token=forged",
+            None,
+            None,
+        )
+        .await;
+    assert_error(&got, 401, "M_UNKNOWN_TOKEN");
+    // Nor is an access token an OpenID token.
+    let got = t
+        .http
+        .call(
+            "GET",
+            &format!(
+                "/_matrix/federation/v1/openid/userinfo?access_token={}",
+                alice.token
+            ),
+            None,
+            None,
+        )
+        .await;
+    assert_error(&got, 401, "M_UNKNOWN_TOKEN");
+    // Bob cannot get a token in Alice's name.
+    let got = t
+        .http
+        .json(
+            "POST",
+            &format!("/_matrix/client/v3/user/{}/openid/request_token", alice.id),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+    assert_error(&got, 403, "M_FORBIDDEN");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn settings_pages_find_no_third_party_ids_and_the_configured_turn_server() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let ids = t
+        .http
+        .get_ok("/_matrix/client/v3/account/3pid", Some(&alice.token))
+        .await;
+    assert_eq!(ids["threepids"], json!([]));
+    let turn = t
+        .http
+        .get_ok("/_matrix/client/v3/voip/turnServer", Some(&alice.token))
+        .await;
+    assert_eq!(turn["uris"], json!([]), "no TURN server configured: {turn}");
+    t.stop().await;
+
+    let t = TestServer::start_with(|c| {
+        c.turn.uris = vec!["turn:turn.example.org:3478?transport=udp".into()];
+        c.turn.shared_secret = Some("coturn secret".into());
+    })
+    .await;
+    let alice = t.http.register("alice").await;
+    let turn = t
+        .http
+        .get_ok("/_matrix/client/v3/voip/turnServer", Some(&alice.token))
+        .await;
+    assert_eq!(turn["uris"][0], "turn:turn.example.org:3478?transport=udp");
+    assert_eq!(turn["ttl"], 86400);
+    let username = turn["username"].as_str().unwrap();
+    assert!(username.ends_with(&format!(":{}", alice.id)), "{turn}");
+    assert!(!turn["password"].as_str().unwrap().is_empty());
+    t.stop().await;
+}

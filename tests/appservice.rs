@@ -96,12 +96,60 @@ async fn user_query(
     )
 }
 
+/// The IRC network the fake appservice bridges.
+async fn protocol(UrlPath(protocol): UrlPath<String>) -> (StatusCode, Json<Value>) {
+    if protocol != "irc" {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "errcode": "M_NOT_FOUND" })),
+        );
+    }
+    (
+        StatusCode::OK,
+        Json(json!({
+            "user_fields": ["network", "nickname"],
+            "location_fields": ["network", "channel"],
+            "icon": "mxc://localhost/irc",
+            "field_types": {
+                "network": { "regexp": "([a-z0-9]+\\.)*[a-z0-9]+", "placeholder": "irc.libera.chat" },
+                "nickname": { "regexp": "[^\\s#]+", "placeholder": "alice" },
+                "channel": { "regexp": "#[^\\s]+", "placeholder": "#alumni" },
+            },
+            "instances": [{
+                "network_id": "libera", "desc": "Libera Chat", "icon": "mxc://localhost/libera",
+                "fields": { "network": "irc.libera.chat" },
+            }],
+        })),
+    )
+}
+
+/// Portal rooms of the fake IRC network: the channel asked for, on the network asked for.
+async fn locations(
+    UrlPath(protocol): UrlPath<String>,
+    axum::extract::Query(fields): axum::extract::Query<std::collections::BTreeMap<String, String>>,
+) -> Json<Value> {
+    let channel = fields.get("channel").cloned().unwrap_or_default();
+    Json(json!([{
+        "alias": format!("#remote_{}:localhost", channel.trim_start_matches('#')),
+        "protocol": protocol,
+        "fields": { "network": fields.get("network"), "channel": channel },
+    }]))
+}
+
 /// Serves the fake appservice on `addr` until the returned handle is aborted.
 async fn serve_appservice(addr: SocketAddr, r: Received) -> tokio::task::JoinHandle<()> {
     let app = Router::new()
         .route("/_matrix/app/v1/transactions/{id}", put(txn))
         .route("/_matrix/app/v1/ping", post(ping))
         .route("/_matrix/app/v1/users/{user}", get(user_query))
+        .route(
+            "/_matrix/app/v1/thirdparty/protocol/{protocol}",
+            get(protocol),
+        )
+        .route(
+            "/_matrix/app/v1/thirdparty/location/{protocol}",
+            get(locations),
+        )
         .with_state(r);
     let listener = common::eventually(10, "the appservice port to be free", || async {
         tokio::net::TcpListener::bind(addr).await.ok()
@@ -118,7 +166,7 @@ fn write_registration(dir: &Path, url: Option<SocketAddr>) -> std::path::PathBuf
         .map(|u| format!("'{u}'"))
         .unwrap_or_else(|| "null".into());
     let yaml = format!(
-        "id: bridge\nurl: {url}\nas_token: {AS_TOKEN}\nhs_token: {HS_TOKEN}\nsender_localpart: bridgebot\nrate_limited: false\nreceive_ephemeral: true\nnamespaces:\n  users:\n    - exclusive: true\n      regex: '@remote_.*:localhost'\n  aliases:\n    - exclusive: true\n      regex: '#remote_.*:localhost'\n  rooms: []\n"
+        "id: bridge\nurl: {url}\nas_token: {AS_TOKEN}\nhs_token: {HS_TOKEN}\nsender_localpart: bridgebot\nprotocols: [irc]\nrate_limited: false\nreceive_ephemeral: true\nnamespaces:\n  users:\n    - exclusive: true\n      regex: '@remote_.*:localhost'\n  aliases:\n    - exclusive: true\n      regex: '#remote_.*:localhost'\n  rooms: []\n"
     );
     let path = dir.join("bridge.yaml");
     std::fs::write(&path, yaml).unwrap();
@@ -459,4 +507,65 @@ async fn registration_files_are_checked() {
         .expect("a bad file stops the start")
         .to_string();
     assert!(err.contains("hs_token"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_discover_the_networks_a_bridge_connects() {
+    let as_addr = common::free_addr();
+    let received = Received::default();
+    let appservice = serve_appservice(as_addr, received.clone()).await;
+    let t = start(Some(as_addr)).await;
+    let alice = t.http.register("alice").await;
+
+    let protocols = t
+        .http
+        .get_ok(
+            "/_matrix/client/v3/thirdparty/protocols",
+            Some(&alice.token),
+        )
+        .await;
+    let irc = &protocols["irc"];
+    assert_eq!(
+        irc["location_fields"],
+        json!(["network", "channel"]),
+        "{protocols}"
+    );
+    let instance = &irc["instances"][0];
+    assert_eq!(instance["desc"], "Libera Chat");
+    assert_eq!(instance["network_id"], "libera");
+    assert_eq!(
+        instance["instance_id"], "bridge|libera",
+        "clients need an instance ID"
+    );
+
+    let one = t
+        .http
+        .get_ok(
+            "/_matrix/client/v3/thirdparty/protocol/irc",
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(one["user_fields"], json!(["network", "nickname"]));
+    let got = t
+        .http
+        .call(
+            "GET",
+            "/_matrix/client/v3/thirdparty/protocol/xmpp",
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_error(&got, 404, "M_NOT_FOUND");
+
+    let found = t
+        .http
+        .get_ok(
+            "/_matrix/client/v3/thirdparty/location/irc?network=irc.libera.chat&channel=%23alumni",
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(found[0]["alias"], "#remote_alumni:localhost", "{found}");
+    assert_eq!(found[0]["fields"]["channel"], "#alumni");
+    appservice.abort();
+    t.stop().await;
 }

@@ -469,3 +469,197 @@ async fn an_unbanned_user_may_join_again() {
     assert_eq!(t.http.join(&bob.token, &room).await.0, 200);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_rooms_aliases_are_listed_for_those_who_may_read_it() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let eve = t.http.register("eve").await;
+    let room = t
+        .http
+        .create_room(
+            &alice.token,
+            json!({ "preset": "private_chat", "room_alias_name": "circle" }),
+        )
+        .await;
+    let (status, res) = t
+        .http
+        .json(
+            "PUT",
+            "/_matrix/client/v3/directory/room/%23circle-2:localhost",
+            Some(&alice.token),
+            json!({ "room_id": room }),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    let path = format!("/_matrix/client/v3/rooms/{room}/aliases");
+    let got = t.http.get_ok(&path, Some(&alice.token)).await;
+    let mut aliases: Vec<&str> = got["aliases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    aliases.sort();
+    assert_eq!(aliases, ["#circle-2:localhost", "#circle:localhost"]);
+    let got = t.http.call("GET", &path, Some(&eve.token), None).await;
+    assert_error(&got, 403, "M_FORBIDDEN");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_room_summary_previews_rooms_one_could_join_and_hides_the_others() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let bob = t.http.register("bob").await;
+    let public = t
+        .http
+        .create_room(
+            &alice.token,
+            json!({
+                "preset": "public_chat", "name": "Open circle", "topic": "all welcome",
+                "room_alias_name": "open",
+            }),
+        )
+        .await;
+    let private = t
+        .http
+        .create_room(
+            &alice.token,
+            json!({ "preset": "private_chat", "name": "Inner" }),
+        )
+        .await;
+
+    // By alias, before joining: what a "join this room?" preview shows.
+    let summary = t
+        .http
+        .get_ok(
+            "/_matrix/client/v1/room_summary/%23open:localhost",
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(summary["room_id"], public.as_str());
+    assert_eq!(summary["name"], "Open circle");
+    assert_eq!(summary["topic"], "all welcome");
+    assert_eq!(summary["canonical_alias"], "#open:localhost");
+    // Absent means public, as the spec says.
+    assert!(summary.get("join_rule").is_none_or(|j| j == "public"), "{summary}");
+    assert_eq!(summary["num_joined_members"], 1);
+    assert_eq!(summary["room_version"], "12");
+    assert!(
+        summary
+            .get("membership")
+            .is_none_or(|m| m.is_null() || m == "leave")
+    );
+    // Without an access token too, for public rooms.
+    let anonymous = t
+        .http
+        .get_ok(&format!("/_matrix/client/v1/room_summary/{public}"), None)
+        .await;
+    assert_eq!(anonymous["name"], "Open circle");
+
+    // A private room is as unknown to Bob as a room that does not exist...
+    let got = t
+        .http
+        .call(
+            "GET",
+            &format!("/_matrix/client/v1/room_summary/{private}"),
+            Some(&bob.token),
+            None,
+        )
+        .await;
+    assert_error(&got, 404, "M_NOT_FOUND");
+    // ...until he is invited.
+    let (status, _) = t
+        .http
+        .json(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{private}/invite"),
+            Some(&alice.token),
+            json!({ "user_id": bob.id }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let summary = t
+        .http
+        .get_ok(
+            &format!("/_matrix/client/v1/room_summary/{private}"),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(summary["name"], "Inner");
+    assert_eq!(summary["membership"], "invite");
+    assert_eq!(summary["join_rule"], "invite");
+    assert_eq!(summary["encryption"], "m.megolm.v1.aes-sha2");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn reports_reach_the_admins_and_reveal_nothing() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let bob = t.http.register("bob").await;
+    let eve = t.http.register("eve").await;
+    let room = t
+        .http
+        .create_room(&alice.token, json!({ "preset": "public_chat" }))
+        .await;
+    assert_eq!(t.http.join(&bob.token, &room).await.0, 200);
+    let rude = t.http.send_text(&bob.token, &room, "something rude").await;
+
+    let (status, res) = t
+        .http
+        .json(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/report/{rude}"),
+            Some(&alice.token),
+            json!({ "reason": "rude" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    let (status, res) = t
+        .http
+        .json(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/report"),
+            Some(&alice.token),
+            json!({ "reason": "the whole room is rude" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+
+    // Eve is not in the room: the event is "not found" to her, not "forbidden".
+    let got = t
+        .http
+        .json(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/report/{rude}"),
+            Some(&eve.token),
+            json!({ "reason": "?" }),
+        )
+        .await;
+    assert_error(&got, 404, "M_NOT_FOUND");
+    let got = t
+        .http
+        .json(
+            "POST",
+            "/_matrix/client/v3/rooms/!nowhere:localhost/report",
+            Some(&eve.token),
+            json!({ "reason": "?" }),
+        )
+        .await;
+    assert_error(&got, 404, "M_NOT_FOUND");
+
+    let reports = t.server.services().reports.list(10).unwrap();
+    assert_eq!(reports.len(), 2);
+    let (_, room_report) = &reports[0];
+    assert_eq!(
+        room_report.reason.as_deref(),
+        Some("the whole room is rude")
+    );
+    assert!(room_report.event_id.is_none());
+    let (_, event_report) = &reports[1];
+    assert_eq!(event_report.event_id.as_ref().unwrap().as_str(), rude);
+    assert_eq!(event_report.reporter, alice.id);
+    t.stop().await;
+}

@@ -7,6 +7,7 @@
 //! that endpoint, so a route cannot be paired with the wrong handler.
 
 pub mod client;
+pub mod federation;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
@@ -186,11 +187,15 @@ where
             // Clients leave the body out when every field is optional (matrix-nio's join).
             bytes = Bytes::from_static(b"{}");
         }
-        if let Some(Lenient(fill_in)) = parts.extensions.get::<Lenient>()
-            && let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&bytes)
-        {
-            fill_in(&mut json);
-            bytes = Bytes::from(serde_json::to_vec(&json)?);
+        match parts.extensions.get::<Lenient>().copied() {
+            Some(Lenient::Body(fill_in)) => {
+                if let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                    fill_in(&mut json);
+                    bytes = Bytes::from(serde_json::to_vec(&json)?);
+                }
+            }
+            Some(Lenient::QueryDefaults(defaults)) => fill_query(&mut parts, defaults),
+            None => {}
         }
         let http_req = http::Request::from_parts(parts, bytes.clone());
         let body = T::try_from_http_request(http_req, &path_params).map_err(|e| {
@@ -225,10 +230,37 @@ pub enum BodyLimit {
     Event,
 }
 
-/// Fills in what real clients leave out of a body before ruma reads it (a typing notice
-/// without its timeout).
+/// Fills in what real clients leave out of a request before ruma reads it.
 #[derive(Clone, Copy)]
-pub struct Lenient(pub fn(&mut serde_json::Value));
+pub enum Lenient {
+    /// Completes the JSON body (a typing notice without its timeout).
+    Body(fn(&mut serde_json::Value)),
+    /// Query parameters with a default the spec gives but ruma requires (`/threads` without
+    /// `include`, as matrix-sdk sends it).
+    QueryDefaults(&'static [(&'static str, &'static str)]),
+}
+
+/// Appends the defaults of query parameters the request left out.
+fn fill_query(parts: &mut http::request::Parts, defaults: &[(&str, &str)]) {
+    let present = query_pairs(parts);
+    let missing: Vec<_> = defaults
+        .iter()
+        .filter(|(k, _)| !present.iter().any(|(p, _)| p == k))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let mut query = parts.uri.query().unwrap_or("").to_owned();
+    for (k, v) in missing {
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(&format!("{k}={v}"));
+    }
+    if let Ok(uri) = format!("{}?{query}", parts.uri.path()).parse() {
+        parts.uri = uri;
+    }
+}
 
 /// The bytes of request bodies being read at once, across all connections, in KiB.
 pub struct BodyBudget(tokio::sync::Semaphore);
@@ -400,7 +432,7 @@ pub trait RouterExt {
     fn ruma<Req, H: RumaHandler<Req>>(self, handler: H) -> Self;
     /// An endpoint whose body is an event's content (at most 65,536 bytes).
     fn ruma_event<Req, H: RumaHandler<Req>>(self, handler: H) -> Self;
-    /// An endpoint whose body `fill_in` completes before ruma reads it.
+    /// An endpoint whose request `fill_in` completes before ruma reads it.
     fn ruma_lenient<Req, H: RumaHandler<Req>>(self, handler: H, fill_in: Lenient) -> Self;
 }
 
@@ -457,7 +489,7 @@ pub fn router(services: AppState) -> Router {
             http::header::ACCEPT,
             http::HeaderName::from_static("x-requested-with"),
         ]);
-    let routes = client::routes(Router::new())
+    let routes = federation::routes(client::routes(Router::new()))
         .fallback(unrecognized)
         .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(axum::extract::DefaultBodyLimit::disable())

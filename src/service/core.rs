@@ -29,6 +29,8 @@ pub struct Core {
     /// The one writer: every change that advances the stream holds it while it allocates its
     /// position and applies its batch, so positions become visible in order and without holes.
     writer: tokio::sync::Mutex<u64>,
+    /// Bumped when a push is queued for a gateway; the push sender watches it.
+    pushes: watch::Sender<u64>,
     /// Set to true when the server stops; background tasks end.
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -51,6 +53,7 @@ impl Core {
             signing_key,
             stream,
             writer: tokio::sync::Mutex::new(pos),
+            pushes: watch::channel(0).0,
             shutdown: watch::channel(false).0,
             tasks: Default::default(),
             locks: Default::default(),
@@ -88,6 +91,16 @@ impl Core {
     /// Wakes sync waiters without advancing the stream (typing).
     pub fn poke(&self) {
         self.stream.send_modify(|_| {});
+    }
+
+    /// A receiver that wakes when a push is queued.
+    pub fn subscribe_pushes(&self) -> watch::Receiver<u64> {
+        self.pushes.subscribe()
+    }
+
+    /// Wakes the push sender.
+    pub fn poke_pushes(&self) {
+        self.pushes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Applies `build`'s batch at a new stream position, makes it durable, then publishes the

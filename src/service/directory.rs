@@ -3,9 +3,17 @@
 use std::sync::Arc;
 
 use ruma::{
-    OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, UserId,
+    OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, UInt, UserId,
     api::error::ErrorKind,
-    events::{StateEventType, room::history_visibility::HistoryVisibility},
+    events::{
+        StateEventType,
+        room::{
+            history_visibility::HistoryVisibility,
+            join_rules::{AllowRule, JoinRule, RoomJoinRulesEventContent},
+            member::MembershipState,
+        },
+    },
+    room::{JoinRuleSummary, RoomSummary, RoomType},
 };
 use serde_json::Value as JsonValue;
 
@@ -291,23 +299,7 @@ impl Directory {
         let mut out = Vec::new();
         for item in self.core.store.scan(PUBLIC_ROOMS.all()) {
             let ((room_id,), ()) = item?;
-            let get =
-                |ty: StateEventType, field: &str| self.timeline.state_str(&room_id, ty, field);
-            let room = PublicRoom {
-                name: get(StateEventType::RoomName, "name")?,
-                topic: get(StateEventType::RoomTopic, "topic")?,
-                canonical_alias: get(StateEventType::RoomCanonicalAlias, "alias")?,
-                avatar_url: get(StateEventType::RoomAvatar, "url")?,
-                joined: self.timeline.joined_members(&room_id)?.len(),
-                world_readable: get(StateEventType::RoomHistoryVisibility, "history_visibility")?
-                    .map(HistoryVisibility::from)
-                    == Some(HistoryVisibility::WorldReadable),
-                guest_can_join: get(StateEventType::RoomGuestAccess, "guest_access")?.as_deref()
-                    == Some("can_join"),
-                join_rule: get(StateEventType::RoomJoinRules, "join_rule")?
-                    .unwrap_or_else(|| "invite".into()),
-                room_id,
-            };
+            let room = self.describe(room_id)?;
             if let Some(term) = &term {
                 let hay = [&room.name, &room.topic, &room.canonical_alias]
                     .iter()
@@ -321,6 +313,109 @@ impl Directory {
         }
         out.sort_by(|a, b| b.joined.cmp(&a.joined).then(a.room_id.cmp(&b.room_id)));
         Ok(out)
+    }
+
+    /// What the directory shows of a room, from its current state.
+    fn describe(&self, room_id: OwnedRoomId) -> Result<PublicRoom> {
+        let get = |ty: StateEventType, field: &str| self.timeline.state_str(&room_id, ty, field);
+        Ok(PublicRoom {
+            name: get(StateEventType::RoomName, "name")?,
+            topic: get(StateEventType::RoomTopic, "topic")?,
+            canonical_alias: get(StateEventType::RoomCanonicalAlias, "alias")?,
+            avatar_url: get(StateEventType::RoomAvatar, "url")?,
+            joined: self.timeline.joined_members(&room_id)?.len(),
+            world_readable: get(StateEventType::RoomHistoryVisibility, "history_visibility")?
+                .map(HistoryVisibility::from)
+                == Some(HistoryVisibility::WorldReadable),
+            guest_can_join: get(StateEventType::RoomGuestAccess, "guest_access")?.as_deref()
+                == Some("can_join"),
+            join_rule: get(StateEventType::RoomJoinRules, "join_rule")?
+                .unwrap_or_else(|| "invite".into()),
+            room_id,
+        })
+    }
+
+    /// The room summary (`/v1/room_summary`, MSC3266) of a room, and the caller's membership
+    /// in it. Rooms the caller could neither read nor join are M_NOT_FOUND, as unknown rooms
+    /// are, so the endpoint reveals nothing about private rooms.
+    pub async fn summary(
+        &self,
+        room: &ruma::RoomOrAliasId,
+        user: Option<&UserId>,
+    ) -> Result<(RoomSummary, Option<MembershipState>)> {
+        let not_found = || Error::not_found("Room not found");
+        let room_id = match <&RoomId>::try_from(room) {
+            Ok(id) => id.to_owned(),
+            Err(alias) => self.resolve_alias(alias)?.ok_or_else(not_found)?,
+        };
+        let create = self
+            .timeline
+            .state_content(&room_id, &StateEventType::RoomCreate, "")?
+            .ok_or_else(not_found)?;
+        let membership = match user {
+            Some(u) => Some(self.timeline.membership_state(u, &room_id)?),
+            None => None,
+        };
+        let join_rule: JoinRule = self
+            .timeline
+            .state_content(&room_id, &StateEventType::RoomJoinRules, "")?
+            .and_then(|c| serde_json::from_value::<RoomJoinRulesEventContent>(c).ok())
+            .map_or(JoinRule::Invite, |c| c.join_rule);
+        let info = self.describe(room_id.clone())?;
+        let in_allowed_room = |rule: &JoinRule| -> Result<bool> {
+            let (JoinRule::Restricted(r) | JoinRule::KnockRestricted(r)) = rule else {
+                return Ok(false);
+            };
+            let Some(u) = user else { return Ok(false) };
+            for allow in &r.allow {
+                if let AllowRule::RoomMembership(m) = allow
+                    && self.timeline.is_joined(u, &m.room_id)?
+                {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        let accessible = matches!(
+            membership,
+            Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock)
+        ) || matches!(
+            join_rule,
+            JoinRule::Public | JoinRule::Knock | JoinRule::KnockRestricted(_)
+        ) || info.world_readable
+            || in_allowed_room(&join_rule)?;
+        if !accessible {
+            return Err(not_found());
+        }
+        let mut summary = RoomSummary::new(
+            room_id.clone(),
+            JoinRuleSummary::from(join_rule),
+            info.guest_can_join,
+            UInt::new_saturating(info.joined as u64),
+            info.world_readable,
+        );
+        summary.name = info.name;
+        summary.topic = info.topic;
+        summary.canonical_alias = info.canonical_alias.and_then(|a| a.try_into().ok());
+        summary.avatar_url = info.avatar_url.map(Into::into);
+        summary.room_type = create
+            .get("type")
+            .and_then(|t| t.as_str())
+            .map(RoomType::from);
+        summary.room_version = Some(
+            create
+                .get("room_version")
+                .and_then(|v| v.as_str())
+                .unwrap_or("1")
+                .try_into()
+                .map_err(Error::internal)?,
+        );
+        summary.encryption = self
+            .timeline
+            .state_str(&room_id, StateEventType::RoomEncryption, "algorithm")?
+            .map(Into::into);
+        let membership = membership.filter(|m| *m != MembershipState::Leave);
+        Ok((summary, membership))
     }
 
     /// One page of the directory: `since` is the offset a previous page handed out.

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
-    store::{RECEIPTS, Receipt, StreamEntry},
+    store::{LEGACY_RECEIPTS, RECEIPTS, Receipt, StreamEntry},
 };
 
 #[derive(Default)]
@@ -188,9 +188,10 @@ impl Ephemeral {
         };
         self.core
             .commit(entry, |pos, b| {
+                let thread = thread_id.clone().unwrap_or_default();
                 b.put(
                     &RECEIPTS,
-                    (room_id, receipt_type, user),
+                    (room_id, receipt_type, user, thread.as_str()),
                     &Receipt {
                         event_id: event_id.to_owned(),
                         ts: now_ms(),
@@ -204,16 +205,31 @@ impl Ephemeral {
         Ok(())
     }
 
-    pub fn receipt(
-        &self,
-        room_id: &RoomId,
-        user: &UserId,
-        receipt_type: &str,
-    ) -> Result<Option<Receipt>> {
-        Ok(self
-            .core
-            .store
-            .get(&RECEIPTS, (room_id, receipt_type, user))?)
+    /// A user's read receipts in a room, public and private, of every thread.
+    pub fn read_receipts(&self, room_id: &RoomId, user: &UserId) -> Result<Vec<Receipt>> {
+        let mut out = Vec::new();
+        for ty in ["m.read", "m.read.private"] {
+            for item in self.core.store.scan(RECEIPTS.prefix3(room_id, ty, user)) {
+                out.push(item?.1);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves receipts from the layout of schema versions before 4 (one per user and type).
+    pub async fn migrate_receipts(&self) -> Result<()> {
+        let mut b = crate::store::Batch::default();
+        for item in self.core.store.scan(LEGACY_RECEIPTS.all()) {
+            let ((room, ty, user), receipt) = item?;
+            let thread = receipt.thread_id.clone().unwrap_or_default();
+            b.put(
+                &RECEIPTS,
+                (&room, ty.as_str(), &user, thread.as_str()),
+                &receipt,
+            );
+            b.delete(&LEGACY_RECEIPTS, (&room, ty.as_str(), &user));
+        }
+        self.core.write(b).await
     }
 
     /// The `m.receipt` content of receipts changed after `since` that `viewer` may see
@@ -226,7 +242,7 @@ impl Ephemeral {
     ) -> Result<Option<JsonValue>> {
         let mut content = serde_json::Map::new();
         for item in self.core.store.scan(RECEIPTS.prefix(room_id)) {
-            let ((_, ty, user), r) = item?;
+            let ((_, ty, user, _), r) = item?;
             if r.pos <= since {
                 continue;
             }

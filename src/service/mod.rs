@@ -21,15 +21,23 @@ pub mod directory;
 pub mod ephemeral;
 pub mod filter;
 pub mod keys;
+pub mod net;
+pub mod openid;
+pub mod presence;
 pub mod push;
+pub mod pusher;
 pub mod ratelimit;
+pub mod reports;
 pub mod rooms;
+pub mod search;
 pub mod session;
 pub mod sync;
 pub mod timeline;
 pub mod token;
 pub mod uiaa;
+pub mod user_directory;
 pub mod users;
+pub mod voip;
 
 use std::sync::Arc;
 
@@ -38,8 +46,9 @@ use ruma::{OwnedDeviceId, UserId, events::room::member::MembershipState};
 use crate::{config::Config, error::Result};
 
 /// The data layout this version writes: 1 added the state history index, 2 dropped queued
-/// to-device messages of devices that no longer exist.
-pub const SCHEMA_VERSION: u64 = 2;
+/// to-device messages of devices that no longer exist, 3 added the relation, aggregation and
+/// full-text indexes, 4 keeps one receipt per thread.
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Every service area of one server. Cheap to share through `Arc`.
 pub struct Services {
@@ -58,6 +67,12 @@ pub struct Services {
     pub backup: backup::Backup,
     pub sync: sync::Sync,
     pub appservice_sender: Arc<appservice::sender::AppserviceSender>,
+    pub user_directory: user_directory::UserDirectory,
+    pub search: search::Search,
+    pub presence: Arc<presence::Presence>,
+    pub notifier: Arc<pusher::Notifier>,
+    pub openid: openid::OpenId,
+    pub reports: reports::Reports,
 }
 
 impl Services {
@@ -85,6 +100,7 @@ impl Services {
             users.clone(),
             timeline.clone(),
         ));
+        let presence = Arc::new(presence::Presence::new(core.clone(), timeline.clone()));
         let services = Arc::new(Self {
             uiaa: uiaa::Uiaa::new(core.clone(), users.clone()),
             rate_limiter: ratelimit::RateLimiter::new(
@@ -99,6 +115,21 @@ impl Services {
                 appservices.clone(),
             ),
             backup: backup::Backup::new(core.clone()),
+            openid: openid::OpenId::new(core.clone()),
+            reports: reports::Reports::new(core.clone(), timeline.clone()),
+            search: search::Search::new(core.clone(), timeline.clone()),
+            presence: presence.clone(),
+            notifier: Arc::new(pusher::Notifier::new(
+                core.clone(),
+                users.clone(),
+                timeline.clone(),
+                push.clone(),
+            )),
+            user_directory: user_directory::UserDirectory::new(
+                core.clone(),
+                users.clone(),
+                timeline.clone(),
+            ),
             sync: sync::Sync {
                 core: core.clone(),
                 timeline: timeline.clone(),
@@ -106,6 +137,7 @@ impl Services {
                 ephemeral: ephemeral.clone(),
                 push: push.clone(),
                 keys: keys.clone(),
+                presence: presence.clone(),
             },
             appservice_sender: Arc::new(appservice::sender::AppserviceSender::new(
                 core.clone(),
@@ -142,6 +174,12 @@ impl Services {
             if dropped > 0 {
                 tracing::info!(dropped, "dropped to-device messages of deleted devices");
             }
+        }
+        if version < 3 {
+            self.timeline.build_relation_and_search_indexes().await?;
+        }
+        if version < 4 {
+            self.ephemeral.migrate_receipts().await?;
         }
         self.core.set_schema_version(SCHEMA_VERSION).await
     }
@@ -182,6 +220,7 @@ impl Services {
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
         self.users.mark_deactivated(user_id).await?;
         self.delete_all_devices(user_id).await?;
+        self.notifier.forget_user(user_id).await?;
         for room_id in self
             .timeline
             .rooms_with_membership(user_id, &[MembershipState::Join, MembershipState::Invite])?
@@ -219,6 +258,8 @@ impl Services {
     /// Starts the background tasks: appservice senders and the memory trim.
     pub fn start_tasks(&self) {
         self.appservice_sender.start();
+        self.presence.start_timeouts();
+        self.notifier.start();
         self.core.start_memory_trim();
     }
 

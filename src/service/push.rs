@@ -19,7 +19,7 @@ use serde_json::json;
 use super::{
     account_data::AccountData,
     ephemeral::Ephemeral,
-    timeline::{ClientView, Timeline},
+    timeline::{ClientView, Timeline, relations::relation_of},
 };
 use crate::error::{Error, Result};
 
@@ -136,25 +136,54 @@ impl Push {
         self.set_rules(user, &rules).await
     }
 
-    /// (notification_count, highlight_count) of events after the user's newest read receipt.
-    ///
-    /// Counts are kept in memory per user and room and extended with only the events that
-    /// arrived since the last count, so a sync costs O(new events), not O(unread history).
-    /// After a restart, or when the receipt moves, the count starts again from the receipt
-    /// (at most [`MAX_COUNTED`] events).
-    pub async fn unread_counts(&self, user: &UserId, room_id: &RoomId) -> Result<(u64, u64)> {
-        let read_pos = ["m.read", "m.read.private"]
-            .iter()
-            .filter_map(|t| self.ephemeral.receipt(room_id, user, t).ok().flatten())
-            .filter_map(|r| {
-                self.timeline
-                    .event(&r.event_id)
-                    .ok()
-                    .flatten()
-                    .map(|e| e.pos)
+    /// The push rules of one user in one room, ready to judge events.
+    pub fn evaluator(&self, user: &UserId, room_id: &RoomId) -> Result<Evaluator> {
+        let rules = self.rules(user)?;
+        let members = self.timeline.joined_members(room_id)?.len();
+        let name = self
+            .timeline
+            .state_content(room_id, &StateEventType::RoomMember, user.as_str())?
+            .and_then(|c| {
+                c.get("displayname")
+                    .and_then(|d| d.as_str())
+                    .map(str::to_owned)
             })
-            .max()
-            .unwrap_or(0);
+            .unwrap_or_else(|| user.localpart().to_owned());
+        let mut ctx = PushConditionRoomCtx::new(
+            room_id.to_owned(),
+            UInt::new_saturating(members as u64),
+            user.to_owned(),
+            name,
+        );
+        // `@room` notifies only from those the power levels allow to.
+        ctx.power_levels = Some(self.timeline.power_levels(room_id)?.into());
+        Ok(Evaluator {
+            rules,
+            ctx,
+            user: user.to_owned(),
+        })
+    }
+
+    /// The unread counts of a room: events from others after the user's read receipts that
+    /// the push rules say notify (and highlight). With `by_thread` (a client that asked for
+    /// `unread_thread_notifications`), replies in threads are counted per thread against
+    /// that thread's receipt and left out of the main count.
+    ///
+    /// The plain counts are kept in memory per user and room and extended with only the events
+    /// that arrived since the last count, so a sync costs O(new events), not O(unread
+    /// history). After a restart, or when the receipt moves, the count starts again from the
+    /// receipt (at most [`MAX_COUNTED`] events).
+    pub async fn unread_counts(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        by_thread: bool,
+    ) -> Result<Unread> {
+        let receipts = self.receipt_positions(user, room_id)?;
+        if by_thread {
+            return self.unread_by_thread(user, room_id, &receipts).await;
+        }
+        let read_pos = receipts.iter().map(|(_, p)| *p).max().unwrap_or(0);
         let key = (user.to_owned(), room_id.to_owned());
         let cached = self
             .unread
@@ -177,41 +206,14 @@ impl Push {
             MAX_COUNTED,
         )?;
         let Some(last) = events.last().map(|e| e.pos) else {
-            return Ok((count.notify, count.highlight));
+            return Ok(Unread::main(count.notify, count.highlight));
         };
-        let others: Vec<_> = events
-            .iter()
-            .filter(|e| e.sender().as_deref() != Some(user))
-            .collect();
-        if !others.is_empty() {
-            let rules = self.rules(user)?;
-            let members = self.timeline.joined_members(room_id)?.len();
-            let name = self
-                .timeline
-                .state_content(room_id, &StateEventType::RoomMember, user.as_str())?
-                .and_then(|c| {
-                    c.get("displayname")
-                        .and_then(|d| d.as_str())
-                        .map(str::to_owned)
-                })
-                .unwrap_or_else(|| user.localpart().to_owned());
-            let mut ctx = PushConditionRoomCtx::new(
-                room_id.to_owned(),
-                UInt::new_saturating(members as u64),
-                user.to_owned(),
-                name,
-            );
-            // `@room` notifies only from those the power levels allow to.
-            ctx.power_levels = Some(self.timeline.power_levels(room_id)?.into());
-            for ev in others {
-                let raw: ruma::serde::Raw<ruma::events::AnySyncTimelineEvent> =
-                    self.timeline.client_raw(ev, &ClientView::ANYONE, None);
-                let actions = rules.get_actions(&raw, &ctx).await;
-                if actions.iter().any(|a| matches!(a, Action::Notify)) {
+        if events.iter().any(|e| e.sender().as_deref() != Some(user)) {
+            let judge = self.evaluator(user, room_id)?;
+            for ev in &events {
+                if let Some(highlight) = judge.notifies(self, ev).await {
                     count.notify += 1;
-                    if actions.iter().any(|a| a.is_highlight()) {
-                        count.highlight += 1;
-                    }
+                    count.highlight += u64::from(highlight);
                 }
             }
         }
@@ -220,7 +222,125 @@ impl Push {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, count);
-        Ok((count.notify, count.highlight))
+        Ok(Unread::main(count.notify, count.highlight))
+    }
+
+    /// The stream positions of the user's read receipts in a room, with their threads.
+    fn receipt_positions(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Vec<(Option<String>, u64)>> {
+        Ok(self
+            .ephemeral
+            .read_receipts(room_id, user)?
+            .into_iter()
+            .filter_map(|r| {
+                let pos = self.timeline.event(&r.event_id).ok().flatten()?.pos;
+                Some((r.thread_id.filter(|t| !t.is_empty()), pos))
+            })
+            .collect())
+    }
+
+    /// The position of the user's newest read receipt in a room (0: none).
+    pub fn read_upto(&self, user: &UserId, room_id: &RoomId) -> Result<u64> {
+        Ok(self
+            .receipt_positions(user, room_id)?
+            .into_iter()
+            .map(|(_, p)| p)
+            .max()
+            .unwrap_or(0))
+    }
+
+    async fn unread_by_thread(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        receipts: &[(Option<String>, u64)],
+    ) -> Result<Unread> {
+        let read_in = |thread: Option<&str>| {
+            receipts
+                .iter()
+                .filter(|(t, _)| t.is_none() || t.as_deref() == thread)
+                .map(|(_, p)| *p)
+                .max()
+                .unwrap_or(0)
+        };
+        let from = read_in(None).min(read_in(Some("main")));
+        let events =
+            self.timeline
+                .timeline_range(room_id, from + 1, u64::MAX, false, MAX_COUNTED)?;
+        let mut unread = Unread::main(0, 0);
+        if !events.iter().any(|e| e.sender().as_deref() != Some(user)) {
+            return Ok(unread);
+        }
+        let judge = self.evaluator(user, room_id)?;
+        for ev in &events {
+            let thread = relation_of(&ev.content())
+                .filter(|r| r.rel_type == "m.thread")
+                .map(|r| r.parent);
+            let read = match &thread {
+                Some(root) => read_in(Some(root.as_str())),
+                None => read_in(Some("main")),
+            };
+            if ev.pos <= read {
+                continue;
+            }
+            if let Some(highlight) = judge.notifies(self, ev).await {
+                let counts = match thread {
+                    Some(root) => unread.threads.entry(root).or_default(),
+                    None => &mut unread.main,
+                };
+                counts.0 += 1;
+                counts.1 += u64::from(highlight);
+            }
+        }
+        Ok(unread)
+    }
+}
+
+/// A room's unread counts: (notifications, highlights) of the main timeline (or of all of it)
+/// and of each thread.
+#[derive(Debug, Default)]
+pub struct Unread {
+    pub main: (u64, u64),
+    pub threads: std::collections::BTreeMap<ruma::OwnedEventId, (u64, u64)>,
+}
+
+impl Unread {
+    fn main(notify: u64, highlight: u64) -> Self {
+        Self {
+            main: (notify, highlight),
+            threads: Default::default(),
+        }
+    }
+}
+
+/// One user's push rules in one room.
+pub struct Evaluator {
+    rules: Ruleset,
+    ctx: PushConditionRoomCtx,
+    user: ruma::OwnedUserId,
+}
+
+impl Evaluator {
+    /// The actions the rules give an event (none for the user's own events).
+    pub async fn actions(&self, push: &Push, ev: &crate::store::StoredEvent) -> Vec<Action> {
+        if ev.sender().as_deref() == Some(&*self.user) {
+            return Vec::new();
+        }
+        let raw: ruma::serde::Raw<ruma::events::AnySyncTimelineEvent> =
+            push.timeline.client_raw(ev, &ClientView::ANYONE, None);
+        self.rules.get_actions(&raw, &self.ctx).await.to_vec()
+    }
+
+    /// Whether an event notifies the user, and if so whether it highlights.
+    pub async fn notifies(&self, push: &Push, ev: &crate::store::StoredEvent) -> Option<bool> {
+        let actions = self.actions(push, ev).await;
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Notify))
+            .then(|| actions.iter().any(|a| a.is_highlight()))
     }
 }
 

@@ -23,6 +23,7 @@ use ruma::{
         },
     },
     events::{StateEventType, room::member::MembershipState},
+    presence::PresenceState,
 };
 use serde_json::json;
 
@@ -32,6 +33,7 @@ use super::{
     ephemeral::Ephemeral,
     filter::{filter_allows, room_allowed, type_matches},
     keys::Keys,
+    presence::Presence,
     push::Push,
     timeline::{ClientView, Timeline, state::StateMap},
     token::StreamToken,
@@ -50,6 +52,8 @@ pub struct SyncRequest<'a> {
     pub filter: FilterDefinition,
     pub full_state: bool,
     pub timeout: Duration,
+    /// The presence the syncing client sets (`set_presence`, online by default).
+    pub set_presence: PresenceState,
 }
 
 /// `/sync`. Depends on [`Core`], [`Timeline`], [`AccountData`], [`Ephemeral`], [`Push`] and
@@ -61,11 +65,13 @@ pub struct Sync {
     pub(super) ephemeral: Arc<Ephemeral>,
     pub(super) push: Arc<Push>,
     pub(super) keys: Arc<Keys>,
+    pub(super) presence: Arc<Presence>,
 }
 
 impl Sync {
     /// Answers a sync request, waiting up to its timeout for something to report.
     pub async fn sync(&self, req: SyncRequest<'_>) -> Result<Response> {
+        self.presence.synced(req.user, &req.set_presence).await?;
         let deadline = tokio::time::Instant::now() + req.timeout.min(Duration::from_secs(300));
         let mut rx = self.core.subscribe();
         let mut stop = self.core.shutdown_signal();
@@ -75,6 +81,7 @@ impl Sync {
             let typing = self.ephemeral.serial();
             let response = self.build(&req).await?;
             let has_news = !response.rooms.is_empty()
+                || !response.presence.is_empty()
                 || !response.account_data.is_empty()
                 || !response.to_device.is_empty()
                 || !response.device_lists.is_empty();
@@ -127,27 +134,68 @@ impl Sync {
             {
                 return Ok(true);
             }
+            if let Some(other) = entry.presence {
+                for room in my_rooms {
+                    if self.timeline.is_joined(&other, room)? {
+                        return Ok(true);
+                    }
+                }
+            }
         }
         Ok(false)
     }
 
-    /// Rooms and whether the user's own entries moved in `(since, upto]`.
+    /// Rooms, users whose presence changed, and whether the user's own entries moved in
+    /// `(since, upto]`.
     fn changes_since(
         &self,
         user: &UserId,
         since: u64,
         upto: u64,
-    ) -> Result<(HashSet<OwnedRoomId>, bool)> {
+    ) -> Result<(HashSet<OwnedRoomId>, BTreeSet<OwnedUserId>, bool)> {
         let mut rooms = HashSet::new();
+        let mut presence = BTreeSet::new();
         let mut mine = false;
         for entry in self.core.stream_entries(since, upto) {
             let (_, entry) = entry?;
             if let Some(r) = entry.room {
                 rooms.insert(r);
             }
+            if let Some(u) = entry.presence {
+                presence.insert(u);
+            }
             mine |= entry.user.as_deref() == Some(user);
         }
-        Ok((rooms, mine))
+        Ok((rooms, presence, mine))
+    }
+
+    /// Presence events of the people who share a room with the user (and the user's own):
+    /// those in `changed`, or everyone's on an initial sync.
+    fn presence_events(
+        &self,
+        user: &UserId,
+        changed: Option<&BTreeSet<OwnedUserId>>,
+    ) -> Result<Vec<ruma::serde::Raw<ruma::events::presence::PresenceEvent>>> {
+        if changed.is_some_and(BTreeSet::is_empty) {
+            return Ok(Vec::new());
+        }
+        let mut people = BTreeSet::from([user.to_owned()]);
+        for room in self
+            .timeline
+            .rooms_with_membership(user, &[MembershipState::Join])?
+        {
+            people.extend(self.timeline.joined_members(&room)?);
+        }
+        let mut out = Vec::new();
+        for person in people {
+            if changed.is_some_and(|c| !c.contains(&person)) {
+                continue;
+            }
+            if let Some(ev) = self.presence.event(&person)? {
+                out.push(to_raw(&ev));
+            }
+        }
+        Ok(out)
     }
 
     async fn build(&self, req: &SyncRequest<'_>) -> Result<Response> {
@@ -168,13 +216,14 @@ impl Sync {
         );
         response.to_device.events = to_device.iter().map(to_raw).collect();
         let since_pos = req.since.map(|s| s.pos);
-        let (changed, mine) = match since_pos {
+        let (changed, presence_changed, mine) = match since_pos {
             Some(s) => {
-                let (rooms, mine) = self.changes_since(req.user, s, pos)?;
-                (Some(rooms), mine)
+                let (rooms, presence, mine) = self.changes_since(req.user, s, pos)?;
+                (Some(rooms), Some(presence), mine)
             }
-            None => (None, true),
+            None => (None, None, true),
         };
+        response.presence.events = self.presence_events(req.user, presence_changed.as_ref())?;
         let typing_since = req.since.map(|s| {
             if s.typing > typing_serial {
                 0
@@ -564,10 +613,23 @@ impl Sync {
             joined.summary.invited_member_count =
                 Some(UInt::new_saturating(count(MembershipState::Invite) as u64));
         }
-        let (notify, highlight) = self.push.unread_counts(req.user, room_id).await?;
-        joined.unread_notifications = UnreadNotificationsCount::new();
-        joined.unread_notifications.notification_count = Some(UInt::new_saturating(notify));
-        joined.unread_notifications.highlight_count = Some(UInt::new_saturating(highlight));
+        let by_thread = req.filter.room.timeline.unread_thread_notifications;
+        let unread = self
+            .push
+            .unread_counts(req.user, room_id, by_thread)
+            .await?;
+        let counts = |(notify, highlight): (u64, u64)| {
+            let mut c = UnreadNotificationsCount::new();
+            c.notification_count = Some(UInt::new_saturating(notify));
+            c.highlight_count = Some(UInt::new_saturating(highlight));
+            c
+        };
+        joined.unread_notifications = counts(unread.main);
+        joined.unread_thread_notifications = unread
+            .threads
+            .into_iter()
+            .map(|(root, c)| (root, counts(c)))
+            .collect();
         Ok(joined)
     }
 

@@ -19,6 +19,9 @@ pub struct StreamEntry {
     /// A user whose device or cross-signing keys changed.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub keys: Option<OwnedUserId>,
+    /// A user whose presence changed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub presence: Option<OwnedUserId>,
 }
 
 /// The server's ed25519 signing key.
@@ -185,4 +188,86 @@ pub struct InFlight {
     pub txn_id: String,
     pub upto: u64,
     pub body: JsonValue,
+}
+
+/// What relates to one event: its thread, the events referencing it, its latest edit.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Aggregation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<ThreadSummary>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<OwnedEventId>,
+    /// The newest valid replacement (`m.replace`) and its position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_edit: Option<(OwnedEventId, u64)>,
+}
+
+/// A thread, from its root.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ThreadSummary {
+    pub count: u64,
+    pub latest: OwnedEventId,
+    pub latest_pos: u64,
+    /// Who wrote in the thread (the root's sender included).
+    pub participants: Vec<OwnedUserId>,
+}
+
+/// A user's presence.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PresenceRecord {
+    pub presence: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_msg: Option<String>,
+    pub last_active_ts: u64,
+    /// Set by a syncing client rather than by hand.
+    #[serde(default)]
+    pub from_sync: bool,
+}
+
+/// A pusher: where to send a user's notifications.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PusherRecord {
+    /// The pusher as the client set it (`kind`, `app_id`, `pushkey`, `data`, ...).
+    pub pusher: JsonValue,
+    pub created_ts: u64,
+}
+
+/// A notification the push rules produced for a user.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NotificationRecord {
+    pub room_id: OwnedRoomId,
+    pub event_id: OwnedEventId,
+    pub actions: JsonValue,
+    pub ts: u64,
+}
+
+/// A notification waiting to be sent to a push gateway.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QueuedPush {
+    pub user: OwnedUserId,
+    pub app_id: String,
+    pub pushkey: String,
+    /// The gateway's `/_matrix/push/v1/notify` body.
+    pub body: JsonValue,
+    pub url: String,
+    pub attempts: u32,
+}
+
+/// An OpenID token a user asked for (widgets and integrations check it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OpenIdToken {
+    pub user: OwnedUserId,
+    pub expires_ts: u64,
+}
+
+/// A report of an event or a room, kept for the server's admins.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReportRecord {
+    pub reporter: OwnedUserId,
+    pub room_id: OwnedRoomId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<OwnedEventId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub ts: u64,
 }

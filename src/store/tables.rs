@@ -40,6 +40,17 @@ pub enum TableId {
     BackupVersions = 23,
     BackupKeys = 24,
     StateHistory = 25,
+    Relations = 26,
+    Aggregations = 27,
+    ThreadActivity = 28,
+    Search = 29,
+    Presence = 30,
+    Pushers = 31,
+    Notifications = 32,
+    PushQueue = 33,
+    OpenIdTokens = 34,
+    Reports = 35,
+    ThreadReceipts = 36,
 }
 
 /// A typed table: keys of layout `K` (a tuple of parts) to records `V`.
@@ -108,6 +119,18 @@ impl<A: Part, B: Part, C: Part, V> Table<(A, B, C), V> {
             out.push(super::key::SEP);
             B::put(b, out);
         })
+    }
+}
+
+impl<A: Part, C: Part, V> Table<(A, String, C), V> {
+    /// Entries whose key starts with `a` and a second part that starts with `text` (a word
+    /// and every longer word it begins).
+    pub fn prefix_text(&self, a: A::Ref<'_>, text: &str) -> Prefix<'_, (A, String, C), V> {
+        let mut bytes = vec![self.id as u8];
+        A::put(a, &mut bytes);
+        bytes.push(super::key::SEP);
+        bytes.extend_from_slice(text.as_bytes());
+        Prefix { table: self, bytes }
     }
 }
 
@@ -214,6 +237,13 @@ json_values!(
     ToDeviceRecord,
     BackupVersion,
     DeliveryState,
+    Aggregation,
+    PresenceRecord,
+    PusherRecord,
+    NotificationRecord,
+    QueuedPush,
+    OpenIdToken,
+    ReportRecord,
 );
 
 /// One named entry of the Global table.
@@ -278,6 +308,8 @@ pub const STREAM_POS: Single<u64> = Single::new("stream_pos");
 pub const SCHEMA_VERSION: Single<u64> = Single::new("schema_version");
 /// `"signing_key"` -> the server's ed25519 key.
 pub const SIGNING_KEY: Single<SigningKeyRecord> = Single::new("signing_key");
+/// `"notifier_pos"` -> the stream position up to which push rules have run.
+pub const NOTIFIER_POS: Single<u64> = Single::new("notifier_pos");
 /// `"appservice:" id` -> delivery state of an appservice.
 pub const APPSERVICE_DELIVERY: Table<(AppserviceKey,), DeliveryState> = Table::new(TableId::Global);
 
@@ -304,6 +336,17 @@ pub const ROOM_STATE: Table<(OwnedRoomId, String, String), OwnedEventId> =
 /// so that the state at any point is a seek, not a walk through the timeline.
 pub const STATE_HISTORY: Table<(OwnedRoomId, String, String, u64), OwnedEventId> =
     Table::new(TableId::StateHistory);
+/// parent event, relation type, stream position -> the relating event: what relates to an
+/// event (threads, edits, references, annotations), in stream order per type.
+pub const RELATIONS: Table<(OwnedEventId, String, u64), OwnedEventId> =
+    Table::new(TableId::Relations);
+/// event -> what relates to it, summed up (the bundled aggregations clients show).
+pub const AGGREGATIONS: Table<(OwnedEventId,), Aggregation> = Table::new(TableId::Aggregations);
+/// room, position of a thread's latest reply -> the thread's root: threads, newest first.
+pub const THREAD_ACTIVITY: Table<(OwnedRoomId, u64), OwnedEventId> =
+    Table::new(TableId::ThreadActivity);
+/// room, word, stream position -> event: the full-text index (unencrypted rooms only).
+pub const SEARCH: Table<(OwnedRoomId, String, u64), OwnedEventId> = Table::new(TableId::Search);
 /// room -> room record (version, extremities, depth).
 pub const ROOMS: Table<(OwnedRoomId,), RoomRecord> = Table::new(TableId::Rooms);
 /// user, room -> the user's membership in the room.
@@ -323,12 +366,32 @@ pub const PUBLIC_ROOMS: Table<(OwnedRoomId,), ()> = Table::new(TableId::PublicRo
 /// user, room (none for global), type -> account data.
 pub const ACCOUNT_DATA: Table<(OwnedUserId, Option<OwnedRoomId>, String), AccountDataRecord> =
     Table::new(TableId::AccountData);
-/// room, receipt type, user -> the user's receipt.
-pub const RECEIPTS: Table<(OwnedRoomId, String, OwnedUserId), Receipt> =
+/// room, receipt type, user, thread root (empty: not threaded; `main`: the main timeline) ->
+/// the user's receipt.
+pub const RECEIPTS: Table<(OwnedRoomId, String, OwnedUserId, String), Receipt> =
+    Table::new(TableId::ThreadReceipts);
+/// room, receipt type, user -> receipt: where schema versions before 4 kept receipts, one per
+/// user and type. Read only by the migration.
+pub const LEGACY_RECEIPTS: Table<(OwnedRoomId, String, OwnedUserId), Receipt> =
     Table::new(TableId::Receipts);
 /// user, filter ID -> filter definition.
 pub const FILTERS: Table<(OwnedUserId, String), JsonValue> = Table::new(TableId::Filters);
 
+/// user, app ID, pushkey -> pusher.
+pub const PUSHERS: Table<(OwnedUserId, String, String), PusherRecord> =
+    Table::new(TableId::Pushers);
+/// user, stream position -> a notification the push rules produced.
+pub const NOTIFICATIONS: Table<(OwnedUserId, u64), NotificationRecord> =
+    Table::new(TableId::Notifications);
+/// sequence -> a push waiting for its gateway, oldest first.
+pub const PUSH_QUEUE: Table<(u64,), QueuedPush> = Table::new(TableId::PushQueue);
+/// OpenID access token -> whose it is and until when.
+pub const OPENID_TOKENS: Table<(String,), OpenIdToken> = Table::new(TableId::OpenIdTokens);
+/// sequence -> a report of an event or a room.
+pub const REPORTS: Table<(u64,), ReportRecord> = Table::new(TableId::Reports);
+
+/// user -> presence.
+pub const PRESENCE: Table<(OwnedUserId,), PresenceRecord> = Table::new(TableId::Presence);
 /// user, device -> signed device keys.
 pub const DEVICE_KEYS: Table<(OwnedUserId, OwnedDeviceId), JsonValue> =
     Table::new(TableId::DeviceKeys);

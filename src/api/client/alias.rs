@@ -1,7 +1,10 @@
 //! Room aliases.
 
 use axum::extract::State;
-use ruma::api::client::alias::{create_alias, delete_alias, get_alias};
+use ruma::api::client::{
+    alias::{create_alias, delete_alias, get_alias},
+    room::aliases,
+};
 
 use crate::api::{ApiResult, AppState, Ruma, RumaResponse};
 
@@ -37,4 +40,16 @@ pub async fn delete_alias(
         .delete_alias(&req.body.room_alias, req.sender()?)
         .await?;
     Ok(RumaResponse(delete_alias::v3::Response::new()))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/aliases`
+pub async fn aliases(
+    State(s): State<AppState>,
+    req: Ruma<aliases::v3::Request>,
+) -> ApiResult<aliases::v3::Response> {
+    // Members and, in world-readable rooms, anyone may list them.
+    s.timeline.readable(req.sender()?, &req.body.room_id)?;
+    Ok(RumaResponse(aliases::v3::Response::new(
+        s.directory.local_aliases(&req.body.room_id)?,
+    )))
 }

@@ -13,16 +13,23 @@ mod filter;
 mod keys;
 mod membership;
 mod message;
+mod presence;
 mod profile;
 mod push_rules;
 mod receipt;
+mod relations;
+mod report;
 mod room;
+mod search;
 mod session;
 mod state;
 mod sync;
 mod tag;
+mod thirdparty;
 mod to_device;
 mod typing;
+mod user_directory;
+mod voip;
 
 use axum::Router;
 
@@ -31,7 +38,11 @@ use super::{AppState, Lenient, RouterExt, Ruma};
 pub use discovery::SPEC_VERSIONS;
 
 /// Every Client-Server endpoint the server implements.
-pub fn routes(router: Router<AppState>) -> Router<AppState> {
+pub fn routes(mut router: Router<AppState>) -> Router<AppState> {
+    use ruma::api::{Metadata, client::account::get_3pids, path_builder::PathBuilder};
+    for path in get_3pids::v3::Request::PATH_BUILDER.all_paths() {
+        router = router.route(path, axum::routing::get(account::get_3pids));
+    }
     router
         // server discovery
         .ruma(discovery::get_supported_versions)
@@ -44,6 +55,7 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(account::whoami)
         .ruma(account::change_password)
         .ruma(account::deactivate)
+        .ruma(account::request_openid_token)
         .ruma(session::get_login_types)
         .ruma(session::login)
         .ruma(session::logout)
@@ -59,9 +71,14 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(profile::set_display_name)
         .ruma(profile::get_avatar_url)
         .ruma(profile::set_avatar_url)
+        .ruma(presence::get_presence)
+        .ruma(presence::set_presence)
         // rooms
         .ruma(room::create_room)
         .ruma(room::upgrade_room)
+        .ruma(room::get_summary)
+        .ruma(report::report_content)
+        .ruma(report::report_room)
         .ruma(membership::join_room_by_id_or_alias)
         .ruma(membership::join_room_by_id)
         .ruma(membership::invite_user)
@@ -81,13 +98,23 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(message::get_room_event)
         .ruma(message::get_message_events)
         .ruma(message::get_context)
+        .ruma(relations::get_relating_events)
+        .ruma(relations::get_relating_events_with_rel_type)
+        .ruma(relations::get_relating_events_with_rel_type_and_event_type)
+        .ruma_lenient(
+            relations::get_threads,
+            Lenient::QueryDefaults(&[("include", "all")]),
+        )
         .ruma(alias::get_alias)
         .ruma(alias::create_alias)
         .ruma(alias::delete_alias)
+        .ruma(alias::aliases)
         .ruma(directory::get_public_rooms)
         .ruma(directory::get_public_rooms_filtered)
         .ruma(directory::get_room_visibility)
         .ruma(directory::set_room_visibility)
+        .ruma(user_directory::search_users)
+        .ruma(search::search_events)
         // sync and filters
         .ruma(sync::sync_events)
         .ruma(filter::create_filter)
@@ -95,7 +122,7 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         // ephemeral, account data, push
         .ruma_lenient(
             typing::create_typing_event,
-            Lenient(typing::default_timeout),
+            Lenient::Body(typing::default_timeout),
         )
         .ruma(receipt::create_receipt)
         .ruma(receipt::set_read_marker)
@@ -116,6 +143,8 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(push_rules::get_pushrule_actions)
         .ruma(push_rules::set_pushrule_actions)
         .ruma(push_rules::get_pushers)
+        .ruma(push_rules::set_pusher)
+        .ruma(push_rules::get_notifications)
         // end-to-end encryption
         .ruma(keys::upload_keys)
         .ruma(keys::get_keys)
@@ -138,8 +167,16 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(backup::delete_backup_keys)
         .ruma(backup::delete_backup_keys_for_room)
         .ruma(backup::delete_backup_keys_for_session)
-        // application services
+        // application services and the networks they bridge
         .ruma(appservice::request_ping)
+        .ruma(thirdparty::get_protocols)
+        .ruma(thirdparty::get_protocol)
+        .ruma(thirdparty::get_location_for_protocol)
+        .ruma(thirdparty::get_user_for_protocol)
+        .ruma(thirdparty::get_location_for_room_alias)
+        .ruma(thirdparty::get_user_for_user_id)
+        // calls
+        .ruma(voip::get_turn_server_info)
 }
 
 /// The `ts` query parameter, honoured for appservices only (timestamp massaging).

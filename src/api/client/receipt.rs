@@ -24,11 +24,21 @@ pub async fn create_receipt(
     let thread = match &b.thread {
         ReceiptThread::Main => Some("main".to_owned()),
         ReceiptThread::Thread(id) => Some(id.to_string()),
-        _ => None,
+        ReceiptThread::Unthreaded => None,
+        _ => {
+            return Err(Error::invalid_param(
+                "thread_id must be \"main\" or the event ID of a thread root",
+            ));
+        }
     };
     let receipt_type = match &b.receipt_type {
         ReceiptType::Read => "m.read",
         ReceiptType::ReadPrivate => "m.read.private",
+        ReceiptType::FullyRead if thread.is_some() => {
+            return Err(Error::invalid_param(
+                "m.fully_read markers are for the whole room: no thread_id",
+            ));
+        }
         ReceiptType::FullyRead => {
             s.set_fully_read(user, &b.room_id, &b.event_id).await?;
             return Ok(RumaResponse(create_receipt::v3::Response::new()));

@@ -1,7 +1,7 @@
-//! Room creation and upgrades.
+//! Room creation, upgrades and summaries.
 
 use axum::extract::State;
-use ruma::api::client::room::{Visibility, create_room, upgrade_room};
+use ruma::api::client::room::{Visibility, create_room, get_summary, upgrade_room};
 use serde_json::Value as JsonValue;
 
 use crate::{
@@ -69,4 +69,18 @@ pub async fn upgrade_room(
         )
         .await?;
     Ok(RumaResponse(upgrade_room::v3::Response::new(replacement)))
+}
+
+/// `GET /_matrix/client/v1/room_summary/{roomIdOrAlias}`
+pub async fn get_summary(
+    State(s): State<AppState>,
+    req: Ruma<get_summary::v1::Request>,
+) -> ApiResult<get_summary::v1::Response> {
+    let (summary, membership) = s
+        .directory
+        .summary(&req.body.room_id_or_alias, req.user.as_deref())
+        .await?;
+    let mut res = get_summary::v1::Response::new(summary);
+    res.membership = membership;
+    Ok(RumaResponse(res))
 }

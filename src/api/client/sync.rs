@@ -25,6 +25,7 @@ pub async fn sync_events(
         filter,
         full_state: b.full_state,
         timeout: b.timeout.unwrap_or(Duration::ZERO),
+        set_presence: b.set_presence.clone(),
     };
     Ok(RumaResponse(s.sync.sync(request).await?))
 }

@@ -2,6 +2,7 @@
 //! makes to them. [`sender`] pushes them their transactions.
 
 pub mod sender;
+pub mod thirdparty;
 
 use std::{path::Path, sync::Arc, time::Duration};
 

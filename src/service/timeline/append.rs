@@ -21,13 +21,19 @@ use ruma::{
 };
 use serde_json::Value as JsonValue;
 
-use super::{Pdu, Timeline, rules_for};
+use super::{
+    Pdu, Timeline,
+    relations::{AggregationWrites, Relating},
+    rules_for,
+    search_index::event_words,
+};
 use crate::{
     error::{Error, Result},
     service::core::now_ms,
     store::{
-        EVENTS, MEMBERSHIPS, MembershipRecord, ROOM_STATE, ROOMS, RoomRecord, STATE_HISTORY,
-        StoredEvent, StreamEntry, TIMELINE, TRANSACTIONS, TxnInfo, TxnScope, scoped_txn,
+        EVENTS, MEMBERSHIPS, MembershipRecord, ROOM_STATE, ROOMS, RoomRecord, SEARCH,
+        STATE_HISTORY, StoredEvent, StreamEntry, TIMELINE, TRANSACTIONS, TxnInfo, TxnScope,
+        scoped_txn,
     },
 };
 
@@ -514,15 +520,28 @@ impl Timeline {
             .map(|b| StreamEntry {
                 room: Some(room_id.clone()),
                 user: member_target(&b.pdu),
-                keys: None,
+                ..Default::default()
             })
             .collect();
         let rules = p.rules;
         self.core
             .commit_many(entries, |first, batch| {
+                let mut aggregations = AggregationWrites::default();
                 for (i, b) in p.built.into_iter().enumerate() {
                     let pos = first + i as u64;
                     let sender: OwnedUserId = b.pdu.sender.clone();
+                    let content: JsonValue =
+                        serde_json::from_str(b.pdu.content.get()).unwrap_or_default();
+                    let relating = Relating {
+                        room_id: &room_id,
+                        event_id: &b.event_id,
+                        pos,
+                        pdu: &b.pdu,
+                    };
+                    self.index_relation(batch, &mut aggregations, relating, &content)?;
+                    for word in event_words(&b.pdu.kind.to_string(), &content) {
+                        batch.put(&SEARCH, (&room_id, word.as_str(), pos), &b.event_id);
+                    }
                     if let Some(sk) = &b.pdu.state_key {
                         let ty = b.pdu.kind.to_string();
                         batch.put(
@@ -563,6 +582,11 @@ impl Timeline {
                         );
                     }
                     if let Some(target) = b.pdu.redacts.as_ref().and_then(|t| targets.remove(t)) {
+                        // What the redacted content said leaves the indexes with it.
+                        self.unindex_relation(batch, &mut aggregations, &target)?;
+                        for word in event_words(&target.kind(), &target.content()) {
+                            batch.delete(&SEARCH, (&room_id, word.as_str(), target.pos));
+                        }
                         // The client view adds `redacted_because` from our own record.
                         let mut target = target;
                         if let Ok(redacted) =
@@ -586,6 +610,7 @@ impl Timeline {
                     batch.put(&TIMELINE, (&room_id, pos), &b.event_id);
                 }
                 batch.put(&ROOMS, &room_id, &record);
+                aggregations.apply(batch);
                 Ok(())
             })
             .await?;

@@ -5,6 +5,8 @@
 pub mod append;
 pub mod pagination;
 pub mod pdu;
+pub mod relations;
+pub mod search_index;
 pub mod state;
 pub mod visibility;
 
@@ -18,7 +20,9 @@ pub use pdu::{ClientView, Pdu};
 use super::{account_data::AccountData, core::Core};
 use crate::{
     error::{Error, Result},
-    store::{Batch, EVENTS, ROOM_STATE, ROOMS, RoomRecord, STATE_HISTORY, StoredEvent, TIMELINE},
+    store::{
+        Batch, EVENTS, ROOM_STATE, ROOMS, RoomRecord, SEARCH, STATE_HISTORY, StoredEvent, TIMELINE,
+    },
 };
 
 /// Events, room state and memberships. Depends on [`Core`] and [`AccountData`] (a reader's
@@ -93,6 +97,41 @@ impl Timeline {
             tracing::info!(rooms, "built the state history index");
         }
         Ok(())
+    }
+
+    /// Builds the relation, aggregation and full-text indexes from every room's timeline
+    /// (data directories from before schema version 3 lack them).
+    pub async fn build_relation_and_search_indexes(&self) -> Result<()> {
+        let store = &self.core.store;
+        for item in store.scan(ROOMS.all()) {
+            let ((room_id,), _) = item?;
+            let mut batch = Batch::default();
+            let mut aggregations = relations::AggregationWrites::default();
+            for entry in store.scan(TIMELINE.prefix(&room_id)) {
+                let ((_, pos), event_id) = entry?;
+                let Some(ev) = self.event(&event_id)? else {
+                    continue;
+                };
+                if ev.redacted_because.is_some() {
+                    continue;
+                }
+                let content = ev.content();
+                let pdu = ev.pdu()?;
+                let relating = relations::Relating {
+                    room_id: &room_id,
+                    event_id: &event_id,
+                    pos,
+                    pdu: &pdu,
+                };
+                self.index_relation(&mut batch, &mut aggregations, relating, &content)?;
+                for word in search_index::event_words(&ev.kind(), &content) {
+                    batch.put(&SEARCH, (&room_id, word.as_str(), pos), &event_id);
+                }
+            }
+            aggregations.apply(&mut batch);
+            store.apply(batch)?;
+        }
+        self.core.persist().await
     }
 
     pub fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>> {

@@ -219,6 +219,31 @@ impl Timeline {
         })
     }
 
+    /// Up to `before` and `after` events the reader sees around an event (search results'
+    /// context), nearest first before and oldest first after.
+    pub fn around(
+        &self,
+        reader: &Reader,
+        ev: &StoredEvent,
+        before: usize,
+        after: usize,
+    ) -> Result<(Vec<Seen>, Vec<Seen>)> {
+        let ceiling = reader.ceiling().min(self.core.current_pos());
+        let earlier = if before > 0 {
+            self.walk(reader, None, ev.pos - 1, 0, Direction::Backward, before)?
+                .0
+        } else {
+            Vec::new()
+        };
+        let later = if after > 0 {
+            self.walk(reader, None, ev.pos, ceiling, Direction::Forward, after)?
+                .0
+        } else {
+            Vec::new()
+        };
+        Ok((earlier, later))
+    }
+
     /// `/members`: member events of the room, now or at a token, as the user may see them
     /// (former members see the room as it was when they left).
     pub fn members_at(

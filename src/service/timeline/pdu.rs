@@ -219,6 +219,18 @@ impl Timeline {
         view: &ClientView<'_>,
         membership: Option<&MembershipState>,
     ) -> JsonValue {
+        self.client_event_with(ev, view, membership, true)
+    }
+
+    /// [`Timeline::client_event`], with or without the event's bundled aggregations
+    /// (`unsigned.m.relations`: its thread, references and latest edit).
+    pub(super) fn client_event_with(
+        &self,
+        ev: &StoredEvent,
+        view: &ClientView<'_>,
+        membership: Option<&MembershipState>,
+        bundle: bool,
+    ) -> JsonValue {
         let mut out = serde_json::Map::new();
         for field in [
             "type",
@@ -269,8 +281,14 @@ impl Timeline {
         {
             unsigned.insert(
                 "redacted_because".into(),
-                self.client_event(&redaction, &ClientView::ANYONE, None),
+                self.client_event_with(&redaction, &ClientView::ANYONE, None, false),
             );
+        }
+        if bundle
+            && ev.redacted_because.is_none()
+            && let Some(relations) = self.bundled(ev, view.device.map(|(u, _)| u))
+        {
+            unsigned.insert("m.relations".into(), relations);
         }
         out.insert("unsigned".into(), unsigned.into());
         JsonValue::Object(out)
