@@ -543,7 +543,10 @@ async fn a_room_summary_previews_rooms_one_could_join_and_hides_the_others() {
     assert_eq!(summary["topic"], "all welcome");
     assert_eq!(summary["canonical_alias"], "#open:localhost");
     // Absent means public, as the spec says.
-    assert!(summary.get("join_rule").is_none_or(|j| j == "public"), "{summary}");
+    assert!(
+        summary.get("join_rule").is_none_or(|j| j == "public"),
+        "{summary}"
+    );
     assert_eq!(summary["num_joined_members"], 1);
     assert_eq!(summary["room_version"], "12");
     assert!(

@@ -122,6 +122,7 @@ impl Services {
             notifier: Arc::new(pusher::Notifier::new(
                 core.clone(),
                 users.clone(),
+                appservices.clone(),
                 timeline.clone(),
                 push.clone(),
             )),

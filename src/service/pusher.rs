@@ -8,10 +8,14 @@
 //! queue in order, retrying failures with backoff; both positions are stored, so a restart
 //! neither loses nor repeats a push.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use ruma::{
-    UserId,
+    OwnedUserId, UserId,
     api::client::push::{Pusher, PusherIds, PusherKind},
     events::room::member::MembershipState,
     push::Action,
@@ -19,6 +23,7 @@ use ruma::{
 use serde_json::{Value as JsonValue, json};
 
 use super::{
+    appservice::Appservices,
     core::{Core, now_ms},
     push::Push,
     timeline::{ClientView, Timeline},
@@ -35,6 +40,9 @@ use crate::{
 /// Notifications kept per user at most; older ones go.
 const KEPT_PER_USER: usize = 500;
 
+/// How many new notifications of a user between two trims of their list.
+const TRIM_EVERY: usize = 50;
+
 /// Stream entries the notifier handles in one write.
 const EVENTS_PER_ROUND: u64 = 200;
 
@@ -49,12 +57,16 @@ pub struct Notification {
     pub pos: u64,
 }
 
-/// Pushers and notifications. Depends on [`Core`], [`Users`], [`Timeline`] and [`Push`].
+/// Pushers and notifications. Depends on [`Core`], [`Users`], [`Appservices`], [`Timeline`]
+/// and [`Push`].
 pub struct Notifier {
     core: Arc<Core>,
     users: Arc<Users>,
+    appservices: Arc<Appservices>,
     timeline: Arc<Timeline>,
     push: Arc<Push>,
+    /// Notifications stored per user since their list was last trimmed.
+    since_trim: Mutex<HashMap<OwnedUserId, usize>>,
 }
 
 fn bad_pusher(message: &str) -> Error {
@@ -65,14 +77,17 @@ impl Notifier {
     pub fn new(
         core: Arc<Core>,
         users: Arc<Users>,
+        appservices: Arc<Appservices>,
         timeline: Arc<Timeline>,
         push: Arc<Push>,
     ) -> Self {
         Self {
             core,
             users,
+            appservices,
             timeline,
             push,
+            since_trim: Mutex::default(),
         }
     }
 
@@ -253,8 +268,11 @@ impl Notifier {
             };
             let Some(sender) = ev.sender() else { continue };
             for member in self.timeline.joined_members(&room)? {
+                // Bridged users' notifications go nowhere: skipping them keeps a bridged room
+                // from costing a write per puppet per message.
                 if member == sender
                     || !self.users.is_local(&member)
+                    || self.appservices.is_appservice_user(&member)
                     || !self.timeline.reader(&member, &room)?.sees(&ev)
                 {
                     continue;
@@ -296,14 +314,24 @@ impl Notifier {
         })
     }
 
-    /// Keeps the newest [`KEPT_PER_USER`] notifications of a user.
+    /// Keeps about the newest [`KEPT_PER_USER`] notifications of a user: every
+    /// [`TRIM_EVERY`] new ones, the oldest beyond it go.
     fn trim_notifications(&self, user: &UserId, b: &mut Batch) -> Result<()> {
+        {
+            let mut counts = self.since_trim.lock().unwrap_or_else(|e| e.into_inner());
+            let n = counts.entry(user.to_owned()).or_default();
+            *n += 1;
+            if *n < TRIM_EVERY {
+                return Ok(());
+            }
+            counts.remove(user);
+        }
         let old: Vec<u64> = self
             .core
             .store
             .scan_rev(NOTIFICATIONS.prefix(user))
             .skip(KEPT_PER_USER)
-            .take(100)
+            .take(TRIM_EVERY * 2)
             .filter_map(|i| i.ok().map(|((_, pos), _)| pos))
             .collect();
         for pos in old {

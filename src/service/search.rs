@@ -34,6 +34,9 @@ use crate::{
 /// Candidate events one search reads at most (visible or not).
 const MAX_CANDIDATES: usize = 2000;
 
+/// Words one query may hold (each is a scan per room).
+const MAX_QUERY_WORDS: usize = 16;
+
 /// What a search asks.
 pub struct Query<'a> {
     pub term: &'a str,
@@ -123,6 +126,11 @@ impl Search {
             .map(str::to_lowercase);
         if query.is_empty() {
             return Err(Error::invalid_param("Search for at least one word"));
+        }
+        if query.len() > MAX_QUERY_WORDS {
+            return Err(Error::invalid_param(format!(
+                "Search for at most {MAX_QUERY_WORDS} words"
+            )));
         }
         let offset: usize = match q.next_batch {
             Some(t) => t

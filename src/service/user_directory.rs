@@ -17,6 +17,9 @@ use crate::{
     store::{PUBLIC_ROOMS, ROOMS},
 };
 
+/// Words of a search term that count; the rest are ignored.
+const MAX_TERM_WORDS: usize = 8;
+
 /// One user found.
 pub struct Found {
     pub user_id: OwnedUserId,
@@ -73,6 +76,7 @@ impl UserDirectory {
             .split_whitespace()
             .map(|w| w.trim_start_matches('@').to_lowercase())
             .filter(|w| !w.is_empty())
+            .take(MAX_TERM_WORDS)
             .collect();
         // Who the searcher may see, with the name their member events show.
         let mut candidates: BTreeMap<OwnedUserId, Option<String>> = BTreeMap::new();
