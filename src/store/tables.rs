@@ -40,6 +40,8 @@ pub enum TableId {
     BackupVersions = 23,
     BackupKeys = 24,
     StateHistory = 25,
+    Media = 26,
+    UserMedia = 27,
 }
 
 /// A typed table: keys of layout `K` (a tuple of parts) to records `V`.
@@ -214,6 +216,7 @@ json_values!(
     ToDeviceRecord,
     BackupVersion,
     DeliveryState,
+    MediaRecord,
 );
 
 /// One named entry of the Global table.
@@ -350,3 +353,8 @@ pub const BACKUP_VERSIONS: Table<(OwnedUserId, u64), BackupVersion> =
 /// user, version, room, session -> backed-up room key.
 pub const BACKUP_KEYS: Table<(OwnedUserId, u64, OwnedRoomId, String), JsonValue> =
     Table::new(TableId::BackupKeys);
+
+/// media ID -> a local media item: who uploaded it, its content address, type and name.
+pub const MEDIA: Table<(String,), MediaRecord> = Table::new(TableId::Media);
+/// uploader, media ID -> (): each user's media, for quotas and pending uploads.
+pub const USER_MEDIA: Table<(OwnedUserId, String), ()> = Table::new(TableId::UserMedia);
