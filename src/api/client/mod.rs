@@ -11,6 +11,7 @@ mod directory;
 mod discovery;
 mod filter;
 mod keys;
+mod media;
 mod membership;
 mod message;
 mod profile;
@@ -140,6 +141,8 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(backup::delete_backup_keys_for_session)
         // application services
         .ruma(appservice::request_ping)
+        // the content repository (media), with its own response headers
+        .merge(media::routes())
 }
 
 /// The `ts` query parameter, honoured for appservices only (timestamp massaging).
