@@ -106,7 +106,8 @@ impl Blobs {
 
     /// The file of a content address.
     pub fn path(&self, sha256: &str) -> PathBuf {
-        self.root.join("blobs").join(&sha256[..2]).join(sha256)
+        let fan = sha256.get(..2).unwrap_or("00");
+        self.root.join("blobs").join(fan).join(sha256)
     }
 
     /// The folder of a content's thumbnails.
