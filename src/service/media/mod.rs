@@ -57,8 +57,9 @@ pub struct Media {
     blobs: Arc<Blobs>,
     /// Woken whenever an async upload's content arrives, for the downloads waiting for it.
     uploaded: Notify,
-    /// Thumbnails are made one at a time: decoding a photo takes tens of MiB.
-    thumbnailing: Semaphore,
+    /// Thumbnails are made one at a time: decoding a photo takes tens of MiB. The permit
+    /// travels with the blocking work, so a client that hangs up does not free it early.
+    thumbnailing: Arc<Semaphore>,
     /// None when URL previews are off.
     previewer: Option<Previewer>,
     /// Recent previews by URL, with when they were made.
@@ -130,7 +131,7 @@ impl Media {
             users,
             blobs,
             uploaded: Notify::new(),
-            thumbnailing: Semaphore::new(1),
+            thumbnailing: Arc::new(Semaphore::new(1)),
             previewer,
             previews: Mutex::default(),
         })
@@ -398,10 +399,16 @@ impl Media {
         if let Some((path, format)) = thumbnail::cached(&dir, width, height, crop) {
             return self.thumbnail_file(&path, format).await;
         }
-        let _turn = self.thumbnailing.acquire().await.map_err(Error::internal)?;
+        let turn = self
+            .thumbnailing
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(Error::internal)?;
         let blobs = self.blobs.clone();
         let max_pixels = self.core.config.media.max_thumbnail_pixels;
         let (made, cached) = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             // Another request may have made it while this one waited its turn.
             if let Some(hit) = thumbnail::cached(&dir, width, height, crop) {
                 return Ok((None, Some(hit)));
