@@ -27,7 +27,7 @@ pub use purge::Purged;
 use self::{
     blobs::Blobs,
     preview::{Fetched, PreviewError, Previewer},
-    thumbnail::{Refusal, Thumbnail},
+    thumbnail::{Plan, Refusal},
 };
 use super::{
     core::{Core, now_ms, random_token},
@@ -399,6 +399,36 @@ impl Media {
         if let Some((path, format)) = thumbnail::cached(&dir, width, height, crop) {
             return self.thumbnail_file(&path, format).await;
         }
+        let file = self.blobs.path(&sha);
+        let max_pixels = self.core.config.media.max_thumbnail_pixels;
+        // The header first, without waiting for a decode: small images (avatars) are their own
+        // thumbnails, and bombs are refused at once.
+        let plan = {
+            let file = file.clone();
+            tokio::task::spawn_blocking(move || {
+                thumbnail::plan(&file, width, height, crop, max_pixels)
+            })
+            .await
+            .map_err(Error::internal)?
+            .map_err(refusal)?
+        };
+        let measured = match plan {
+            Plan::Original(format) => {
+                let file = self.open(&sha).await?;
+                let size = file.metadata().await.map_err(Error::internal)?.len();
+                return Ok(Content {
+                    body: ContentBody::File(file),
+                    size,
+                    content_type: thumbnail::mime(format).into(),
+                    filename: Some(thumbnail_name(format)),
+                });
+            }
+            Plan::Resize {
+                format,
+                width,
+                height,
+            } => (format, width, height),
+        };
         let turn = self
             .thumbnailing
             .clone()
@@ -406,58 +436,33 @@ impl Media {
             .await
             .map_err(Error::internal)?;
         let blobs = self.blobs.clone();
-        let max_pixels = self.core.config.media.max_thumbnail_pixels;
-        let (made, cached) = tokio::task::spawn_blocking(move || {
+        let made = tokio::task::spawn_blocking(move || {
             let _turn = turn;
             // Another request may have made it while this one waited its turn.
             if let Some(hit) = thumbnail::cached(&dir, width, height, crop) {
-                return Ok((None, Some(hit)));
+                return Ok(Made::Kept(hit.0, hit.1));
             }
-            let made = thumbnail::make(&blobs.path(&sha), width, height, crop, max_pixels)?;
-            if let Thumbnail::Made(bytes, format) = &made
-                && thumbnail::may_keep(&dir)
-            {
-                let name = thumbnail::cache_name(width, height, crop, *format);
-                if let Err(e) = blobs.write_atomically(&dir.join(name), bytes) {
+            let (bytes, format) =
+                thumbnail::render(&file, measured, (width, height), crop, max_pixels)?;
+            if thumbnail::may_keep(&dir) {
+                let name = thumbnail::cache_name(width, height, crop, format);
+                if let Err(e) = blobs.write_atomically(&dir.join(name), &bytes) {
                     tracing::warn!("keeping a thumbnail: {e}");
                 }
             }
-            Ok::<_, Refusal>((Some((made, sha)), None))
+            Ok(Made::New(bytes, format))
         })
         .await
         .map_err(Error::internal)?
-        .map_err(|refusal| match refusal {
-            Refusal::NotAnImage(why) => Error::new(
-                StatusCode::BAD_REQUEST,
-                ErrorKind::Unknown,
-                format!("Cannot make a thumbnail of this content: {why}"),
-            ),
-            Refusal::TooLarge { width, height } => Error::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorKind::TooLarge,
-                format!("The image ({width}x{height}) is too large to make a thumbnail of"),
-            ),
-            Refusal::Io(e) => Error::internal(format!("making a thumbnail: {e}")),
-        })?;
-        match (made, cached) {
-            (_, Some((path, format))) => self.thumbnail_file(&path, format).await,
-            (Some((Thumbnail::Made(bytes, format), _)), _) => Ok(Content {
+        .map_err(refusal)?;
+        match made {
+            Made::New(bytes, format) => Ok(Content {
                 size: bytes.len() as u64,
                 body: ContentBody::Bytes(bytes),
                 content_type: thumbnail::mime(format).into(),
                 filename: Some(thumbnail_name(format)),
             }),
-            (Some((Thumbnail::Original(format), sha)), _) => {
-                let file = self.open(&sha).await?;
-                let size = file.metadata().await.map_err(Error::internal)?.len();
-                Ok(Content {
-                    body: ContentBody::File(file),
-                    size,
-                    content_type: thumbnail::mime(format).into(),
-                    filename: Some(thumbnail_name(format)),
-                })
-            }
-            (None, None) => Err(Error::internal("no thumbnail")),
+            Made::Kept(path, format) => self.thumbnail_file(&path, format).await,
         }
     }
 
@@ -606,6 +611,30 @@ impl Media {
         });
         fields.as_object().cloned()
     }
+}
+
+/// A refused thumbnail as the spec's error: 400 for what is no image, 413 for one too large.
+fn refusal(refusal: Refusal) -> Error {
+    match refusal {
+        Refusal::NotAnImage(why) => Error::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::Unknown,
+            format!("Cannot make a thumbnail of this content: {why}"),
+        ),
+        Refusal::TooLarge { width, height } => Error::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::TooLarge,
+            format!("The image ({width}x{height}) is too large to make a thumbnail of"),
+        ),
+        Refusal::Io(e) if e.kind() == std::io::ErrorKind::NotFound => unknown_media(),
+        Refusal::Io(e) => Error::internal(format!("making a thumbnail: {e}")),
+    }
+}
+
+/// A thumbnail made for a request, or found kept on disk by the time its turn came.
+enum Made {
+    New(Vec<u8>, image::ImageFormat),
+    Kept(std::path::PathBuf, image::ImageFormat),
 }
 
 fn thumbnail_name(format: image::ImageFormat) -> String {

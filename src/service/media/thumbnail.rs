@@ -18,12 +18,17 @@ use image::{DynamicImage, ImageFormat, ImageReader, Limits, imageops::FilterType
 /// without being kept, so that a client cannot fill the disk by asking for every size.
 const KEPT_PER_CONTENT: usize = 16;
 
-/// What a thumbnail request gets.
-pub enum Thumbnail {
+/// What a thumbnail request needs, decided from the image's header.
+#[derive(Debug)]
+pub enum Plan {
     /// The image itself (it is no larger than asked), of this format.
     Original(ImageFormat),
-    /// A new thumbnail: its bytes and format.
-    Made(Vec<u8>, ImageFormat),
+    /// A thumbnail decoded and resized from this image.
+    Resize {
+        format: ImageFormat,
+        width: u32,
+        height: u32,
+    },
 }
 
 /// Why no thumbnail can be made.
@@ -103,20 +108,20 @@ pub fn may_keep(dir: &Path) -> bool {
     std::fs::read_dir(dir).map_or(0, |d| d.count()) < KEPT_PER_CONTENT
 }
 
-/// The thumbnail of the image in `file` for a `width` x `height` box.
-pub fn make(
+fn reader(file: &Path) -> Result<ImageReader<BufReader<std::fs::File>>, Refusal> {
+    Ok(ImageReader::new(BufReader::new(std::fs::File::open(file)?)).with_guessed_format()?)
+}
+
+/// What a `width` x `height` thumbnail of the image in `file` needs, from its header alone:
+/// cheap, and refuses an image with more than `max_pixels` before anything is decoded.
+pub fn plan(
     file: &Path,
     width: u32,
     height: u32,
     crop: bool,
     max_pixels: u64,
-) -> Result<Thumbnail, Refusal> {
-    let open = || -> Result<ImageReader<BufReader<std::fs::File>>, Refusal> {
-        let reader =
-            ImageReader::new(BufReader::new(std::fs::File::open(file)?)).with_guessed_format()?;
-        Ok(reader)
-    };
-    let reader = open()?;
+) -> Result<Plan, Refusal> {
+    let reader = reader(file)?;
     let format = reader
         .format()
         .filter(|f| decoded(*f))
@@ -131,7 +136,7 @@ pub fn make(
         iw > width || ih > height
     };
     if !larger_than_asked {
-        return Ok(Thumbnail::Original(format));
+        return Ok(Plan::Original(format));
     }
     if u64::from(iw) * u64::from(ih) > max_pixels {
         return Err(Refusal::TooLarge {
@@ -139,7 +144,23 @@ pub fn make(
             height: ih,
         });
     }
-    let mut reader = open()?;
+    Ok(Plan::Resize {
+        format,
+        width: iw,
+        height: ih,
+    })
+}
+
+/// Decodes the image in `file` (as [`plan`] measured it) and makes its `width` x `height`
+/// thumbnail: its bytes and format.
+pub fn render(
+    file: &Path,
+    (format, iw, ih): (ImageFormat, u32, u32),
+    (width, height): (u32, u32),
+    crop: bool,
+    max_pixels: u64,
+) -> Result<(Vec<u8>, ImageFormat), Refusal> {
+    let mut reader = reader(file)?;
     let mut limits = Limits::default();
     limits.max_image_width = Some(iw);
     limits.max_image_height = Some(ih);
@@ -153,8 +174,7 @@ pub fn make(
     }))
     .map_err(|_| Refusal::NotAnImage("the decoder failed".into()))?
     .map_err(|e| Refusal::NotAnImage(e.to_string()))?;
-    let (bytes, out) = encode(&resized, format).map_err(|e| Refusal::NotAnImage(e.to_string()))?;
-    Ok(Thumbnail::Made(bytes, out))
+    encode(&resized, format).map_err(|e| Refusal::NotAnImage(e.to_string()))
 }
 
 fn resize(image: &DynamicImage, width: u32, height: u32, crop: bool) -> DynamicImage {
@@ -200,20 +220,34 @@ mod tests {
         out
     }
 
-    fn thumb(bytes: &[u8], w: u32, h: u32, crop: bool) -> Result<Thumbnail, Refusal> {
+    /// The plan, or the thumbnail it leads to.
+    enum Got {
+        Original(ImageFormat),
+        Made(Vec<u8>),
+    }
+
+    fn thumb(bytes: &[u8], w: u32, h: u32, crop: bool) -> Result<Got, Refusal> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("image");
         std::fs::write(&path, bytes).unwrap();
-        make(&path, w, h, crop, 1_000_000)
+        match plan(&path, w, h, crop, 1_000_000)? {
+            Plan::Original(format) => Ok(Got::Original(format)),
+            Plan::Resize {
+                format,
+                width,
+                height,
+            } => render(&path, (format, width, height), (w, h), crop, 1_000_000)
+                .map(|(bytes, _)| Got::Made(bytes)),
+        }
     }
 
-    fn size_of(t: Thumbnail) -> (u32, u32) {
+    fn size_of(t: Got) -> (u32, u32) {
         match t {
-            Thumbnail::Made(bytes, _) => {
+            Got::Made(bytes) => {
                 let (_, w, h) = measure(&bytes).unwrap();
                 (w, h)
             }
-            Thumbnail::Original(_) => panic!("the original, not a thumbnail"),
+            Got::Original(_) => panic!("the original, not a thumbnail"),
         }
     }
 
@@ -231,11 +265,11 @@ mod tests {
         let image = png(40, 20);
         assert!(matches!(
             thumb(&image, 96, 96, false).unwrap(),
-            Thumbnail::Original(ImageFormat::Png)
+            Got::Original(ImageFormat::Png)
         ));
         assert!(matches!(
             thumb(&image, 96, 96, true).unwrap(),
-            Thumbnail::Original(_)
+            Got::Original(_)
         ));
     }
 
