@@ -135,6 +135,82 @@ impl Default for TurnConfig {
     }
 }
 
+/// The media repository: uploads, thumbnails and URL previews.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Largest upload in bytes, advertised as `m.upload.size`; larger ones get 413
+    /// `M_TOO_LARGE`.
+    pub max_upload_size: usize,
+    /// Seconds a client has to send an upload's body (a phone on a slow uplink needs minutes
+    /// for a video; other bodies have `limits.body_timeout_secs`).
+    pub upload_timeout_secs: u64,
+    /// Bytes of media one user may keep; an upload past it gets 403 `M_FORBIDDEN`.
+    pub user_quota_bytes: u64,
+    /// Media IDs one user may have created (`/media/v1/create`) and not yet uploaded to; one
+    /// more gets 429 `M_LIMIT_EXCEEDED`.
+    pub max_pending_uploads: usize,
+    /// Seconds a created media ID waits for its content before it expires.
+    pub pending_upload_expiry_secs: u64,
+    /// Largest image, in pixels (width × height), decoded for a thumbnail; larger ones get 413
+    /// `M_TOO_LARGE` without being decoded.
+    pub max_thumbnail_pixels: u64,
+    /// Fetch web pages for URL previews (`/media/preview_url`). Off: the endpoint answers 404
+    /// `M_UNRECOGNIZED`, and the server never fetches a URL a user names.
+    pub url_previews: bool,
+    /// For tests only: let URL previews fetch from loopback addresses (127.0.0.0/8, ::1).
+    /// Private, link-local and unspecified addresses stay refused.
+    pub url_preview_allow_loopback: bool,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_size: 50 * 1024 * 1024,
+            upload_timeout_secs: 300,
+            user_quota_bytes: 1024 * 1024 * 1024,
+            max_pending_uploads: 10,
+            pending_upload_expiry_secs: 24 * 60 * 60,
+            max_thumbnail_pixels: 32_000_000,
+            url_previews: false,
+            url_preview_allow_loopback: false,
+        }
+    }
+}
+
+impl MediaConfig {
+    fn validate(&self, body_memory_mb: usize) -> Result<(), ConfigError> {
+        if self.max_upload_size < 1024 {
+            return Err(ConfigError::Invalid {
+                name: "media.max_upload_size",
+                message: "must be at least 1024 bytes".into(),
+            });
+        }
+        if self.max_upload_size / (1024 * 1024) >= body_memory_mb {
+            return Err(ConfigError::Invalid {
+                name: "limits.body_memory_mb",
+                message: "must be larger than media.max_upload_size".into(),
+            });
+        }
+        for (name, value) in [
+            ("media.upload_timeout_secs", self.upload_timeout_secs),
+            (
+                "media.pending_upload_expiry_secs",
+                self.pending_upload_expiry_secs,
+            ),
+            ("media.max_thumbnail_pixels", self.max_thumbnail_pixels),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    name,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Which new rooms get end-to-end encryption in their initial state.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -276,6 +352,8 @@ pub struct Config {
     pub appservices: Vec<PathBuf>,
     /// Community bots.
     pub bots: BotsConfig,
+    /// The media repository.
+    pub media: MediaConfig,
 }
 
 impl Default for Config {
@@ -299,6 +377,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             appservices: Vec::new(),
             bots: BotsConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 }
@@ -440,6 +519,7 @@ impl Config {
                 message: "must be at most 1000 (every acknowledged write waits this long)".into(),
             });
         }
+        self.media.validate(l.body_memory_mb)?;
         if self.rate_limit.burst == 0 {
             return Err(ConfigError::Invalid {
                 name: "rate_limit.burst",
@@ -570,5 +650,6 @@ mod tests {
         assert_eq!(c.storage.cache_mb, d.storage.cache_mb);
         assert_eq!(c.storage.group_commit_ms, d.storage.group_commit_ms);
         assert_eq!(format!("{:?}", c.bots), format!("{:?}", d.bots));
+        assert_eq!(format!("{:?}", c.media), format!("{:?}", d.media));
     }
 }

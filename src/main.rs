@@ -23,7 +23,7 @@ struct Cli {
 enum Command {
     /// Run the homeserver.
     Serve,
-    /// Administer accounts and registration tokens (works on the data directory).
+    /// Administer accounts, registration tokens and media (works on the data directory).
     Admin {
         #[command(subcommand)]
         command: Admin,
@@ -59,6 +59,60 @@ enum Admin {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// The media repository (files in DATA_DIR/media).
+    Media {
+        #[command(subcommand)]
+        command: MediaCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum MediaCmd {
+    /// Delete old media that nothing uses, to take back disk space.
+    #[command(
+        long_about = "Delete old media that nothing uses, to take back disk space. \
+Run it with the server stopped, on the same config (data directory).
+
+It deletes:
+  - media uploaded longer ago than --older-than that no stored event (any message, state \
+or member event, in any room) and no profile avatar names by its mxc:// URI. The server cannot \
+read encrypted messages: files sent in encrypted rooms count as unused and are deleted once \
+older than --older-than;
+  - all media of deactivated accounts (no longer served since the deactivation), of any age;
+  - media IDs created for a later upload that expired without content;
+  - then every file and thumbnail that no remaining media names (identical uploads share one \
+file, kept while any of them is), and leftovers of interrupted uploads.
+
+It keeps everything else, in particular any media an event or avatar names, whatever its age."
+    )]
+    Purge {
+        /// Age past which unused media goes: a number and a unit, s, m, h, d or w (`30d`).
+        #[arg(long, value_parser = parse_age)]
+        older_than: std::time::Duration,
+    },
+}
+
+/// `30d`, `12h`, `90m`, `45s`, `2w`.
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or("give a unit: s, m, h, d or w (e.g. 30d)")?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a number"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("unknown unit {unit:?}: use s, m, h, d or w")),
+    };
+    n.checked_mul(secs)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text} is too long"))
 }
 
 #[derive(Subcommand)]
@@ -231,6 +285,16 @@ async fn admin(command: Admin, config: Config) -> anyhow::Result<()> {
                 line["report"] = n.into();
                 println!("{line}");
             }
+        }
+        Admin::Media {
+            command: MediaCmd::Purge { older_than },
+        } => {
+            let purged = services.purge_media(older_than).await?;
+            services.core.persist().await?;
+            println!(
+                "Deleted {} media, {} files ({} bytes).",
+                purged.media, purged.files, purged.bytes
+            );
         }
         Admin::Appservice { .. } => unreachable!("handled above"),
     }

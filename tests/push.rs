@@ -379,3 +379,43 @@ async fn pushers_are_checked_and_removed() {
     assert!(pushers(&t, &alice).await.is_empty());
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_dead_gateway_does_not_hold_up_the_others() {
+    let t = TestServer::start_with(|c| c.push.allow_private_gateways = true).await;
+    let alice = t.http.register("alice").await;
+    let bob = t.http.register("bob").await;
+    let carol = t.http.register("carol").await;
+    let room = t
+        .http
+        .create_room(&bob.token, json!({ "preset": "public_chat" }))
+        .await;
+    assert_eq!(t.http.join(&alice.token, &room).await.0, 200);
+    assert_eq!(t.http.join(&carol.token, &room).await.0, 200);
+    // Alice's phone app registered a gateway that never answers; Carol's works.
+    let dead = common::free_addr();
+    assert_eq!(set_pusher(&t, &alice, pusher(dead, "a", None)).await.0, 200);
+    let addr = common::free_addr();
+    let gateway = Gateway::default();
+    let serving = serve_gateway(addr, gateway.clone()).await;
+    assert_eq!(set_pusher(&t, &carol, pusher(addr, "c", None)).await.0, 200);
+
+    // Alice's pushes come first in the queue, and fail; Carol's still arrive, in order.
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        sent.push(
+            t.http
+                .send_text(&bob.token, &room, &format!("news {i}"))
+                .await,
+        );
+    }
+    let got = gateway.receives("Carol's three pushes", 3).await;
+    let ids: Vec<&str> = got
+        .iter()
+        .map(|n| n["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, sent.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(got.iter().all(|n| n["devices"][0]["pushkey"] == "c"));
+    serving.abort();
+    t.stop().await;
+}

@@ -289,7 +289,10 @@ async fn a_bad_search_is_refused() {
     .await;
     assert_error(&got, 400, "M_INVALID_PARAM");
     // Every word is a scan: a term of thousands of words is refused, not run.
-    let many = (0..5000).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+    let many = (0..5000)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let got = search(&t, &alice, json!({ "search_term": many }), None).await;
     assert_error(&got, 400, "M_INVALID_PARAM");
     let got = search(&t, &alice, json!({ "search_term": 5 }), None).await;

@@ -182,8 +182,13 @@ where
         // Who is asking, from the headers alone: a stranger's body is never read.
         let (user, device, appservice) =
             authenticate(state, &parts, <T::Authentication as AuthRequirement>::KIND)?;
+        let upload = parts.extensions.get::<BodyLimit>() == Some(&BodyLimit::Upload);
         let mut bytes = read_body(state, &parts, body).await?;
-        if bytes.is_empty() && T::METHOD != http::Method::GET && T::METHOD != http::Method::DELETE {
+        if bytes.is_empty()
+            && !upload
+            && T::METHOD != http::Method::GET
+            && T::METHOD != http::Method::DELETE
+        {
             // Clients leave the body out when every field is optional (matrix-nio's join).
             bytes = Bytes::from_static(b"{}");
         }
@@ -199,6 +204,10 @@ where
         }
         let http_req = http::Request::from_parts(parts, bytes.clone());
         let body = T::try_from_http_request(http_req, &path_params).map_err(|e| {
+            if upload {
+                // The body is the file, whatever its bytes: what failed is a parameter.
+                return Error::invalid_param(format!("Invalid request: {e}"));
+            }
             let not_json = T::METHOD != http::Method::GET
                 && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err();
             if not_json {
@@ -228,6 +237,9 @@ pub enum BodyLimit {
     Request,
     /// An event's content: at most 65,536 bytes, the spec's limit for a whole event.
     Event,
+    /// A file upload: raw bytes, up to `media.max_upload_size`, within
+    /// `media.upload_timeout_secs`.
+    Upload,
 }
 
 /// Fills in what real clients leave out of a request before ruma reads it.
@@ -287,8 +299,10 @@ async fn read_body(
     body: axum::body::Body,
 ) -> Result<Bytes, Error> {
     let config = state.config();
-    let limit = match parts.extensions.get::<BodyLimit>() {
+    let kind = parts.extensions.get::<BodyLimit>().copied();
+    let limit = match kind {
         Some(BodyLimit::Event) => crate::service::timeline::append::MAX_PDU_BYTES,
+        Some(BodyLimit::Upload) => config.media.max_upload_size,
         _ => config.max_request_size,
     };
     let declared = parts
@@ -299,7 +313,10 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let timeout = std::time::Duration::from_secs(config.limits.body_timeout_secs);
+    let timeout = std::time::Duration::from_secs(match kind {
+        Some(BodyLimit::Upload) => config.media.upload_timeout_secs,
+        _ => config.limits.body_timeout_secs,
+    });
     let deadline = tokio::time::Instant::now() + timeout;
     let _permit = match (declared, parts.extensions.get::<Arc<BodyBudget>>()) {
         (Some(0), _) | (_, None) => None,
@@ -378,8 +395,43 @@ impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
 /// Handler result type.
 pub type ApiResult<T> = Result<RumaResponse<T>, Error>;
 
+/// A ruma response whose body is streamed rather than held in memory: ruma's type makes the
+/// status and headers, `body` replaces its (empty) body. Media downloads answer with it.
+pub struct Streamed<T> {
+    pub head: T,
+    pub body: axum::body::Body,
+    /// The body's length, for `Content-Length`.
+    pub len: u64,
+}
+
+impl<T: OutgoingResponse> IntoResponse for Streamed<T> {
+    fn into_response(self) -> Response {
+        match self.head.try_into_http_response::<Vec<u8>>() {
+            Ok(res) => {
+                let (mut parts, _) = res.into_parts();
+                parts
+                    .headers
+                    .insert(http::header::CONTENT_LENGTH, self.len.into());
+                Response::from_parts(parts, self.body)
+            }
+            Err(e) => Error::internal(format!("response serialization: {e}")).into_response(),
+        }
+    }
+}
+
+/// Result type of a handler that streams its answer.
+pub type StreamedResult<T> = Result<Streamed<T>, Error>;
+
+/// What a handler of `Req` may answer with: `Req`'s own ruma response, in memory or streamed.
+/// It ties a handler's answer to its request type, so a route cannot answer with another
+/// endpoint's response.
+pub trait Answer<Req>: IntoResponse {}
+impl<Req: IncomingRequest> Answer<Req> for RumaResponse<Req::OutgoingResponse> {}
+impl<Req: IncomingRequest> Answer<Req> for Streamed<Req::OutgoingResponse> {}
+
 /// A handler of one ruma endpoint; implemented for every `async fn(State<AppState>,
-/// Ruma<Request>) -> ApiResult<Request::OutgoingResponse>`.
+/// Ruma<Request>) -> ApiResult<Request::OutgoingResponse>` (or
+/// `StreamedResult<Request::OutgoingResponse>`).
 pub trait RumaHandler<Req> {
     /// Registers the handler for every path (stable and legacy `r0`) of its endpoint.
     fn add_to(
@@ -390,12 +442,13 @@ pub trait RumaHandler<Req> {
     ) -> Router<AppState>;
 }
 
-impl<Req, F, Fut> RumaHandler<Req> for F
+impl<Req, F, Fut, A> RumaHandler<Req> for F
 where
     Req: IncomingRequest + Send + 'static,
     Req::Authentication: AuthRequirement,
     F: FnOnce(State<AppState>, Ruma<Req>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = ApiResult<Req::OutgoingResponse>> + Send + 'static,
+    Fut: Future<Output = Result<A, Error>> + Send + 'static,
+    A: Answer<Req> + 'static,
 {
     fn add_to(
         self,
@@ -434,6 +487,8 @@ pub trait RouterExt {
     fn ruma_event<Req, H: RumaHandler<Req>>(self, handler: H) -> Self;
     /// An endpoint whose request `fill_in` completes before ruma reads it.
     fn ruma_lenient<Req, H: RumaHandler<Req>>(self, handler: H, fill_in: Lenient) -> Self;
+    /// An endpoint whose body is a file (raw bytes up to `media.max_upload_size`).
+    fn ruma_upload<Req, H: RumaHandler<Req>>(self, handler: H) -> Self;
 }
 
 impl RouterExt for Router<AppState> {
@@ -447,6 +502,10 @@ impl RouterExt for Router<AppState> {
 
     fn ruma_lenient<Req, H: RumaHandler<Req>>(self, handler: H, fill_in: Lenient) -> Self {
         handler.add_to(self, BodyLimit::Request, Some(fill_in))
+    }
+
+    fn ruma_upload<Req, H: RumaHandler<Req>>(self, handler: H) -> Self {
+        handler.add_to(self, BodyLimit::Upload, None)
     }
 }
 

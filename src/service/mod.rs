@@ -10,7 +10,8 @@
 //!       ├─ account_data ─ timeline ─────┼─ directory ─ rooms
 //!       │                    ├─ ephemeral ─ push      └─ appservice sender
 //!       ├─ keys (users, timeline)      sync (timeline, account_data, ephemeral, push, keys)
-//!       └─ backup
+//!       ├─ backup
+//!       └─ media (users)
 //! ```
 
 pub mod account_data;
@@ -21,6 +22,7 @@ pub mod directory;
 pub mod ephemeral;
 pub mod filter;
 pub mod keys;
+pub mod media;
 pub mod net;
 pub mod openid;
 pub mod presence;
@@ -65,6 +67,7 @@ pub struct Services {
     pub push: Arc<push::Push>,
     pub keys: Arc<keys::Keys>,
     pub backup: backup::Backup,
+    pub media: media::Media,
     pub sync: sync::Sync,
     pub appservice_sender: Arc<appservice::sender::AppserviceSender>,
     pub user_directory: user_directory::UserDirectory,
@@ -131,6 +134,7 @@ impl Services {
                 users.clone(),
                 timeline.clone(),
             ),
+            media: media::Media::new(core.clone(), users.clone())?,
             sync: sync::Sync {
                 core: core.clone(),
                 timeline: timeline.clone(),

@@ -9,7 +9,7 @@
 //! neither loses nor repeats a push.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -25,6 +25,7 @@ use serde_json::{Value as JsonValue, json};
 use super::{
     appservice::Appservices,
     core::{Core, now_ms},
+    net::{AddressError, CheckedResolver, check_url},
     push::Push,
     timeline::{ClientView, Timeline},
     users::Users,
@@ -46,8 +47,14 @@ const TRIM_EVERY: usize = 50;
 /// Stream entries the notifier handles in one write.
 const EVENTS_PER_ROUND: u64 = 200;
 
-/// Attempts to deliver one push before it is dropped.
+/// Attempts to deliver one push before it is dropped (with the backoff, about three hours).
 const MAX_ATTEMPTS: u32 = 12;
+
+/// The longest wait between two attempts.
+const MAX_BACKOFF_MS: u64 = 20 * 60 * 1000;
+
+/// Queued pushes one round of the sender looks at.
+const QUEUE_WINDOW: usize = 1000;
 
 /// A notification for `/notifications`.
 pub struct Notification {
@@ -67,6 +74,8 @@ pub struct Notifier {
     push: Arc<Push>,
     /// Notifications stored per user since their list was last trimmed.
     since_trim: Mutex<HashMap<OwnedUserId, usize>>,
+    /// The HTTP client for push gateways.
+    client: reqwest::Client,
 }
 
 fn bad_pusher(message: &str) -> Error {
@@ -81,7 +90,19 @@ impl Notifier {
         timeline: Arc<Timeline>,
         push: Arc<Push>,
     ) -> Self {
+        // Gateways on private addresses are refused where the connection is made, and
+        // redirects are not followed (one could lead to an address no resolver checks).
+        let mut client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(15));
+        if !core.config.push.allow_private_gateways {
+            client = client.no_proxy().dns_resolver(Arc::new(CheckedResolver {
+                allow_loopback: false,
+            }));
+        }
         Self {
+            client: client.build().unwrap_or_else(|_| core.http.clone()),
             core,
             users,
             appservices,
@@ -89,6 +110,15 @@ impl Notifier {
             push,
             since_trim: Mutex::default(),
         }
+    }
+
+    /// Whether the server may send to a gateway at `url`: Err(refused) for a private address
+    /// (unless the operator allowed them), Ok(Err) when the name does not resolve now.
+    async fn check_gateway(&self, url: &reqwest::Url) -> std::result::Result<(), AddressError> {
+        if self.core.config.push.allow_private_gateways {
+            return Ok(());
+        }
+        check_url(url, false).await
     }
 
     /// The user's pushers.
@@ -125,13 +155,11 @@ impl Notifier {
                 "data.url must be an http(s) URL ending in /_matrix/push/v1/notify",
             ));
         }
-        if !self.core.config.push.allow_private_gateways
-            && !super::net::is_public_url(&http.url).await
-        {
-            return Err(bad_pusher(
-                "data.url is not on a public address (the server's operator can allow private \
-                 gateways with push.allow_private_gateways)",
-            ));
+        if let Err(e) = self.check_gateway(&url).await {
+            return Err(bad_pusher(&format!(
+                "data.url: {e} (the server's operator can allow gateways on private addresses \
+                 with push.allow_private_gateways)"
+            )));
         }
         let ids = pusher.ids.clone();
         if ids.pushkey.len() > 512 || ids.app_id.len() > 64 {
@@ -431,89 +459,152 @@ impl Notifier {
             body: json!({ "notification": notification }),
             url: http.url.clone(),
             attempts: 0,
+            not_before_ms: 0,
         }))
     }
 
     async fn send_loop(&self) {
         let mut wake = self.core.subscribe_pushes();
-        let mut backoff = Duration::from_secs(1);
         loop {
             wake.borrow_and_update();
-            match self.send_next().await {
-                Ok(true) => {
-                    backoff = Duration::from_secs(1);
-                    continue; // more may be waiting
-                }
-                Ok(false) => {}
+            let next = match self.send_due().await {
+                Ok(next) => next,
                 Err(e) => {
-                    tracing::info!("push gateway: {e}; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(300));
-                    continue;
+                    tracing::warn!("push queue: {e}");
+                    Some(now_ms() + 5_000)
                 }
-            }
-            if wake.changed().await.is_err() {
+            };
+            let changed = match next {
+                None => wake.changed().await,
+                Some(at) => {
+                    let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => Ok(()),
+                        changed = wake.changed() => changed,
+                    }
+                }
+            };
+            if changed.is_err() {
                 return;
             }
         }
     }
 
-    /// Sends the oldest queued push. Ok(true) when one was handled (sent, or dropped after too
-    /// many attempts), Ok(false) when the queue is empty, Err when the gateway failed.
-    async fn send_next(&self) -> Result<bool> {
-        let Some(item) = self.core.store.scan(PUSH_QUEUE.all()).next() else {
-            return Ok(false);
-        };
-        let ((seq,), mut push) = item?;
-        let allowed = self.core.config.push.allow_private_gateways
-            || super::net::is_public_url(&push.url).await;
-        let result = if allowed {
-            self.core
-                .http
-                .post(&push.url)
-                .json(&push.body)
-                .timeout(Duration::from_secs(15))
-                .send()
-                .await
-        } else {
-            tracing::warn!(url = push.url, "push gateway on a private address refused");
-            let mut b = Batch::default();
-            b.delete(&PUSH_QUEUE, seq);
-            self.core.write(b).await?;
-            return Ok(true);
-        };
-        let mut b = Batch::default();
-        match result {
-            Ok(res) if res.status().is_success() => {
-                b.delete(&PUSH_QUEUE, seq);
-                // Pushkeys the gateway no longer knows: their pushers go.
-                if let Some(body) = super::net::json_body(res, 64 * 1024).await
-                    && let Some(rejected) = body.get("rejected").and_then(|r| r.as_array())
-                {
-                    for key in rejected.iter().filter_map(|k| k.as_str()) {
-                        if key == push.pushkey {
-                            b.delete(&PUSHERS, (&push.user, push.app_id.as_str(), key));
-                        }
-                    }
-                }
-                self.core.write(b).await?;
-                Ok(true)
+    /// Sends the queued pushes that are due, oldest first, among the first [`QUEUE_WINDOW`]
+    /// of the queue. A pusher whose gateway failed waits for its retry time with all its
+    /// pushes (they stay in order) while other pushers' go on. Returns when the next waiting
+    /// push is due (None: the queue is empty).
+    async fn send_due(&self) -> Result<Option<u64>> {
+        let queue: Vec<(u64, QueuedPush)> = self
+            .core
+            .store
+            .scan(PUSH_QUEUE.all())
+            .take(QUEUE_WINDOW)
+            .map(|item| Ok(item.map(|((seq,), push)| (seq, push))?))
+            .collect::<Result<_>>()?;
+        if queue.is_empty() {
+            return Ok(None);
+        }
+        let full = queue.len() == QUEUE_WINDOW;
+        let mut waiting: HashSet<(OwnedUserId, String, String)> = HashSet::new();
+        let mut next_due: Option<u64> = None;
+        for (seq, push) in queue {
+            let pusher = (push.user.clone(), push.app_id.clone(), push.pushkey.clone());
+            if waiting.contains(&pusher) {
+                continue;
             }
-            failed => {
-                push.attempts += 1;
-                if push.attempts >= MAX_ATTEMPTS {
-                    tracing::warn!(url = push.url, "push dropped after {MAX_ATTEMPTS} attempts");
-                    b.delete(&PUSH_QUEUE, seq);
-                } else {
-                    b.put(&PUSH_QUEUE, seq, &push);
-                }
-                self.core.write(b).await?;
-                Err(Error::internal(match failed {
-                    Ok(res) => format!("gateway answered {}", res.status()),
-                    Err(e) => format!("gateway unreachable: {e}"),
-                }))
+            let retry_at = if push.not_before_ms > now_ms() {
+                Some(push.not_before_ms)
+            } else {
+                self.send(seq, push).await?
+            };
+            if let Some(at) = retry_at {
+                waiting.insert(pusher);
+                next_due = Some(next_due.map_or(at, |n| n.min(at)));
             }
         }
+        // A full window may hide due pushes behind it: look again at once.
+        Ok(if full { Some(now_ms()) } else { next_due })
+    }
+
+    /// Sends one push. None when it is done with (delivered, or dropped: refused address,
+    /// a gateway that answered it can never succeed, too many attempts); otherwise when to
+    /// try again.
+    async fn send(&self, seq: u64, mut push: QueuedPush) -> Result<Option<u64>> {
+        let checked = match reqwest::Url::parse(&push.url) {
+            Ok(url) => self.check_gateway(&url).await,
+            Err(e) => Err(AddressError::Refused(e.to_string())),
+        };
+        let failure = match checked {
+            Ok(()) => match self.client.post(&push.url).json(&push.body).send().await {
+                Ok(res) if res.status().is_success() => {
+                    self.delivered(seq, &push, res).await?;
+                    return Ok(None);
+                }
+                // The gateway will never take this one (a bad request, an unknown app).
+                Ok(res)
+                    if res.status().is_client_error()
+                        && res.status() != http::StatusCode::TOO_MANY_REQUESTS =>
+                {
+                    tracing::warn!(url = push.url, status = %res.status(), "push dropped");
+                    self.drop_push(seq).await?;
+                    return Ok(None);
+                }
+                Ok(res) => format!("gateway answered {}", res.status()),
+                Err(e) => format!("gateway unreachable: {e}"),
+            },
+            Err(AddressError::Refused(why)) => {
+                tracing::warn!(url = push.url, "push gateway refused: {why}");
+                self.drop_push(seq).await?;
+                return Ok(None);
+            }
+            // Perhaps the name resolves later: retried like an unreachable gateway.
+            Err(AddressError::Unresolvable(why)) => why,
+        };
+        push.attempts += 1;
+        if push.attempts >= MAX_ATTEMPTS {
+            tracing::warn!(
+                url = push.url,
+                "push dropped after {MAX_ATTEMPTS} attempts: {failure}"
+            );
+            self.drop_push(seq).await?;
+            return Ok(None);
+        }
+        let backoff = (1000u64 << push.attempts.min(10)).min(MAX_BACKOFF_MS);
+        tracing::info!(
+            url = push.url,
+            "push failed ({failure}); retrying in {backoff} ms"
+        );
+        push.not_before_ms = now_ms() + backoff;
+        let mut b = Batch::default();
+        b.put(&PUSH_QUEUE, seq, &push);
+        self.core.write(b).await?;
+        Ok(Some(push.not_before_ms))
+    }
+
+    /// A push the gateway took: it leaves the queue, and the pusher goes if the gateway said
+    /// its pushkey is no longer valid.
+    async fn delivered(&self, seq: u64, push: &QueuedPush, res: reqwest::Response) -> Result<()> {
+        let mut b = Batch::default();
+        b.delete(&PUSH_QUEUE, seq);
+        if let Some(body) = super::net::json_body(res, 64 * 1024).await
+            && let Some(rejected) = body.get("rejected").and_then(|r| r.as_array())
+            && rejected
+                .iter()
+                .any(|k| k.as_str() == Some(push.pushkey.as_str()))
+        {
+            b.delete(
+                &PUSHERS,
+                (&push.user, push.app_id.as_str(), push.pushkey.as_str()),
+            );
+        }
+        self.core.write(b).await
+    }
+
+    async fn drop_push(&self, seq: u64) -> Result<()> {
+        let mut b = Batch::default();
+        b.delete(&PUSH_QUEUE, seq);
+        self.core.write(b).await
     }
 
     /// Pushers and notifications of a user, gone with the account.

@@ -60,6 +60,14 @@ impl Users {
         Ok(self.core.store.get(&USERS, user_id)?)
     }
 
+    /// Every account (offline maintenance: `admin media purge`).
+    pub fn all_accounts(&self) -> impl Iterator<Item = Result<(OwnedUserId, Account)>> + '_ {
+        self.core
+            .store
+            .scan(USERS.all())
+            .map(|item| Ok(item.map(|((user,), account)| (user, account))?))
+    }
+
     /// An account that exists and is not deactivated.
     pub fn active_account(&self, user_id: &UserId) -> Result<Option<Account>> {
         Ok(self.account(user_id)?.filter(|a| !a.deactivated))

@@ -251,6 +251,9 @@ pub struct QueuedPush {
     pub body: JsonValue,
     pub url: String,
     pub attempts: u32,
+    /// Not to be sent before this time (ms since the epoch): the gateway failed.
+    #[serde(default)]
+    pub not_before_ms: u64,
 }
 
 /// An OpenID token a user asked for (widgets and integrations check it).
@@ -270,4 +273,29 @@ pub struct ReportRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub ts: u64,
+}
+
+/// A local media item. Its bytes are the file named by `sha256` under `{data_dir}/media/`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MediaRecord {
+    /// Who uploaded it; none for media the server made (URL preview images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploader: Option<OwnedUserId>,
+    /// When the ID was made (ms since the epoch).
+    pub created_ms: u64,
+    /// The content's SHA-256 (lowercase hex), which names its file; none while an async
+    /// upload's content has not arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Bytes of content.
+    pub size: u64,
+    /// The uploader's `Content-Type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// The uploader's `filename`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// For an ID made by `/media/v1/create`: when it expires unless its content arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
 }

@@ -51,6 +51,8 @@ pub enum TableId {
     OpenIdTokens = 34,
     Reports = 35,
     ThreadReceipts = 36,
+    Media = 37,
+    UserMedia = 38,
 }
 
 /// A typed table: keys of layout `K` (a tuple of parts) to records `V`.
@@ -244,6 +246,7 @@ json_values!(
     QueuedPush,
     OpenIdToken,
     ReportRecord,
+    MediaRecord,
 );
 
 /// One named entry of the Global table.
@@ -413,3 +416,8 @@ pub const BACKUP_VERSIONS: Table<(OwnedUserId, u64), BackupVersion> =
 /// user, version, room, session -> backed-up room key.
 pub const BACKUP_KEYS: Table<(OwnedUserId, u64, OwnedRoomId, String), JsonValue> =
     Table::new(TableId::BackupKeys);
+
+/// media ID -> a local media item: who uploaded it, its content address, type and name.
+pub const MEDIA: Table<(String,), MediaRecord> = Table::new(TableId::Media);
+/// uploader, media ID -> (): each user's media, for quotas and pending uploads.
+pub const USER_MEDIA: Table<(OwnedUserId, String), ()> = Table::new(TableId::UserMedia);

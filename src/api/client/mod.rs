@@ -11,6 +11,7 @@ mod directory;
 mod discovery;
 mod filter;
 mod keys;
+mod media;
 mod membership;
 mod message;
 mod presence;
@@ -177,6 +178,8 @@ pub fn routes(mut router: Router<AppState>) -> Router<AppState> {
         .ruma(thirdparty::get_user_for_user_id)
         // calls
         .ruma(voip::get_turn_server_info)
+        // the content repository (media), with its own response headers
+        .merge(media::routes())
 }
 
 /// The `ts` query parameter, honoured for appservices only (timestamp massaging).

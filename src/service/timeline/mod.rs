@@ -153,6 +153,11 @@ impl Timeline {
         Ok(self.core.store.get(&EVENTS, event_id)?)
     }
 
+    /// Every stored event, in no particular order (offline maintenance: `admin media purge`).
+    pub fn all_events(&self) -> impl Iterator<Item = Result<StoredEvent>> + '_ {
+        self.core.store.scan(EVENTS.all()).map(|item| Ok(item?.1))
+    }
+
     /// The event appended to a room at a stream position, if one was.
     pub fn event_at(&self, room_id: &RoomId, pos: u64) -> Result<Option<StoredEvent>> {
         match self.core.store.get(&TIMELINE, (room_id, pos))? {
