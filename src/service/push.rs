@@ -179,7 +179,11 @@ impl Push {
         room_id: &RoomId,
         by_thread: bool,
     ) -> Result<Unread> {
-        let receipts = self.receipt_positions(user, room_id)?;
+        let mut receipts = self.receipt_positions(user, room_id)?;
+        // What came before the user joined is not unread (their invite included).
+        if let Some(joined) = self.joined_at(user, room_id)? {
+            receipts.push((None, joined));
+        }
         if by_thread {
             return self.unread_by_thread(user, room_id, &receipts).await;
         }
@@ -240,6 +244,15 @@ impl Push {
                 Some((r.thread_id.filter(|t| !t.is_empty()), pos))
             })
             .collect())
+    }
+
+    /// Where the user joined the room they are in.
+    fn joined_at(&self, user: &UserId, room_id: &RoomId) -> Result<Option<u64>> {
+        Ok(self
+            .timeline
+            .membership(user, room_id)?
+            .filter(|m| m.membership == ruma::events::room::member::MembershipState::Join)
+            .map(|m| m.changed_at()))
     }
 
     /// The position of the user's newest read receipt in a room (0: none).
