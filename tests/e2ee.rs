@@ -529,6 +529,11 @@ async fn session_rotates_when_a_member_leaves() {
 /// Device keys for `user`/`device`, correctly self-signed with a fresh ed25519 key (so a
 /// refusal can only be about whose keys they are). Returns the keys and the ed25519 public key.
 fn device_keys(user: &str, device: &str) -> (Value, String) {
+    device_keys_with(user, device, json!({}))
+}
+
+/// [`device_keys`] with more fields (signed with the rest).
+fn device_keys_with(user: &str, device: &str, extra: Value) -> (Value, String) {
     use base64::Engine as _;
     use ruma::signatures::{Ed25519KeyPair, sign_json};
     let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
@@ -543,6 +548,10 @@ fn device_keys(user: &str, device: &str) -> (Value, String) {
             format!("ed25519:{device}"): ed,
         },
     });
+    let mut keys = keys;
+    for (k, v) in extra.as_object().unwrap() {
+        keys[k] = v.clone();
+    }
     let mut obj = match ruma::CanonicalJsonValue::try_from(keys).unwrap() {
         ruma::CanonicalJsonValue::Object(o) => o,
         _ => unreachable!(),
@@ -1057,5 +1066,107 @@ async fn key_counts_fallback_keys_and_device_list_changes_in_sync() {
         "{}",
         res.1
     );
+    t.stop().await;
+}
+
+const DEHYDRATED: &str = "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device";
+
+#[tokio::test]
+async fn a_dehydrated_device_collects_room_keys_for_the_next_client() {
+    let t = TestServer::start().await;
+    let http = &t.http;
+    let alice = http.register("alice").await;
+    let bob = http.register("bob").await;
+    let got = http.call("GET", DEHYDRATED, Some(&alice.token), None).await;
+    common::assert_error(&got, 404, "M_NOT_FOUND");
+
+    // Alice's client leaves a dehydrated device behind: its keys, and its pickle (opaque).
+    let (keys, _) = device_keys_with(
+        alice.id.as_str(),
+        "DEHYDRATED1",
+        json!({ "dehydrated": true }),
+    );
+    let body = json!({
+        "device_id": "DEHYDRATED1",
+        "initial_device_display_name": "Dehydrated device",
+        "device_data": { "algorithm": "org.matrix.msc3814.v1.olm", "device_pickle": "encrypted pickle" },
+        "device_keys": keys,
+        "one_time_keys": {},
+        "fallback_keys": {},
+    });
+    let (status, res) = http
+        .json("PUT", DEHYDRATED, Some(&alice.token), body.clone())
+        .await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(res["device_id"], "DEHYDRATED1");
+    let got = http.get_ok(DEHYDRATED, Some(&alice.token)).await;
+    assert_eq!(got["device_id"], "DEHYDRATED1");
+    assert_eq!(got["device_data"]["device_pickle"], "encrypted pickle");
+
+    // Bob sees the device's keys and sends it a room key while no client of Alice's runs.
+    let devices = query_devices(http, &bob.token, alice.id.as_str()).await;
+    assert_eq!(devices["DEHYDRATED1"]["dehydrated"], true, "{devices}");
+    let (status, _) = http
+        .json(
+            "PUT",
+            "/_matrix/client/v3/sendToDevice/m.room.encrypted/k1",
+            Some(&bob.token),
+            json!({ "messages": { alice.id.as_str(): { "DEHYDRATED1": { "ciphertext": "room key" } } } }),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // Alice's next client rehydrates: it reads the messages page by page.
+    let events = format!("{DEHYDRATED}/DEHYDRATED1/events");
+    let (status, page) = http
+        .json("POST", &events, Some(&alice.token), json!({}))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        page["events"][0]["content"]["ciphertext"], "room key",
+        "{page}"
+    );
+    assert_eq!(page["events"][0]["sender"], bob.id.as_str());
+    let next = page["next_batch"].as_str().unwrap();
+    let (status, page) = http
+        .json(
+            "POST",
+            &events,
+            Some(&alice.token),
+            json!({ "next_batch": next }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        page["events"].as_array().unwrap().is_empty(),
+        "acknowledged: {page}"
+    );
+    // Only its owner reads it.
+    let got = http
+        .json(
+            "POST",
+            &format!("{DEHYDRATED}/DEHYDRATED1/events"),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+    assert!(got.0 == 403 || got.0 == 404, "{got:?}");
+
+    // A device ID of one of Alice's real devices cannot become the dehydrated one.
+    let mut clash = body.clone();
+    clash["device_id"] = alice.device_id.as_str().into();
+    let got = http
+        .json("PUT", DEHYDRATED, Some(&alice.token), clash)
+        .await;
+    common::assert_error(&got, 400, "M_INVALID_PARAM");
+
+    // Deleting it removes the device and its keys.
+    let (status, res) = http
+        .call("DELETE", DEHYDRATED, Some(&alice.token), None)
+        .await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(res["device_id"], "DEHYDRATED1");
+    let devices = query_devices(http, &bob.token, alice.id.as_str()).await;
+    assert!(devices.get("DEHYDRATED1").is_none(), "{devices}");
     t.stop().await;
 }

@@ -18,6 +18,7 @@ pub mod account_data;
 pub mod appservice;
 pub mod backup;
 pub mod core;
+pub mod dehydrated;
 pub mod directory;
 pub mod ephemeral;
 pub mod filter;

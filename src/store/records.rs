@@ -224,6 +224,15 @@ pub struct PresenceRecord {
     pub from_sync: bool,
 }
 
+/// A dehydrated device (MSC3814): a device with no client behind it that receives room keys
+/// while the user has no device online; a new client of the user rehydrates it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DehydratedDevice {
+    pub device_id: OwnedDeviceId,
+    /// The client's encrypted device pickle, opaque to the server.
+    pub device_data: JsonValue,
+}
+
 /// A pusher: where to send a user's notifications.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PusherRecord {

@@ -53,6 +53,7 @@ pub enum TableId {
     ThreadReceipts = 36,
     Media = 37,
     UserMedia = 38,
+    DehydratedDevices = 39,
 }
 
 /// A typed table: keys of layout `K` (a tuple of parts) to records `V`.
@@ -247,6 +248,7 @@ json_values!(
     OpenIdToken,
     ReportRecord,
     MediaRecord,
+    DehydratedDevice,
 );
 
 /// One named entry of the Global table.
@@ -421,3 +423,6 @@ pub const BACKUP_KEYS: Table<(OwnedUserId, u64, OwnedRoomId, String), JsonValue>
 pub const MEDIA: Table<(String,), MediaRecord> = Table::new(TableId::Media);
 /// uploader, media ID -> (): each user's media, for quotas and pending uploads.
 pub const USER_MEDIA: Table<(OwnedUserId, String), ()> = Table::new(TableId::UserMedia);
+/// user -> their dehydrated device (MSC3814): its ID and the client's encrypted pickle.
+pub const DEHYDRATED_DEVICES: Table<(OwnedUserId,), DehydratedDevice> =
+    Table::new(TableId::DehydratedDevices);

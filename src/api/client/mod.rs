@@ -6,6 +6,7 @@ mod account_data;
 mod alias;
 mod appservice;
 mod backup;
+mod dehydrated_device;
 mod device;
 mod directory;
 mod discovery;
@@ -155,6 +156,10 @@ pub fn routes(mut router: Router<AppState>) -> Router<AppState> {
         .ruma(keys::upload_signing_keys)
         .ruma(keys::upload_signatures)
         .ruma(to_device::send_event_to_device)
+        .ruma(dehydrated_device::put_dehydrated_device)
+        .ruma(dehydrated_device::get_dehydrated_device)
+        .ruma(dehydrated_device::delete_dehydrated_device)
+        .ruma(dehydrated_device::get_events)
         .ruma(backup::create_backup_version)
         .ruma(backup::get_latest_backup_info)
         .ruma(backup::get_backup_info)
