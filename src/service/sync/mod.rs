@@ -703,13 +703,35 @@ impl Sync {
         ignored: &HashSet<OwnedUserId>,
     ) -> Result<Window> {
         let start = from.map(|f| f + 1).unwrap_or(0);
-        let mut events: Vec<StoredEvent> = self
-            .timeline
-            .timeline_range(room_id, start, upto + 1, true, limit * 4 + 50)?
-            .into_iter()
-            .filter(|e| filter.is_none_or(|f| filter_allows(f, e)))
-            .filter(|e| e.is_state() || e.sender().is_none_or(|s| !ignored.contains(&s)))
-            .collect();
+        // Newest first, a little more than the limit at a time: most rooms need one read of
+        // `limit + 1` events; filters and ignored users may need more (at most `4 * limit + 50`
+        // read in all).
+        let mut events: Vec<StoredEvent> = Vec::new();
+        let mut end = upto + 1;
+        let mut batch = limit + 2;
+        let mut budget = limit * 4 + 50;
+        while events.len() <= limit && budget > 0 && end > start {
+            let read = self
+                .timeline
+                .timeline_range(room_id, start, end, true, batch.min(budget))?;
+            let Some(oldest) = read.last().map(|e| e.pos) else {
+                break;
+            };
+            budget = budget.saturating_sub(read.len());
+            let exhausted = read.len() < batch.min(budget + read.len());
+            end = oldest;
+            events.extend(
+                read.into_iter()
+                    .filter(|e| filter.is_none_or(|f| filter_allows(f, e)))
+                    .filter(|e| {
+                        e.is_state() || e.sender().is_none_or(|s| !ignored.contains(&s))
+                    }),
+            );
+            if exhausted {
+                break;
+            }
+            batch *= 2;
+        }
         // A user joined since before the oldest candidate sees all of them; otherwise the
         // room's history visibility decides event by event.
         let reader = match events.last() {
