@@ -152,6 +152,22 @@ impl Core {
         Ok(())
     }
 
+    /// Like [`Core::write`], with the batch built while holding the writer: what `build` reads
+    /// cannot change under it by a commit (a read-modify-write of something commits touch).
+    pub async fn write_exclusive(
+        &self,
+        build: impl FnOnce(&mut Batch) -> Result<()>,
+    ) -> Result<()> {
+        {
+            let _writer = self.writer.lock().await;
+            let mut batch = Batch::default();
+            build(&mut batch)?;
+            self.store.apply(batch)?;
+        }
+        self.store.persist().await?;
+        Ok(())
+    }
+
     /// The newest data migration that ran on this data directory.
     pub fn schema_version(&self) -> Result<u64> {
         Ok(self.store.get_single(&SCHEMA_VERSION)?.unwrap_or(0))

@@ -95,10 +95,15 @@ impl Services {
             appservices.clone(),
         ));
         let push = Arc::new(push::Push::new(
+            core.clone(),
+            users.clone(),
+            appservices.clone(),
             account_data.clone(),
             timeline.clone(),
             ephemeral.clone(),
         ));
+        let observer: Arc<dyn timeline::AppendObserver> = push.clone();
+        timeline.set_append_observer(&observer);
         let keys = Arc::new(keys::Keys::new(
             core.clone(),
             users.clone(),
@@ -241,6 +246,22 @@ impl Services {
 
     /// Moves a joined user's fully-read marker (`m.fully_read` room account data) to an event
     /// they may see.
+    /// A read receipt (`m.read` or `m.read.private`): stored and sent to the room, then the
+    /// user's unread count in the room moves up to it.
+    pub async fn set_receipt(
+        &self,
+        room_id: &ruma::RoomId,
+        user: &UserId,
+        receipt_type: &str,
+        event_id: &ruma::EventId,
+        thread_id: Option<String>,
+    ) -> Result<()> {
+        self.ephemeral
+            .set_receipt(room_id, user, receipt_type, event_id, thread_id)
+            .await?;
+        self.push.rebase_unread(user, room_id).await
+    }
+
     pub async fn set_fully_read(
         &self,
         user: &UserId,

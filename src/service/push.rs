@@ -7,7 +7,7 @@ use std::{
 };
 
 use ruma::{
-    OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
+    OwnedUserId, RoomId, UInt, UserId,
     events::StateEventType,
     push::{
         Action, AnyPushRule, InsertPushRuleError, NewPushRule, PushConditionRoomCtx,
@@ -18,10 +18,16 @@ use serde_json::json;
 
 use super::{
     account_data::AccountData,
+    appservice::Appservices,
+    core::Core,
     ephemeral::Ephemeral,
-    timeline::{ClientView, Timeline, relations::relation_of},
+    timeline::{AppendObserver, ClientView, Notified, Timeline, relations::relation_of},
+    users::Users,
 };
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    store::{PUSH_ACTIONS, StoredEvent, UNREAD_COUNTS, UnreadSummary},
+};
 
 const PUSH_RULES: &str = "m.push_rules";
 
@@ -29,49 +35,91 @@ fn rule_not_found() -> Error {
     Error::not_found("Push rule not found")
 }
 
-/// Push rules and unread counts. Depends on [`AccountData`], [`Timeline`] and [`Ephemeral`].
+/// Push rules and unread counts. Depends on [`Core`], [`Users`], [`Appservices`],
+/// [`AccountData`], [`Timeline`] and [`Ephemeral`].
 pub struct Push {
+    core: Arc<Core>,
+    users: Arc<Users>,
+    appservices: Arc<Appservices>,
     account_data: Arc<AccountData>,
     timeline: Arc<Timeline>,
     ephemeral: Arc<Ephemeral>,
-    /// Running unread counts per (user, room); see [`Push::unread_counts`].
-    unread: Mutex<HashMap<(OwnedUserId, OwnedRoomId), UnreadCount>>,
+    /// Rule sets by user, as last read (a change of a user's rules drops theirs).
+    rules: Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>,
 }
+
+/// Rule sets kept in memory at most.
+const RULES_CACHED: usize = 10_000;
 
 impl Push {
     pub fn new(
+        core: Arc<Core>,
+        users: Arc<Users>,
+        appservices: Arc<Appservices>,
         account_data: Arc<AccountData>,
         timeline: Arc<Timeline>,
         ephemeral: Arc<Ephemeral>,
     ) -> Self {
         Self {
+            core,
+            users,
+            appservices,
             account_data,
             timeline,
             ephemeral,
-            unread: Mutex::default(),
+            rules: Mutex::default(),
         }
     }
 
     /// The user's rules: their own, and the server-default rules (kept up to date with this
     /// version's set, with the user's choices of enabled and actions).
     pub fn rules(&self, user: &UserId) -> Result<Ruleset> {
+        Ok((*self.shared_rules(user)?).clone())
+    }
+
+    /// [`Push::rules`], shared from memory.
+    fn shared_rules(&self, user: &UserId) -> Result<Arc<Ruleset>> {
+        if let Some(r) = self
+            .rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user)
+        {
+            return Ok(r.clone());
+        }
         let stored: Option<Ruleset> = self
             .account_data
             .get(user, None, PUSH_RULES)?
             .and_then(|c| serde_json::from_value(c.get("global").cloned()?).ok());
-        Ok(match stored {
+        let rules = Arc::new(match stored {
             Some(mut rules) => {
                 rules.update_with_server_default(server_default(user));
                 rules
             }
             None => server_default(user),
-        })
+        });
+        let mut cache = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= RULES_CACHED {
+            cache.clear();
+        }
+        cache.insert(user.to_owned(), rules.clone());
+        Ok(rules)
     }
 
     pub async fn set_rules(&self, user: &UserId, rules: &Ruleset) -> Result<()> {
-        self.account_data
+        self.rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(user);
+        let result = self
+            .account_data
             .set(user, None, PUSH_RULES, json!({ "global": rules }))
-            .await
+            .await;
+        self.rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(user);
+        result
     }
 
     /// One rule of the user's rule set, or M_NOT_FOUND.
@@ -138,8 +186,20 @@ impl Push {
 
     /// The push rules of one user in one room, ready to judge events.
     pub fn evaluator(&self, user: &UserId, room_id: &RoomId) -> Result<Evaluator> {
-        let rules = self.rules(user)?;
         let members = self.timeline.joined_members(room_id)?.len();
+        let levels = Some(self.timeline.power_levels(room_id)?.into());
+        self.evaluator_in(user, room_id, members, levels.as_ref())
+    }
+
+    /// [`Push::evaluator`] with the room's member count and power levels already known.
+    fn evaluator_in(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        members: usize,
+        levels: Option<&ruma::push::PushConditionPowerLevelsCtx>,
+    ) -> Result<Evaluator> {
+        let rules = self.shared_rules(user)?;
         let name = self
             .timeline
             .state_content(room_id, &StateEventType::RoomMember, user.as_str())?
@@ -156,7 +216,7 @@ impl Push {
             name,
         );
         // `@room` notifies only from those the power levels allow to.
-        ctx.power_levels = Some(self.timeline.power_levels(room_id)?.into());
+        ctx.power_levels = levels.cloned();
         Ok(Evaluator {
             rules,
             ctx,
@@ -164,15 +224,15 @@ impl Push {
         })
     }
 
-    /// The unread counts of a room: events from others after the user's read receipts that
-    /// the push rules say notify (and highlight). With `by_thread` (a client that asked for
+    /// The unread counts of a room: notifying events from others after the user's read
+    /// receipts (and after they joined). With `by_thread` (a client that asked for
     /// `unread_thread_notifications`), replies in threads are counted per thread against
     /// that thread's receipt and left out of the main count.
     ///
-    /// The plain counts are kept in memory per user and room and extended with only the events
-    /// that arrived since the last count, so a sync costs O(new events), not O(unread
-    /// history). After a restart, or when the receipt moves, the count starts again from the
-    /// receipt (at most [`MAX_COUNTED`] events).
+    /// The push rules ran when each event was appended ([`AppendObserver`]): what notifies
+    /// whom is in the `PUSH_ACTIONS` index, and a running count per user and room in
+    /// `UNREAD_COUNTS`. So a plain count is one read (and a short scan of what was read since
+    /// the count was last moved to the receipt, see [`Push::rebase_unread`]).
     pub async fn unread_counts(
         &self,
         user: &UserId,
@@ -185,48 +245,74 @@ impl Push {
             receipts.push((None, joined));
         }
         if by_thread {
-            return self.unread_by_thread(user, room_id, &receipts).await;
+            return self.unread_by_thread(user, room_id, &receipts);
         }
         let read_pos = receipts.iter().map(|(_, p)| *p).max().unwrap_or(0);
-        let key = (user.to_owned(), room_id.to_owned());
-        let cached = self
-            .unread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .copied()
-            .filter(|c| c.read_pos == read_pos);
-        let mut count = cached.unwrap_or(UnreadCount {
-            read_pos,
-            counted_upto: read_pos,
-            notify: 0,
-            highlight: 0,
-        });
-        let events = self.timeline.timeline_range(
-            room_id,
-            count.counted_upto + 1,
-            u64::MAX,
-            false,
-            MAX_COUNTED,
-        )?;
-        let Some(last) = events.last().map(|e| e.pos) else {
-            return Ok(Unread::main(count.notify, count.highlight));
-        };
-        if events.iter().any(|e| e.sender().as_deref() != Some(user)) {
-            let judge = self.evaluator(user, room_id)?;
-            for ev in &events {
-                if let Some(highlight) = judge.notifies(self, ev).await {
-                    count.notify += 1;
-                    count.highlight += u64::from(highlight);
-                }
-            }
+        let summary = self
+            .core
+            .store
+            .get(&UNREAD_COUNTS, (user, room_id))?
+            .unwrap_or_default();
+        if read_pos <= summary.from {
+            return Ok(Unread::main(summary.notify, summary.highlight));
         }
-        count.counted_upto = last;
-        self.unread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, count);
-        Ok(Unread::main(count.notify, count.highlight))
+        // The count started before the receipt: take away what was read since.
+        let (mut read, mut read_highlights) = (0u64, 0u64);
+        for item in self.core.store.range(
+            &PUSH_ACTIONS,
+            (user, room_id, summary.from + 1),
+            (user, room_id, read_pos + 1),
+            false,
+        ) {
+            let (_, flags) = item?;
+            read += 1;
+            read_highlights += u64::from(flags.highlight);
+        }
+        Ok(Unread::main(
+            summary.notify.saturating_sub(read),
+            summary.highlight.saturating_sub(read_highlights),
+        ))
+    }
+
+    /// Moves a user's running count in a room to their read position and drops the index
+    /// entries everything is read up to. Called after a receipt.
+    pub async fn rebase_unread(&self, user: &UserId, room_id: &RoomId) -> Result<()> {
+        let mut receipts = self.receipt_positions(user, room_id)?;
+        let joined = self.joined_at(user, room_id)?.unwrap_or(0);
+        receipts.push((None, joined));
+        let read_pos = receipts.iter().map(|(_, p)| *p).max().unwrap_or(0);
+        // An unthreaded receipt reads every thread; a threaded one only its own.
+        let all_read = receipts
+            .iter()
+            .filter(|(t, _)| t.is_none())
+            .map(|(_, p)| *p)
+            .max()
+            .unwrap_or(0);
+        let store = &self.core.store;
+        self.core
+            .write_exclusive(|b| {
+                let mut summary = UnreadSummary {
+                    from: read_pos,
+                    ..Default::default()
+                };
+                for item in store.range(
+                    &PUSH_ACTIONS,
+                    (user, room_id, 0),
+                    (user, room_id, u64::MAX),
+                    false,
+                ) {
+                    let ((_, _, pos), flags) = item?;
+                    if pos <= all_read {
+                        b.delete(&PUSH_ACTIONS, (user, room_id, pos));
+                    } else if pos > read_pos {
+                        summary.notify += 1;
+                        summary.highlight += u64::from(flags.highlight);
+                    }
+                }
+                b.put(&UNREAD_COUNTS, (user, room_id), &summary);
+                Ok(())
+            })
+            .await
     }
 
     /// The stream positions of the user's read receipts in a room, with their threads.
@@ -265,7 +351,7 @@ impl Push {
             .unwrap_or(0))
     }
 
-    async fn unread_by_thread(
+    fn unread_by_thread(
         &self,
         user: &UserId,
         room_id: &RoomId,
@@ -280,33 +366,27 @@ impl Push {
                 .unwrap_or(0)
         };
         let from = read_in(None).min(read_in(Some("main")));
-        let events =
-            self.timeline
-                .timeline_range(room_id, from + 1, u64::MAX, false, MAX_COUNTED)?;
         let mut unread = Unread::main(0, 0);
-        if !events.iter().any(|e| e.sender().as_deref() != Some(user)) {
-            return Ok(unread);
-        }
-        let judge = self.evaluator(user, room_id)?;
-        for ev in &events {
-            let thread = relation_of(&ev.content())
-                .filter(|r| r.rel_type == "m.thread")
-                .map(|r| r.parent);
-            let read = match &thread {
+        for item in self.core.store.range(
+            &PUSH_ACTIONS,
+            (user, room_id, from + 1),
+            (user, room_id, u64::MAX),
+            false,
+        ) {
+            let ((_, _, pos), flags) = item?;
+            let read = match &flags.thread {
                 Some(root) => read_in(Some(root.as_str())),
                 None => read_in(Some("main")),
             };
-            if ev.pos <= read {
+            if pos <= read {
                 continue;
             }
-            if let Some(highlight) = judge.notifies(self, ev).await {
-                let counts = match thread {
-                    Some(root) => unread.threads.entry(root).or_default(),
-                    None => &mut unread.main,
-                };
-                counts.0 += 1;
-                counts.1 += u64::from(highlight);
-            }
+            let counts = match flags.thread {
+                Some(root) => unread.threads.entry(root).or_default(),
+                None => &mut unread.main,
+            };
+            counts.0 += 1;
+            counts.1 += u64::from(flags.highlight);
         }
         Ok(unread)
     }
@@ -331,7 +411,7 @@ impl Unread {
 
 /// One user's push rules in one room.
 pub struct Evaluator {
-    rules: Ruleset,
+    rules: Arc<Ruleset>,
     ctx: PushConditionRoomCtx,
     user: ruma::OwnedUserId,
 }
@@ -347,6 +427,19 @@ impl Evaluator {
         self.rules.get_actions(&raw, &self.ctx).await.to_vec()
     }
 
+    /// Whether an event (in the client format) notifies the user, and if so whether it
+    /// highlights. The caller leaves out the user's own events.
+    async fn notifies_raw(
+        &self,
+        raw: &ruma::serde::Raw<ruma::events::AnySyncTimelineEvent>,
+    ) -> Option<bool> {
+        let actions = self.rules.get_actions(raw, &self.ctx).await;
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Notify))
+            .then(|| actions.iter().any(|a| a.is_highlight()))
+    }
+
     /// Whether an event notifies the user, and if so whether it highlights.
     pub async fn notifies(&self, push: &Push, ev: &crate::store::StoredEvent) -> Option<bool> {
         let actions = self.actions(push, ev).await;
@@ -354,6 +447,81 @@ impl Evaluator {
             .iter()
             .any(|a| matches!(a, Action::Notify))
             .then(|| actions.iter().any(|a| a.is_highlight()))
+    }
+}
+
+impl AppendObserver for Push {
+    /// The local members of the room (and the target of an invite) each event notifies, by
+    /// their own rules: the sender, bridged users and people who ignore the sender left out.
+    fn notified<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        events: &'a [StoredEvent],
+    ) -> super::timeline::BoxFuture<'a, Result<Vec<Vec<Notified>>>> {
+        Box::pin(async move {
+            let joined = self.timeline.joined_members(room_id)?;
+            let count = joined.len();
+            let local =
+                |u: &UserId| self.users.is_local(u) && !self.appservices.is_appservice_user(u);
+            let mut members: Vec<OwnedUserId> = joined.into_iter().filter(|u| local(u)).collect();
+            let mut out = Vec::with_capacity(events.len());
+            if members.is_empty() && events.iter().all(|e| e.kind() != "m.room.member") {
+                out.resize(events.len(), Vec::new());
+                return Ok(out);
+            }
+            // A room being created has no stored power levels yet: nobody may `@room` in it.
+            let levels: Option<ruma::push::PushConditionPowerLevelsCtx> =
+                self.timeline.power_levels(room_id).ok().map(Into::into);
+            let mut judges: HashMap<
+                OwnedUserId,
+                (Evaluator, std::collections::HashSet<OwnedUserId>),
+            > = HashMap::new();
+            for ev in events {
+                let mut notified = Vec::new();
+                let Some(sender) = ev.sender() else {
+                    out.push(notified);
+                    continue;
+                };
+                // An invite is for someone not yet in the room.
+                if ev.kind() == "m.room.member"
+                    && ev.content_str("membership").as_deref() == Some("invite")
+                    && let Some(target) = ev.state_key().and_then(|k| UserId::parse(k).ok())
+                    && local(&target)
+                    && !members.contains(&target)
+                {
+                    members.push(target);
+                }
+                let raw: ruma::serde::Raw<ruma::events::AnySyncTimelineEvent> =
+                    self.timeline.client_raw(ev, &ClientView::ANYONE, None);
+                let thread = relation_of(&ev.content())
+                    .filter(|r| r.rel_type == "m.thread")
+                    .map(|r| r.parent);
+                for member in &members {
+                    if *member == sender {
+                        continue;
+                    }
+                    let (judge, ignored) = match judges.entry(member.clone()) {
+                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => v.insert((
+                            self.evaluator_in(member, room_id, count, levels.as_ref())?,
+                            self.account_data.ignored_users(member)?,
+                        )),
+                    };
+                    if ignored.contains(&sender) {
+                        continue;
+                    }
+                    if let Some(highlight) = judge.notifies_raw(&raw).await {
+                        notified.push(Notified {
+                            user: member.clone(),
+                            highlight,
+                            thread: thread.clone(),
+                        });
+                    }
+                }
+                out.push(notified);
+            }
+            Ok(out)
+        })
     }
 }
 
@@ -407,16 +575,4 @@ pub fn server_default(user: &UserId) -> Ruleset {
     .expect("the spec's rules parse");
     rules.content.insert(user_name);
     rules
-}
-
-/// At most this many unread events are evaluated at once (clients show "99+" anyway).
-const MAX_COUNTED: usize = 1000;
-
-/// A running unread count of one user in one room.
-#[derive(Clone, Copy, Debug)]
-pub struct UnreadCount {
-    read_pos: u64,
-    counted_upto: u64,
-    notify: u64,
-    highlight: u64,
 }

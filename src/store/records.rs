@@ -224,6 +224,24 @@ pub struct PresenceRecord {
     pub from_sync: bool,
 }
 
+/// How an event notifies a user.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PushFlags {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub highlight: bool,
+    /// The thread the event is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<OwnedEventId>,
+}
+
+/// A user's unread counts in a room: the notifying events after `from`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct UnreadSummary {
+    pub from: u64,
+    pub notify: u64,
+    pub highlight: u64,
+}
+
 /// A dehydrated device (MSC3814): a device with no client behind it that receives room keys
 /// while the user has no device online; a new client of the user rehydrates it.
 #[derive(Clone, Debug, Serialize, Deserialize)]

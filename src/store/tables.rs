@@ -54,6 +54,8 @@ pub enum TableId {
     Media = 37,
     UserMedia = 38,
     DehydratedDevices = 39,
+    PushActions = 40,
+    UnreadCounts = 41,
 }
 
 /// A typed table: keys of layout `K` (a tuple of parts) to records `V`.
@@ -249,6 +251,8 @@ json_values!(
     ReportRecord,
     MediaRecord,
     DehydratedDevice,
+    PushFlags,
+    UnreadSummary,
 );
 
 /// One named entry of the Global table.
@@ -423,6 +427,13 @@ pub const BACKUP_KEYS: Table<(OwnedUserId, u64, OwnedRoomId, String), JsonValue>
 pub const MEDIA: Table<(String,), MediaRecord> = Table::new(TableId::Media);
 /// uploader, media ID -> (): each user's media, for quotas and pending uploads.
 pub const USER_MEDIA: Table<(OwnedUserId, String), ()> = Table::new(TableId::UserMedia);
+/// user, room, stream position -> an event that notifies the user (written with the event,
+/// removed once the user read past it): the source of unread counts.
+pub const PUSH_ACTIONS: Table<(OwnedUserId, OwnedRoomId, u64), PushFlags> =
+    Table::new(TableId::PushActions);
+/// user, room -> the user's unread counts from a read position on.
+pub const UNREAD_COUNTS: Table<(OwnedUserId, OwnedRoomId), UnreadSummary> =
+    Table::new(TableId::UnreadCounts);
 /// user -> their dehydrated device (MSC3814): its ID and the client's encrypted pickle.
 pub const DEHYDRATED_DEVICES: Table<(OwnedUserId,), DehydratedDevice> =
     Table::new(TableId::DehydratedDevices);

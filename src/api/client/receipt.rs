@@ -49,8 +49,7 @@ pub async fn create_receipt(
             )));
         }
     };
-    s.ephemeral
-        .set_receipt(&b.room_id, user, receipt_type, &b.event_id, thread)
+    s.set_receipt(&b.room_id, user, receipt_type, &b.event_id, thread)
         .await?;
     Ok(RumaResponse(create_receipt::v3::Response::new()))
 }
@@ -66,13 +65,10 @@ pub async fn set_read_marker(
         s.set_fully_read(user, &b.room_id, id).await?;
     }
     if let Some(id) = &b.read_receipt {
-        s.ephemeral
-            .set_receipt(&b.room_id, user, "m.read", id, None)
-            .await?;
+        s.set_receipt(&b.room_id, user, "m.read", id, None).await?;
     }
     if let Some(id) = &b.private_read_receipt {
-        s.ephemeral
-            .set_receipt(&b.room_id, user, "m.read.private", id, None)
+        s.set_receipt(&b.room_id, user, "m.read.private", id, None)
             .await?;
     }
     Ok(RumaResponse(set_read_marker::v3::Response::new()))

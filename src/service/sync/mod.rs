@@ -711,9 +711,9 @@ impl Sync {
         let mut batch = limit + 2;
         let mut budget = limit * 4 + 50;
         while events.len() <= limit && budget > 0 && end > start {
-            let read = self
-                .timeline
-                .timeline_range(room_id, start, end, true, batch.min(budget))?;
+            let read =
+                self.timeline
+                    .timeline_range(room_id, start, end, true, batch.min(budget))?;
             let Some(oldest) = read.last().map(|e| e.pos) else {
                 break;
             };
@@ -723,9 +723,7 @@ impl Sync {
             events.extend(
                 read.into_iter()
                     .filter(|e| filter.is_none_or(|f| filter_allows(f, e)))
-                    .filter(|e| {
-                        e.is_state() || e.sender().is_none_or(|s| !ignored.contains(&s))
-                    }),
+                    .filter(|e| e.is_state() || e.sender().is_none_or(|s| !ignored.contains(&s))),
             );
             if exhausted {
                 break;

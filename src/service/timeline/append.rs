@@ -31,9 +31,9 @@ use crate::{
     error::{Error, Result},
     service::core::now_ms,
     store::{
-        EVENTS, MEMBERSHIPS, MembershipRecord, ROOM_STATE, ROOMS, RoomRecord, SEARCH,
-        STATE_HISTORY, StoredEvent, StreamEntry, TIMELINE, TRANSACTIONS, TxnInfo, TxnScope,
-        scoped_txn,
+        EVENTS, MEMBERSHIPS, MembershipRecord, PUSH_ACTIONS, PushFlags, ROOM_STATE, ROOMS,
+        RoomRecord, SEARCH, STATE_HISTORY, StoredEvent, StreamEntry, TIMELINE, TRANSACTIONS,
+        TxnInfo, TxnScope, UNREAD_COUNTS, UnreadSummary, scoped_txn,
     },
 };
 
@@ -523,12 +523,54 @@ impl Timeline {
                 ..Default::default()
             })
             .collect();
+        // Who each event notifies, judged before the writer is taken.
+        let notified = match self.observer.get().and_then(std::sync::Weak::upgrade) {
+            Some(observer) => {
+                let preview: Vec<StoredEvent> = p
+                    .built
+                    .iter()
+                    .map(|b| StoredEvent {
+                        event_id: b.event_id.clone(),
+                        room_id: room_id.clone(),
+                        pos: 0,
+                        pdu: b.obj.clone(),
+                        txn: None,
+                        replaces_state: None,
+                        redacted_because: None,
+                    })
+                    .collect();
+                observer.notified(&room_id, &preview).await?
+            }
+            None => Vec::new(),
+        };
         let rules = p.rules;
         self.core
             .commit_many(entries, |first, batch| {
                 let mut aggregations = AggregationWrites::default();
+                let mut unread: HashMap<OwnedUserId, UnreadSummary> = HashMap::new();
                 for (i, b) in p.built.into_iter().enumerate() {
                     let pos = first + i as u64;
+                    for n in notified.get(i).into_iter().flatten() {
+                        batch.put(
+                            &PUSH_ACTIONS,
+                            (&n.user, &room_id, pos),
+                            &PushFlags {
+                                highlight: n.highlight,
+                                thread: n.thread.clone(),
+                            },
+                        );
+                        let summary = match unread.entry(n.user.clone()) {
+                            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                                self.core
+                                    .store
+                                    .get(&UNREAD_COUNTS, (&n.user, &room_id))?
+                                    .unwrap_or_default(),
+                            ),
+                        };
+                        summary.notify += 1;
+                        summary.highlight += u64::from(n.highlight);
+                    }
                     let sender: OwnedUserId = b.pdu.sender.clone();
                     let content: JsonValue =
                         serde_json::from_str(b.pdu.content.get()).unwrap_or_default();
@@ -610,6 +652,9 @@ impl Timeline {
                     batch.put(&TIMELINE, (&room_id, pos), &b.event_id);
                 }
                 batch.put(&ROOMS, &room_id, &record);
+                for (user, summary) in unread {
+                    batch.put(&UNREAD_COUNTS, (&user, &room_id), &summary);
+                }
                 aggregations.apply(batch);
                 Ok(())
             })

@@ -3,6 +3,30 @@
 //! what ([`visibility`]) and reading history page by page ([`pagination`]).
 
 pub mod append;
+
+/// A local user an appended event notifies, by their push rules.
+#[derive(Clone, Debug)]
+pub struct Notified {
+    pub user: ruma::OwnedUserId,
+    pub highlight: bool,
+    /// The thread root, for a reply in a thread.
+    pub thread: Option<ruma::OwnedEventId>,
+}
+
+/// A boxed future, as trait objects return them.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An area that judges events as they are appended, so its results are written in the same
+/// batch as the events (push rules: unread counts never lag behind the timeline). It lives
+/// above [`Timeline`] (it reads the timeline), so it is handed in after both are built.
+pub trait AppendObserver: Send + Sync {
+    /// For each event of a batch (their `pos` is not known yet), the users it notifies.
+    fn notified<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        events: &'a [StoredEvent],
+    ) -> BoxFuture<'a, Result<Vec<Vec<Notified>>>>;
+}
 pub mod pagination;
 pub mod pdu;
 pub mod relations;
@@ -30,6 +54,9 @@ use crate::{
 pub struct Timeline {
     core: Arc<Core>,
     account_data: Arc<AccountData>,
+    /// Told about every batch of events before it is written (see [`AppendObserver`]). Weak:
+    /// the observer holds this timeline.
+    observer: std::sync::OnceLock<std::sync::Weak<dyn AppendObserver>>,
     /// History reads running at once (`limits.history_reads`).
     history_reads: tokio::sync::Semaphore,
 }
@@ -47,8 +74,14 @@ impl Timeline {
         Self {
             core,
             account_data,
+            observer: Default::default(),
             history_reads,
         }
+    }
+
+    /// Sets who learns of appended events before they are written (once, at start).
+    pub fn set_append_observer(&self, observer: &Arc<dyn AppendObserver>) {
+        let _ = self.observer.set(Arc::downgrade(observer));
     }
 
     /// Runs a history read (`/messages`, `/context`, `/members?at=`) on the blocking pool,
