@@ -71,6 +71,11 @@ pub struct Limits {
     /// History reads (`/messages`, `/context`, `/members?at=`) running at once, off the
     /// request workers; more wait their turn.
     pub history_reads: usize,
+    /// Sliding sync connections one device may keep; a new one replaces the least recently
+    /// used.
+    pub sync_connections_per_device: usize,
+    /// Seconds an unused sliding sync connection is kept; its `pos` is unknown afterwards.
+    pub sync_connection_idle_secs: u64,
 }
 
 impl Default for Limits {
@@ -85,6 +90,8 @@ impl Default for Limits {
             to_device_queue: 1000,
             to_device_per_sync: 100,
             history_reads: 2,
+            sync_connections_per_device: 8,
+            sync_connection_idle_secs: 3600,
         }
     }
 }
@@ -493,6 +500,14 @@ impl Config {
             ("limits.to_device_queue", l.to_device_queue),
             ("limits.to_device_per_sync", l.to_device_per_sync),
             ("limits.history_reads", l.history_reads),
+            (
+                "limits.sync_connections_per_device",
+                l.sync_connections_per_device,
+            ),
+            (
+                "limits.sync_connection_idle_secs",
+                l.sync_connection_idle_secs as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {

@@ -217,9 +217,10 @@ async fn every_unread_message_notifies() {
     c.stop().await;
 }
 
-/// Found by matrix-js-sdk (tests/js_client.rs): a room joined late showed its whole earlier
-/// history, and the invite, as unread. Without a read receipt, the count starts where the
-/// membership did (as Synapse's does), with and without per-thread counts.
+/// Found by matrix-js-sdk (tests/js_client.rs) and matrix-sdk-ui (tests/element_x.rs): a room
+/// joined late showed its whole earlier history, and the invite, as unread. Without a read
+/// receipt, the count starts at the join (as Synapse's does), with and without per-thread
+/// counts.
 #[tokio::test]
 async fn messages_from_before_joining_are_not_unread() {
     let t = TestServer::start().await;

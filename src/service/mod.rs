@@ -143,6 +143,7 @@ impl Services {
                 push: push.clone(),
                 keys: keys.clone(),
                 presence: presence.clone(),
+                connections: Default::default(),
             },
             appservice_sender: Arc::new(appservice::sender::AppserviceSender::new(
                 core.clone(),

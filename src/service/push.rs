@@ -164,28 +164,30 @@ impl Push {
         })
     }
 
-    /// The unread counts of a room: events from others after the user's read receipts, and
-    /// after their membership began (see [`Push::unread_from`]), that the push rules say
-    /// notify (and highlight). With `by_thread` (a client that asked for
+    /// The unread counts of a room: events from others after the user's read receipts that
+    /// the push rules say notify (and highlight). With `by_thread` (a client that asked for
     /// `unread_thread_notifications`), replies in threads are counted per thread against
     /// that thread's receipt and left out of the main count.
     ///
     /// The plain counts are kept in memory per user and room and extended with only the events
     /// that arrived since the last count, so a sync costs O(new events), not O(unread
-    /// history). After a restart, or when the receipt (or the membership) moves, the count
-    /// starts again from there (at most [`MAX_COUNTED`] events).
+    /// history). After a restart, or when the receipt moves, the count starts again from the
+    /// receipt (at most [`MAX_COUNTED`] events).
     pub async fn unread_counts(
         &self,
         user: &UserId,
         room_id: &RoomId,
         by_thread: bool,
     ) -> Result<Unread> {
-        let receipts = self.receipt_positions(user, room_id)?;
-        let from = self.unread_from(user, room_id)?;
-        if by_thread {
-            return self.unread_by_thread(user, room_id, &receipts, from).await;
+        let mut receipts = self.receipt_positions(user, room_id)?;
+        // What came before the user joined is not unread (their invite included).
+        if let Some(joined) = self.joined_at(user, room_id)? {
+            receipts.push((None, joined));
         }
-        let read_pos = receipts.iter().map(|(_, p)| *p).fold(from, u64::max);
+        if by_thread {
+            return self.unread_by_thread(user, room_id, &receipts).await;
+        }
+        let read_pos = receipts.iter().map(|(_, p)| *p).max().unwrap_or(0);
         let key = (user.to_owned(), room_id.to_owned());
         let cached = self
             .unread
@@ -244,15 +246,13 @@ impl Push {
             .collect())
     }
 
-    /// Where unread history can begin for the user: where their current membership began (a
-    /// join, or an invite). What came before was not theirs to read, and an invite they
-    /// accepted is no longer news: without a receipt, nothing up to here is unread (Synapse
-    /// counts from the membership too).
-    fn unread_from(&self, user: &UserId, room_id: &RoomId) -> Result<u64> {
+    /// Where the user joined the room they are in.
+    fn joined_at(&self, user: &UserId, room_id: &RoomId) -> Result<Option<u64>> {
         Ok(self
             .timeline
             .membership(user, room_id)?
-            .map_or(0, |m| m.changed_at()))
+            .filter(|m| m.membership == ruma::events::room::member::MembershipState::Join)
+            .map(|m| m.changed_at()))
     }
 
     /// The position of the user's newest read receipt in a room (0: none).
@@ -270,14 +270,14 @@ impl Push {
         user: &UserId,
         room_id: &RoomId,
         receipts: &[(Option<String>, u64)],
-        unread_from: u64,
     ) -> Result<Unread> {
         let read_in = |thread: Option<&str>| {
             receipts
                 .iter()
                 .filter(|(t, _)| t.is_none() || t.as_deref() == thread)
                 .map(|(_, p)| *p)
-                .fold(unread_from, u64::max)
+                .max()
+                .unwrap_or(0)
         };
         let from = read_in(None).min(read_in(Some("main")));
         let events =

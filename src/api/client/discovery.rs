@@ -43,6 +43,8 @@ fn unstable_features(encryption: EncryptionDefault) -> BTreeMap<String, bool> {
         // Cross-signing (keys/device_signing, keys/signatures): Element sets it up only when
         // it sees this.
         ("org.matrix.e2e_cross_signing".to_owned(), true),
+        // Simplified sliding sync (MSC4186): Element X logs in only when it sees this.
+        ("org.matrix.simplified_msc3575".to_owned(), true),
     ]);
     // Element keeps encryption on (greyed out) for rooms the server encrypts by default.
     let (private, public) = match encryption {

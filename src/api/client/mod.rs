@@ -118,6 +118,7 @@ pub fn routes(mut router: Router<AppState>) -> Router<AppState> {
         .ruma(search::search_events)
         // sync and filters
         .ruma(sync::sync_events)
+        .ruma(sync::sync_events_v5)
         .ruma(filter::create_filter)
         .ruma(filter::get_filter)
         // ephemeral, account data, push

@@ -1,4 +1,4 @@
-//! `/sync`.
+//! `/sync` v3 and simplified sliding sync (MSC4186).
 
 use std::time::Duration;
 
@@ -7,8 +7,24 @@ use ruma::api::client::sync::sync_events;
 
 use crate::{
     api::{ApiResult, AppState, Ruma, RumaResponse},
-    service::{sync::SyncRequest, token::StreamToken},
+    service::{
+        sync::{SyncRequest, sliding::SlidingRequest},
+        token::StreamToken,
+    },
 };
+
+/// `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync`
+pub async fn sync_events_v5(
+    State(s): State<AppState>,
+    req: Ruma<sync_events::v5::Request>,
+) -> ApiResult<sync_events::v5::Response> {
+    let request = SlidingRequest {
+        user: req.sender()?,
+        device: req.sender_device()?,
+        body: &req.body,
+    };
+    Ok(RumaResponse(s.sync.sliding_sync(request).await?))
+}
 
 /// `GET /_matrix/client/v3/sync`
 pub async fn sync_events(

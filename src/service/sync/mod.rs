@@ -13,7 +13,7 @@ use std::{
 use ruma::{
     DeviceId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
     api::client::{
-        filter::{FilterDefinition, LazyLoadOptions},
+        filter::{FilterDefinition, LazyLoadOptions, RoomEventFilter},
         sync::sync_events::{
             UnreadNotificationsCount,
             v3::{
@@ -22,10 +22,16 @@ use ruma::{
             },
         },
     },
-    events::{StateEventType, room::member::MembershipState},
+    events::{
+        AnyGlobalAccountDataEvent, AnyRoomAccountDataEvent, StateEventType,
+        room::member::MembershipState,
+    },
     presence::PresenceState,
+    serde::Raw,
 };
 use serde_json::json;
+
+pub mod sliding;
 
 use super::{
     account_data::AccountData,
@@ -35,7 +41,7 @@ use super::{
     keys::Keys,
     presence::Presence,
     push::Push,
-    timeline::{ClientView, Timeline, state::StateMap},
+    timeline::{ClientView, Timeline, state::StateMap, visibility::Reader},
     token::StreamToken,
 };
 use crate::{
@@ -66,6 +72,8 @@ pub struct Sync {
     pub(super) push: Arc<Push>,
     pub(super) keys: Arc<Keys>,
     pub(super) presence: Arc<Presence>,
+    /// Sliding sync connections.
+    pub(super) connections: sliding::Connections,
 }
 
 impl Sync {
@@ -253,47 +261,15 @@ impl Sync {
         }
 
         // Account data moves only at the user's own stream entries.
-        let account_data = if mine {
-            self.account_data.since(req.user, since_pos.unwrap_or(0))?
+        let (global, mut room_account_data) = if mine {
+            let types = req.filter.account_data.types.as_deref();
+            self.account_data_since(req.user, since_pos, |ty| {
+                types.is_none_or(|t| type_matches(t, ty))
+            })?
         } else {
-            Vec::new()
+            Default::default()
         };
-        let mut room_account_data: BTreeMap<OwnedRoomId, Vec<_>> = BTreeMap::new();
-        let wants_push_rules = req
-            .filter
-            .account_data
-            .types
-            .as_ref()
-            .is_none_or(|t| type_matches(t, "m.push_rules"));
-        if since_pos.is_none()
-            && wants_push_rules
-            && !account_data
-                .iter()
-                .any(|(r, ty, _)| r.is_none() && ty == "m.push_rules")
-        {
-            // A user who never changed a push rule has the server's defaults, stored nowhere.
-            let rules = self.push.rules(req.user)?;
-            response.account_data.events.push(to_raw(
-                &json!({ "type": "m.push_rules", "content": { "global": rules } }),
-            ));
-        }
-        for (room, ty, content) in account_data {
-            let ev = json!({ "type": ty, "content": content });
-            match room {
-                Some(r) => room_account_data.entry(r).or_default().push(to_raw(&ev)),
-                None => {
-                    if req
-                        .filter
-                        .account_data
-                        .types
-                        .as_ref()
-                        .is_none_or(|t| type_matches(t, &ty))
-                    {
-                        response.account_data.events.push(to_raw(&ev))
-                    }
-                }
-            }
-        }
+        response.account_data.events = global;
 
         let ignored = self.account_data.ignored_users(req.user)?;
         for (room_id, m) in self.timeline.memberships(req.user)? {
@@ -339,6 +315,44 @@ impl Sync {
             }
         }
         Ok(response)
+    }
+
+    /// Account data changed after `since` (all of it when None): the global events `wanted`
+    /// allows, and room account data by room. A user who never changed a push rule has the
+    /// server's defaults, stored nowhere: an initial sync shows them.
+    #[allow(clippy::type_complexity)]
+    fn account_data_since(
+        &self,
+        user: &UserId,
+        since: Option<u64>,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<(
+        Vec<Raw<AnyGlobalAccountDataEvent>>,
+        BTreeMap<OwnedRoomId, Vec<Raw<AnyRoomAccountDataEvent>>>,
+    )> {
+        let mut global = Vec::new();
+        let mut rooms: BTreeMap<OwnedRoomId, Vec<_>> = BTreeMap::new();
+        let changed = self.account_data.since(user, since.unwrap_or(0))?;
+        if since.is_none()
+            && wanted("m.push_rules")
+            && !changed
+                .iter()
+                .any(|(r, ty, _)| r.is_none() && ty == "m.push_rules")
+        {
+            let rules = self.push.rules(user)?;
+            global.push(to_raw(
+                &json!({ "type": "m.push_rules", "content": { "global": rules } }),
+            ));
+        }
+        for (room, ty, content) in changed {
+            let ev = json!({ "type": ty, "content": content });
+            match room {
+                Some(r) => rooms.entry(r).or_default().push(to_raw(&ev)),
+                None if wanted(&ty) => global.push(to_raw(&ev)),
+                None => {}
+            }
+        }
+        Ok((global, rooms))
     }
 
     /// Whether an invite comes from one of the users the invitee ignores.
@@ -507,30 +521,20 @@ impl Sync {
             with_room_id: false,
         };
 
-        let start = from.map(|f| f + 1).unwrap_or(0);
-        let mut events: Vec<StoredEvent> = self
-            .timeline
-            .timeline_range(room_id, start, upto + 1, true, limit * 4 + 50)?
-            .into_iter()
-            .filter(|e| filter_allows(&filter.timeline, e))
-            .filter(|e| e.is_state() || e.sender().is_none_or(|s| !ignored.contains(&s)))
-            .collect();
-        // A user joined since before the oldest candidate sees all of them; otherwise the
-        // room's history visibility decides event by event.
-        let reader = match events.last() {
-            Some(oldest) if m.pos > oldest.pos => {
-                let reader = self.timeline.reader(req.user, room_id)?;
-                events.retain(|e| reader.sees(e));
-                Some(reader)
-            }
-            _ => None,
-        };
-        let limited = events.len() > limit
-            || (from.is_none()
-                && events.len() == limit
-                && events.last().is_some_and(|e| e.pos > 1));
-        events.truncate(limit);
-        events.reverse();
+        let Window {
+            events,
+            limited,
+            reader,
+        } = self.timeline_window(
+            req.user,
+            room_id,
+            m,
+            from,
+            upto,
+            limit,
+            Some(&filter.timeline),
+            ignored,
+        )?;
         let first_pos = events.first().map(|e| e.pos);
         joined.timeline = SyncTimeline::new();
         joined.timeline.limited = limited;
@@ -547,11 +551,8 @@ impl Sync {
         joined.timeline.events = events
             .iter()
             .map(|e| {
-                let membership = match &reader {
-                    Some(r) => r.membership_at(e),
-                    None => MembershipState::Join,
-                };
-                self.timeline.client_raw(e, &view, Some(&membership))
+                self.timeline
+                    .client_raw(e, &view, Some(&membership_at(reader.as_ref(), e)))
             })
             .collect();
         let mut state = StateEvents::new();
@@ -579,34 +580,11 @@ impl Sync {
             let members = self.timeline.members(room_id)?;
             let count =
                 |want: MembershipState| members.iter().filter(|(_, m, _)| *m == want).count();
-            // Heroes name a room that has no name: the first five other members, joined or
-            // invited (left or banned when there are none), in the order they arrived.
-            let named = ["name", "alias"]
-                .iter()
-                .zip([StateEventType::RoomName, StateEventType::RoomCanonicalAlias]);
-            let mut has_name = false;
-            for (field, ty) in named {
-                has_name |= self
-                    .timeline
-                    .state_str(room_id, ty, field)?
-                    .is_some_and(|v| !v.is_empty());
-            }
-            if !has_name {
-                let mut others: Vec<_> = members.iter().filter(|(u, _, _)| u != req.user).collect();
-                others.sort_by_key(|(_, _, ev)| ev.pos);
-                let present = |m: &MembershipState| {
-                    matches!(m, MembershipState::Join | MembershipState::Invite)
-                };
-                let mut heroes: Vec<OwnedUserId> = others
-                    .iter()
-                    .filter(|(_, m, _)| present(m))
-                    .map(|(u, _, _)| u.clone())
+            if !self.has_name(room_id)? {
+                joined.summary.heroes = heroes(req.user, &members)
+                    .into_iter()
+                    .map(|(u, _)| u.clone())
                     .collect();
-                if heroes.is_empty() {
-                    heroes = others.iter().map(|(u, _, _)| u.clone()).collect();
-                }
-                heroes.truncate(5);
-                joined.summary.heroes = heroes;
             }
             joined.summary.joined_member_count =
                 Some(UInt::new_saturating(count(MembershipState::Join) as u64));
@@ -666,6 +644,110 @@ impl Sync {
             out.push(invite.stripped());
         }
         Ok(out)
+    }
+}
+
+/// Members of a room, with their membership and member event.
+type Members = [(OwnedUserId, MembershipState, StoredEvent)];
+
+/// The heroes that name a room without a name: the first five other members, joined or
+/// invited (left or banned when there are none), in the order they arrived.
+fn heroes<'m>(user: &UserId, members: &'m Members) -> Vec<(&'m OwnedUserId, &'m StoredEvent)> {
+    let mut others: Vec<_> = members.iter().filter(|(u, _, _)| u != user).collect();
+    others.sort_by_key(|(_, _, ev)| ev.pos);
+    let present =
+        |m: &MembershipState| matches!(m, MembershipState::Join | MembershipState::Invite);
+    let mut heroes: Vec<_> = others
+        .iter()
+        .filter(|(_, m, _)| present(m))
+        .map(|(u, _, ev)| (u, ev))
+        .collect();
+    if heroes.is_empty() {
+        heroes = others.iter().map(|(u, _, ev)| (u, ev)).collect();
+    }
+    heroes.truncate(5);
+    heroes
+}
+
+/// A user's membership at an event of a timeline window (joined when the window needed no
+/// reader: they were joined before its oldest event).
+fn membership_at(reader: Option<&Reader>, ev: &StoredEvent) -> MembershipState {
+    match reader {
+        Some(r) => r.membership_at(ev),
+        None => MembershipState::Join,
+    }
+}
+
+/// The newest events of a room a user sees in a sync, oldest first.
+struct Window {
+    events: Vec<StoredEvent>,
+    /// Events were left out between the window and where the client's timeline ends.
+    limited: bool,
+    /// Set when history visibility had to be checked event by event.
+    reader: Option<Reader>,
+}
+
+impl Sync {
+    /// The newest (at most `limit`) events of a room in `(from, upto]` the user sees and the
+    /// filter allows, leaving out ignored users' messages.
+    #[allow(clippy::too_many_arguments)]
+    fn timeline_window(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        m: &MembershipRecord,
+        from: Option<u64>,
+        upto: u64,
+        limit: usize,
+        filter: Option<&RoomEventFilter>,
+        ignored: &HashSet<OwnedUserId>,
+    ) -> Result<Window> {
+        let start = from.map(|f| f + 1).unwrap_or(0);
+        let mut events: Vec<StoredEvent> = self
+            .timeline
+            .timeline_range(room_id, start, upto + 1, true, limit * 4 + 50)?
+            .into_iter()
+            .filter(|e| filter.is_none_or(|f| filter_allows(f, e)))
+            .filter(|e| e.is_state() || e.sender().is_none_or(|s| !ignored.contains(&s)))
+            .collect();
+        // A user joined since before the oldest candidate sees all of them; otherwise the
+        // room's history visibility decides event by event.
+        let reader = match events.last() {
+            Some(oldest) if m.pos > oldest.pos => {
+                let reader = self.timeline.reader(user, room_id)?;
+                events.retain(|e| reader.sees(e));
+                Some(reader)
+            }
+            _ => None,
+        };
+        let limited = events.len() > limit
+            || (from.is_none()
+                && events.len() == limit
+                && events.last().is_some_and(|e| e.pos > 1));
+        events.truncate(limit);
+        events.reverse();
+        Ok(Window {
+            events,
+            limited,
+            reader,
+        })
+    }
+
+    /// Whether a room has a name or a canonical alias (else heroes name it).
+    fn has_name(&self, room_id: &RoomId) -> Result<bool> {
+        for (ty, field) in [
+            (StateEventType::RoomName, "name"),
+            (StateEventType::RoomCanonicalAlias, "alias"),
+        ] {
+            if self
+                .timeline
+                .state_str(room_id, ty, field)?
+                .is_some_and(|v| !v.is_empty())
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 
