@@ -217,6 +217,64 @@ async fn every_unread_message_notifies() {
     c.stop().await;
 }
 
+/// Found by matrix-js-sdk (tests/js_client.rs) and matrix-sdk-ui (tests/element_x.rs): a room
+/// joined late showed its whole earlier history, and the invite, as unread. Without a read
+/// receipt, the count starts at the join (as Synapse's does), with and without per-thread
+/// counts.
+#[tokio::test]
+async fn messages_from_before_joining_are_not_unread() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let bob = t.http.register("bob").await;
+    let room = t
+        .http
+        .create_room(&alice.token, json!({ "preset": "public_chat" }))
+        .await;
+    for i in 0..3 {
+        t.http
+            .send_text(&alice.token, &room, &format!("before {i}"))
+            .await;
+    }
+    // The invite notifies bob (`.m.rule.invite_for_me`) while he is invited.
+    let (status, res) = t
+        .http
+        .json(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&alice.token),
+            json!({ "user_id": bob.id }),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(t.http.join(&bob.token, &room).await.0, 200);
+
+    let by_thread = format!(
+        "filter={}",
+        urlencode(
+            &json!({ "room": { "timeline": { "unread_thread_notifications": true } } }).to_string()
+        )
+    );
+    let count = |sync: &Value| sync["rooms"]["join"][&room]["unread_notifications"].clone();
+    for query in ["", by_thread.as_str()] {
+        let joined = t.http.sync(&bob.token, query).await;
+        assert_eq!(
+            count(&joined)["notification_count"],
+            0,
+            "nothing from before bob joined is unread ({query:?}): {joined}"
+        );
+    }
+    t.http.send_text(&alice.token, &room, "after").await;
+    for query in ["", by_thread.as_str()] {
+        let later = t.http.sync(&bob.token, query).await;
+        assert_eq!(
+            count(&later)["notification_count"],
+            1,
+            "a message after the join is ({query:?}): {later}"
+        );
+    }
+    t.stop().await;
+}
+
 #[tokio::test]
 async fn an_inline_filter_limits_the_timeline() {
     let c = Circle::new().await;
