@@ -660,7 +660,12 @@ impl Sync {
         // a gap the timeline skipped, and the members of new senders.
         let lazy: BTreeSet<OwnedUserId> = window.events.iter().filter_map(|e| e.sender()).collect();
         let timeline_ids: HashSet<_> = window.events.iter().map(|e| &e.event_id).collect();
-        let state_now = self.timeline.state_at(room_id, end)?;
+        // A member's room: its current state (one short scan); a left room: the state when
+        // they left.
+        let state_now = match m.membership {
+            MembershipState::Join => self.timeline.current_state(room_id)?,
+            _ => self.timeline.state_at(room_id, end)?,
+        };
         let mut state_ids = Vec::new();
         let mut name_changed = initial;
         let mut members_changed = initial;
