@@ -2,7 +2,7 @@
 // client, registration through user-interactive auth, password login, bounded waits, and the
 // one JSON result on stdout.
 //
-// A scenario is `node tests/js/<name>.mjs <server url>`; tests/js_client.rs starts the server,
+// A scenario is `node tests/js/<name>.mjs <server url>`; tests/it/js_client.rs starts the server,
 // runs the script with a timeout and asserts on the JSON it prints. A failure exits non-zero
 // with the reason on stderr.
 import "./quiet.mjs";
@@ -17,7 +17,7 @@ logger.setLevel(process.env.TSUNAGU_JS_LOG ?? "warn");
 /** How long one wait may take, in ms. Generous: only a failing scenario waits this long. */
 export const WAIT_MS = 60_000;
 
-/** The password of a test account (the same rule as tests/common). */
+/** The password of a test account (the same rule as tests/it/common). */
 export const password = (name) => `correct horse battery ${name}`;
 
 const clients = [];

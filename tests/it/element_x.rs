@@ -1,11 +1,10 @@
-#![recursion_limit = "256"]
 //! Element X's stack against Tsunagu: matrix-sdk discovers native sliding sync from
 //! `/versions`, logs in with a password, and matrix-sdk-ui's SyncService (RoomListService and
 //! EncryptionSyncService), Timeline and NotificationClient do what the app does: list rooms by
 //! recency with unread counts, accept an invite, read an encrypted room, resolve a push, page
 //! back to a room's first event, and recover when the server forgot the connection.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

@@ -1,4 +1,3 @@
-#![recursion_limit = "256"]
 //! matrix-js-sdk, the client library of Element Web, against an in-process Tsunagu: everyday
 //! chat (invites, messages, edits, typing, read markers and unread badges, reactions, a link to
 //! an edited message), media through the
@@ -12,7 +11,7 @@
 //! installs them (`npm ci --prefix tests/js`), and a missing Node or `node_modules` fails the
 //! test with that advice.
 
-mod common;
+use crate::common;
 
 use std::{
     path::{Path, PathBuf},

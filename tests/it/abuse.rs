@@ -1,8 +1,7 @@
 //! A hostile client against the in-process server, on loopback: every attack is refused with
 //! the spec's error or bounded, and the server keeps answering `/versions` meanwhile.
-#![recursion_limit = "256"]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

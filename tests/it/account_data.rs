@@ -1,8 +1,7 @@
-#![recursion_limit = "256"]
 //! What a user keeps on the server for their clients, with raw HTTP: global and per-room
 //! account data, room tags, and push rules; and how they arrive through `/sync`.
 
-mod common;
+use crate::common;
 
 use common::{Account, TestServer, assert_error};
 use serde_json::{Value, json};

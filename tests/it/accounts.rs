@@ -1,9 +1,8 @@
-#![recursion_limit = "256"]
 //! Accounts as their owner sees them, with raw HTTP: profiles (and their mirror in the rooms'
 //! member events), devices, user-interactive auth by password, password changes, logging out,
 //! and deactivation.
 
-mod common;
+use crate::common;
 
 use common::{
     Account, Http, TestServer, assert_error,

@@ -1,9 +1,8 @@
-#![recursion_limit = "256"]
 //! Rooms with raw HTTP: what the server advertises (versions, capabilities, well-known), room
 //! versions, what `/createRoom` applies, aliases, the public room directory, `/context`,
 //! `/members`, fetching one event, and unbanning.
 
-mod common;
+use crate::common;
 
 use common::{Account, Http, TestServer, assert_error, http::bodies};
 use serde_json::json;

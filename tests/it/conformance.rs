@@ -1,10 +1,9 @@
-#![recursion_limit = "256"]
 //! The core as the spec (v1.16) describes it, in the places real clients and conformance
 //! suites found it differing: history and its visibility, what `/sync` carries, state changes,
 //! lenient requests real clients make, user-interactive auth, `/versions`, push rules, room
 //! versions and upgrades. Raw HTTP, so every field and error code is checked.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -1,9 +1,8 @@
-#![recursion_limit = "256"]
 //! Threads and relations as Element shows them: the thread panel (`/threads`), a thread's
 //! replies (`/relations`), the summaries bundled into the root (`unsigned.m.relations`), edits,
 //! and per-thread unread counts and receipts in `/sync`.
 
-mod common;
+use crate::common;
 
 use common::{
     Account, TestServer, WAIT,

@@ -1,9 +1,8 @@
-#![recursion_limit = "256"]
 //! Push notifications: pushers (`/pushers`, `/pushers/set`), the notifications the push rules
 //! produce (`/notifications`), and their delivery to an HTTP push gateway in the Push Gateway
 //! API's format: a small gateway runs in the test, as Sygnal or ntfy would for a phone.
 
-mod common;
+use crate::common;
 
 use std::{
     net::SocketAddr,

@@ -1,11 +1,9 @@
-#![recursion_limit = "256"]
-#![cfg(feature = "bots")]
 //! The community bots against an in-process Tsunagu, with real matrix-sdk clients in encrypted
 //! rooms: commands are decrypted and answered encrypted; schedules run on a manual clock driven
 //! through `BotRunner::tick` (no sleeps); thanks, people, gatherings, roulette and the charter
 //! work end to end; the bots' state survives a restart.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -1,9 +1,8 @@
-#![recursion_limit = "256"]
 //! Two matrix-sdk clients chat through an in-process Tsunagu: register, log in, create a room,
 //! invite, join, messages via sync, edits, redactions, typing, receipts, back-pagination, and a
 //! restart on the same data directory.
 
-mod common;
+use crate::common;
 
 use common::{
     TestServer, WAIT,

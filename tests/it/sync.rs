@@ -1,11 +1,10 @@
-#![recursion_limit = "256"]
 //! `/sync` as a client sees it, driven with raw HTTP so every field a client reads is checked:
 //! stored and inline filters, limited timelines that continue into `/messages`, lazy-loaded
 //! members, room summaries, unread and highlight counts, read receipts, long polling, and
 //! leaving and forgetting rooms. The tests that read the stored timeline run on both storage
 //! engines.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,9 +1,8 @@
-#![recursion_limit = "256"]
 //! Simplified sliding sync (MSC4186) with raw HTTP: lists and ranges, ordering by recency,
 //! filters, required state, room subscriptions, incremental answers, `pos` handling and the
 //! extensions. `tests/element_x.rs` drives the same endpoint with matrix-sdk-ui, as Element X.
 
-mod common;
+use crate::common;
 
 use common::{Account, TestServer, assert_error};
 use serde_json::{Value, json};

@@ -1,11 +1,10 @@
-#![recursion_limit = "256"]
 //! The content repository: two people exchange an image and its thumbnail with matrix-sdk, an
 //! encrypted file decrypts on the other side, the async upload, the headers of downloads,
 //! thumbnails (crop, scale, decompression bombs), limits and quotas, every refusal, URL
 //! previews (off by default, SSRF refusals), a deactivated user's media, and the operator's
 //! purge.
 
-mod common;
+use crate::common;
 
 use std::{
     io::Cursor,

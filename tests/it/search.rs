@@ -1,9 +1,8 @@
-#![recursion_limit = "256"]
 //! Server-side message search (`POST /search`) as Element's search box uses it: words found
 //! with their context, ranked or newest first, grouped by room, paged with `next_batch`, and
 //! only where the searcher may read.
 
-mod common;
+use crate::common;
 
 use common::{Account, TestServer, assert_error};
 use serde_json::{Value, json};

@@ -1,8 +1,7 @@
 //! The `tsunagu` binary: admin commands on a data directory, environment settings, and an
 //! acknowledged write surviving `kill -9`.
-#![recursion_limit = "256"]
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 

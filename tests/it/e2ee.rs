@@ -1,10 +1,9 @@
-#![recursion_limit = "256"]
 //! End-to-end encryption through an in-process Tsunagu with real matrix-sdk clients: encrypted
 //! rooms by default, what the server stores, several devices, cross-signing, server-side key
 //! backup with recovery on a fresh device, megolm rotation when a member leaves, and the
 //! refusal / delivery rules of the key and to-device endpoints with raw HTTP.
 
-mod common;
+use crate::common;
 
 use common::{
     Http, TestServer, User, WAIT,

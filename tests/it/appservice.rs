@@ -1,9 +1,8 @@
 //! The Application Service API: registration files, namespaces, masquerading, and
 //! transactions pushed to a real HTTP appservice (an axum server in the test) that retries
 //! while the appservice is down and survives a server restart.
-#![recursion_limit = "256"]
 
-mod common;
+use crate::common;
 
 use std::{
     net::SocketAddr,

@@ -1,7 +1,6 @@
-#![recursion_limit = "256"]
 //! Every refusal path answers with the spec's error and changes nothing.
 
-mod common;
+use crate::common;
 
 use common::{
     TestServer, assert_error,

@@ -1,8 +1,7 @@
-#![recursion_limit = "256"]
 //! Finding people and seeing who is around: the user directory (`/user_directory/search`)
 //! and presence (`/presence`, `presence` in `/sync`, `set_presence`).
 
-mod common;
+use crate::common;
 
 use common::{Account, TestServer, assert_error};
 use serde_json::{Value, json};
