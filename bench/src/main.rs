@@ -148,6 +148,84 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The path of simplified sliding sync (MSC4186) as matrix-rust-sdk calls it.
+const SLIDING_SYNC: &str = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+
+/// Times the first simplified-sliding-sync response for a room list of 20 rooms and for all
+/// `n_rooms`, each five times on a fresh device, with the required state and timeline limit of
+/// Element X's room list. A server without the endpoint (404) gives `null` and no problem.
+async fn sliding_sync(hs: &Hs, user: &User, n_rooms: usize, problems: &mut Problems) -> Value {
+    let mut out = json!({});
+    for (key, window) in [
+        ("first_20_rooms", 20usize.min(n_rooms)),
+        ("all_rooms", n_rooms),
+    ] {
+        let body = json!({
+            "conn_id": "room-list",
+            "lists": { "all_rooms": {
+                "ranges": [[0, window.saturating_sub(1)]],
+                "timeline_limit": 1,
+                "required_state": [
+                    ["m.room.encryption", ""], ["m.room.member", "$LAZY"],
+                    ["m.room.member", "$ME"], ["m.room.name", ""], ["m.room.topic", ""],
+                    ["m.room.avatar", ""], ["m.room.canonical_alias", ""],
+                    ["m.room.power_levels", ""], ["m.room.join_rules", ""],
+                    ["m.room.history_visibility", ""], ["m.room.create", ""],
+                    ["m.space.parent", "*"], ["m.room.pinned_events", ""]
+                ],
+            }},
+            "extensions": {
+                "account_data": { "enabled": true }, "receipts": { "enabled": true },
+                "typing": { "enabled": true },
+            },
+        });
+        let mut ms: Vec<f64> = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..5 {
+            let step = async {
+                let tok = hs.login(user).await?;
+                let t = Instant::now();
+                let r = hs
+                    .call(
+                        reqwest::Method::POST,
+                        &format!("{SLIDING_SYNC}?timeout=0"),
+                        Some(&tok),
+                        Some(&body),
+                        Duration::from_secs(300),
+                    )
+                    .await?;
+                let took = t.elapsed().as_secs_f64() * 1e3;
+                if r.status == 404 {
+                    return Ok(None);
+                }
+                let b = r.ok("sliding sync")?;
+                let rooms = b["rooms"].as_object().map(|m| m.len()).unwrap_or(0);
+                if rooms != window {
+                    return Err(format!(
+                        "sliding sync returned {rooms} rooms, expected {window}"
+                    ));
+                }
+                Ok::<Option<(f64, usize)>, String>(Some((took, b.to_string().len())))
+            };
+            match step.await {
+                Ok(Some((t, b))) => {
+                    ms.push(t);
+                    bytes = b;
+                }
+                Ok(None) => return Value::Null,
+                Err(e) => {
+                    problems.add(format!("sliding sync ({key}): {e}"));
+                    break;
+                }
+            }
+        }
+        if !ms.is_empty() {
+            out[key] = json!({ "rooms": window, "bytes": bytes, "ms": dist(&mut ms) });
+        }
+    }
+    out
+}
+
 fn unix_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -697,7 +775,7 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
     );
 
     // Sync and pagination timings (skipped when the run was cut short).
-    let (initial_sync, mut noop, pagination, quiet) = if aborted.is_none() {
+    let (initial_sync, sliding_sync, mut noop, pagination, quiet) = if aborted.is_none() {
         // Initial sync of the user who is in every room.
         let u0 = users[0].clone();
         let t = Instant::now();
@@ -736,6 +814,43 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
                 Value::Null
             }
         };
+
+        // Initial sync again on 5 fresh devices of user 0, now that the server has served the
+        // account once: what a second device logging in waits.
+        let mut warm: Vec<f64> = Vec::new();
+        for _ in 0..5 {
+            let step = async {
+                let tok = hs.login(&u0).await?;
+                let t = Instant::now();
+                hs.get(
+                    "/_matrix/client/v3/sync?timeout=0",
+                    Some(&tok),
+                    Duration::from_secs(300),
+                )
+                .await?
+                .ok("initial sync on a fresh device")?;
+                Ok::<f64, String>(t.elapsed().as_secs_f64() * 1e3)
+            };
+            match step.await {
+                Ok(ms) => warm.push(ms),
+                Err(e) => {
+                    problems.add(format!("warm initial sync: {e}"));
+                    break;
+                }
+            }
+        }
+        let initial_sync = if initial_sync.is_object() && !warm.is_empty() {
+            let mut s = initial_sync;
+            s["warm_ms"] = dist(&mut warm);
+            s
+        } else {
+            initial_sync
+        };
+
+        // Simplified sliding sync (MSC4186), as Element X's room list starts: the first
+        // response for a list of the 20 most recent rooms, and one for every room, each on a
+        // fresh device (a new connection).
+        let sliding = sliding_sync(&hs, &u0, n_rooms, &mut problems).await;
 
         // Incremental no-op sync: 20 fresh devices of user 0 (so no answer cache is shared),
         // each syncs once for its token, then the timed sync since it with timeout=0.
@@ -886,9 +1001,15 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
                 Err(e) => problems.add(format!("{phase} latency: {e}")),
             }
         }
-        (initial_sync, noop, pagination, quiet)
+        (initial_sync, sliding, noop, pagination, quiet)
     } else {
-        (Value::Null, Vec::new(), Value::Null, Value::Null)
+        (
+            Value::Null,
+            Value::Null,
+            Vec::new(),
+            Value::Null,
+            Value::Null,
+        )
     };
 
     // Idle memory after a quiet minute.
@@ -991,6 +1112,7 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
             "reordered": reordered, "unexpected": unexpected, "wrong_event_id": wrong_id,
         },
         "initial_sync": initial_sync,
+        "sliding_sync": sliding_sync,
         "incremental_sync_ms": dist(&mut noop),
         "pagination": pagination,
         "quiet": quiet,

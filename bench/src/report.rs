@@ -197,6 +197,17 @@ pub fn summary(r: &Value) -> String {
             r["initial_sync"]["bytes"],
         );
     }
+    if r["initial_sync"]["warm_ms"].is_object() {
+        o += &d("initial sync, fresh devices", &["initial_sync", "warm_ms"]);
+    }
+    for key in ["first_20_rooms", "all_rooms"] {
+        if r["sliding_sync"][key].is_object() {
+            o += &d(
+                &format!("sliding sync, {} rooms", r["sliding_sync"][key]["rooms"]),
+                &["sliding_sync", key, "ms"],
+            );
+        }
+    }
     if g(&["incremental_sync_ms", "count"]).unwrap_or(0.0) > 0.0 {
         o += &d("incremental no-op sync", &["incremental_sync_ms"]);
     }
@@ -370,6 +381,24 @@ pub fn table(results: &[Value]) -> String {
         (
             "initial sync, user in all rooms (ms)",
             &["initial_sync", "ms"],
+            U::Ms,
+            false,
+        ),
+        (
+            "initial sync, fresh devices p50 (ms)",
+            &["initial_sync", "warm_ms", "p50"],
+            U::Ms,
+            false,
+        ),
+        (
+            "sliding sync first response, 20 rooms, p50 (ms)",
+            &["sliding_sync", "first_20_rooms", "ms", "p50"],
+            U::Ms,
+            false,
+        ),
+        (
+            "sliding sync first response, all rooms, p50 (ms)",
+            &["sliding_sync", "all_rooms", "ms", "p50"],
             U::Ms,
             false,
         ),
