@@ -52,7 +52,7 @@ impl Presence {
         }
     }
 
-    fn enabled(&self) -> bool {
+    pub fn enabled(&self) -> bool {
         self.core.config.presence.enabled
     }
 

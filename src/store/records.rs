@@ -46,6 +46,7 @@ pub struct StoredEvent {
     /// Stream position at which the event was appended.
     pub pos: u64,
     /// The PDU (redacted in place once a redaction applies to it).
+    #[serde(deserialize_with = "canonical::object")]
     pub pdu: CanonicalJsonObject,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub txn: Option<TxnInfo>,
@@ -54,6 +55,100 @@ pub struct StoredEvent {
     pub replaces_state: Option<OwnedEventId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redacted_because: Option<OwnedEventId>,
+}
+
+/// Reads canonical JSON straight into ruma's canonical values. (ruma's own `Deserialize` goes
+/// through a `serde_json::Value` first and converts it: reading every event twice.) The PDUs
+/// were written from canonical values, so a float or an integer outside the canonical range
+/// is refused as corrupt data, as ruma's conversion refuses it.
+mod canonical {
+    use std::fmt;
+
+    use ruma::{CanonicalJsonObject, CanonicalJsonValue, Int};
+    use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    pub fn object<'de, D: Deserializer<'de>>(d: D) -> Result<CanonicalJsonObject, D::Error> {
+        match d.deserialize_any(Canonical)? {
+            CanonicalJsonValue::Object(o) => Ok(o),
+            _ => Err(de::Error::custom("a PDU is a JSON object")),
+        }
+    }
+
+    struct Canonical;
+
+    struct Value(CanonicalJsonValue);
+
+    impl<'de> de::Deserialize<'de> for Value {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Canonical).map(Value)
+        }
+    }
+
+    fn int<E: de::Error>(n: Result<Int, impl fmt::Display>) -> Result<CanonicalJsonValue, E> {
+        n.map(CanonicalJsonValue::Integer).map_err(E::custom)
+    }
+
+    impl<'de> Visitor<'de> for Canonical {
+        type Value = CanonicalJsonValue;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("canonical JSON")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(CanonicalJsonValue::Null)
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(CanonicalJsonValue::Bool(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            int(Int::try_from(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            int(Int::try_from(v))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(E::custom("canonical JSON has no floats"))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(CanonicalJsonValue::String(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(CanonicalJsonValue::String(v))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(Value(v)) = seq.next_element()? {
+                out.push(v);
+            }
+            Ok(CanonicalJsonValue::Array(out))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = CanonicalJsonObject::new();
+            while let Some((k, Value(v))) = map.next_entry::<String, Value>()? {
+                out.insert(k, v);
+            }
+            Ok(CanonicalJsonValue::Object(out))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn reads_what_ruma_reads() {
+            let text = r#"{"a":[1,-2,"x",null,true,{"b":{}}],"c":9007199254740991}"#;
+            let mine = object(&mut serde_json::Deserializer::from_str(text)).unwrap();
+            let ruma: CanonicalJsonObject = serde_json::from_str(text).unwrap();
+            assert_eq!(mine, ruma);
+            for bad in [r#"{"a":1.5}"#, r#"{"a":9007199254740992}"#, "[1]"] {
+                assert!(
+                    object(&mut serde_json::Deserializer::from_str(bad)).is_err(),
+                    "{bad}"
+                );
+            }
+        }
+    }
 }
 
 /// The per-room record: version and the DAG's forward edge.

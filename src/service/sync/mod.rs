@@ -184,7 +184,7 @@ impl Sync {
         user: &UserId,
         changed: Option<&BTreeSet<OwnedUserId>>,
     ) -> Result<Vec<ruma::serde::Raw<ruma::events::presence::PresenceEvent>>> {
-        if changed.is_some_and(BTreeSet::is_empty) {
+        if changed.is_some_and(BTreeSet::is_empty) || !self.presence.enabled() {
             return Ok(Vec::new());
         }
         let mut people = BTreeSet::from([user.to_owned()]);
@@ -577,19 +577,18 @@ impl Sync {
         }
 
         if members_changed {
-            let members = self.timeline.members(room_id)?;
-            let count =
-                |want: MembershipState| members.iter().filter(|(_, m, _)| *m == want).count();
+            let members = self.timeline.member_records(room_id)?;
             if !self.has_name(room_id)? {
-                joined.summary.heroes = heroes(req.user, &members)
-                    .into_iter()
-                    .map(|(u, _)| u.clone())
-                    .collect();
+                joined.summary.heroes = heroes(req.user, &members).into_iter().cloned().collect();
             }
-            joined.summary.joined_member_count =
-                Some(UInt::new_saturating(count(MembershipState::Join) as u64));
-            joined.summary.invited_member_count =
-                Some(UInt::new_saturating(count(MembershipState::Invite) as u64));
+            joined.summary.joined_member_count = Some(UInt::new_saturating(member_count(
+                &members,
+                MembershipState::Join,
+            )));
+            joined.summary.invited_member_count = Some(UInt::new_saturating(member_count(
+                &members,
+                MembershipState::Invite,
+            )));
         }
         let by_thread = req.filter.room.timeline.unread_thread_notifications;
         let unread = self
@@ -647,23 +646,28 @@ impl Sync {
     }
 }
 
-/// Members of a room, with their membership and member event.
-type Members = [(OwnedUserId, MembershipState, StoredEvent)];
+/// Members of a room with their membership records ([`Timeline::member_records`]).
+type Members = [(OwnedUserId, MembershipRecord)];
+
+/// How many members of a room have a membership.
+fn member_count(members: &Members, want: MembershipState) -> u64 {
+    members.iter().filter(|(_, m)| m.membership == want).count() as u64
+}
 
 /// The heroes that name a room without a name: the first five other members, joined or
-/// invited (left or banned when there are none), in the order they arrived.
-fn heroes<'m>(user: &UserId, members: &'m Members) -> Vec<(&'m OwnedUserId, &'m StoredEvent)> {
-    let mut others: Vec<_> = members.iter().filter(|(u, _, _)| u != user).collect();
-    others.sort_by_key(|(_, _, ev)| ev.pos);
+/// invited (left or banned when there are none), in the order of their member events.
+fn heroes<'m>(user: &UserId, members: &'m Members) -> Vec<&'m OwnedUserId> {
+    let mut others: Vec<_> = members.iter().filter(|(u, _)| u != user).collect();
+    others.sort_by_key(|(_, m)| m.pos);
     let present =
         |m: &MembershipState| matches!(m, MembershipState::Join | MembershipState::Invite);
     let mut heroes: Vec<_> = others
         .iter()
-        .filter(|(_, m, _)| present(m))
-        .map(|(u, _, ev)| (u, ev))
+        .filter(|(_, m)| present(&m.membership))
+        .map(|(u, _)| u)
         .collect();
     if heroes.is_empty() {
-        heroes = others.iter().map(|(u, _, ev)| (u, ev)).collect();
+        heroes = others.iter().map(|(u, _)| u).collect();
     }
     heroes.truncate(5);
     heroes

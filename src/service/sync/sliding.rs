@@ -39,7 +39,7 @@ use ruma::{
 };
 use serde_json::json;
 
-use super::{Sync, heroes, membership_at};
+use super::{Sync, heroes, member_count, membership_at};
 use crate::{
     error::{Error, Result},
     json::to_raw,
@@ -307,8 +307,10 @@ impl Sync {
         let mut newest = 0;
         for ev in self
             .timeline
-            .timeline_range(room_id, checked + 1, upto + 1, true, 200)?
+            .timeline_events(room_id, checked + 1, upto + 1, true)
+            .take(200)
         {
+            let ev = ev?;
             newest = newest.max(ev.pos);
             if BUMP_TYPES.contains(&ev.kind().as_str()) {
                 bump = bump.max(ev.pos);
@@ -729,24 +731,25 @@ impl Sync {
             };
         }
         if members_changed {
-            let members = self.timeline.members(room_id)?;
-            let count = |want: MembershipState| {
-                members.iter().filter(|(_, m, _)| *m == want).count() as u64
-            };
-            room.joined_count = Some(UInt::new_saturating(count(MembershipState::Join)));
-            room.invited_count = Some(UInt::new_saturating(count(MembershipState::Invite)));
+            let members = self.timeline.member_records(room_id)?;
+            let count = |want| UInt::new_saturating(member_count(&members, want));
+            room.joined_count = Some(count(MembershipState::Join));
+            room.invited_count = Some(count(MembershipState::Invite));
             if !self.has_name(room_id)? {
-                room.heroes = Some(
-                    heroes(req.user, &members)
-                        .into_iter()
-                        .map(|(user, ev)| {
-                            let mut hero = response::Hero::new(user.clone());
-                            hero.name = ev.content_str("displayname");
-                            hero.avatar = ev.content_str("avatar_url").map(Into::into);
-                            hero
-                        })
-                        .collect(),
-                );
+                let mut list = Vec::new();
+                for user in heroes(req.user, &members) {
+                    let mut hero = response::Hero::new(user.clone());
+                    if let Some(ev) = self.timeline.state_event(
+                        room_id,
+                        &StateEventType::RoomMember,
+                        user.as_str(),
+                    )? {
+                        hero.name = ev.content_str("displayname");
+                        hero.avatar = ev.content_str("avatar_url").map(Into::into);
+                    }
+                    list.push(hero);
+                }
+                room.heroes = Some(list);
             }
         }
         if initial {

@@ -217,24 +217,31 @@ impl Timeline {
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
-        let mut out = Vec::new();
-        if from >= to {
-            return Ok(out);
-        }
-        for item in self
-            .core
-            .store
-            .range(&TIMELINE, (room_id, from), (room_id, to), reverse)
-        {
-            if out.len() >= limit {
-                break;
-            }
-            let (_, id) = item?;
-            if let Some(ev) = self.event(&id)? {
-                out.push(ev);
-            }
-        }
-        Ok(out)
+        self.timeline_events(room_id, from, to, reverse)
+            .take(limit)
+            .collect()
+    }
+
+    /// [`Timeline::timeline_range`] read one event at a time, as the caller takes them.
+    pub fn timeline_events<'a>(
+        &'a self,
+        room_id: &RoomId,
+        from: u64,
+        to: u64,
+        reverse: bool,
+    ) -> impl Iterator<Item = Result<StoredEvent>> + 'a {
+        let entries = (from < to).then(|| {
+            self.core
+                .store
+                .range(&TIMELINE, (room_id, from), (room_id, to), reverse)
+        });
+        entries.into_iter().flatten().filter_map(move |item| {
+            let (_, id) = match item {
+                Ok(entry) => entry,
+                Err(e) => return Some(Err(e.into())),
+            };
+            self.event(&id).transpose()
+        })
     }
 
     /// Whether the room has an event after `pos`.

@@ -150,12 +150,33 @@ impl Timeline {
         Ok(out)
     }
 
+    /// Everyone with a member event in the room and their current membership record, without
+    /// reading the member events themselves (the room's state keys and the users'
+    /// membership records are enough): what counts, heroes and member lists need.
+    pub fn member_records(&self, room_id: &RoomId) -> Result<Vec<(OwnedUserId, MembershipRecord)>> {
+        let mut out = Vec::new();
+        for item in self
+            .core
+            .store
+            .scan(ROOM_STATE.prefix2(room_id, "m.room.member"))
+        {
+            let ((_, _, state_key), _) = item?;
+            let Ok(user) = OwnedUserId::try_from(state_key) else {
+                continue;
+            };
+            if let Some(record) = self.membership(&user, room_id)? {
+                out.push((user, record));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn joined_members(&self, room_id: &RoomId) -> Result<Vec<OwnedUserId>> {
         Ok(self
-            .members(room_id)?
+            .member_records(room_id)?
             .into_iter()
-            .filter(|(_, m, _)| *m == MembershipState::Join)
-            .map(|(u, _, _)| u)
+            .filter(|(_, m)| m.membership == MembershipState::Join)
+            .map(|(u, _)| u)
             .collect())
     }
 
