@@ -21,6 +21,7 @@ pub mod core;
 pub mod dehydrated;
 pub mod directory;
 pub mod ephemeral;
+pub mod federation;
 pub mod filter;
 pub mod keys;
 pub mod media;
@@ -76,6 +77,7 @@ pub struct Services {
     pub presence: Arc<presence::Presence>,
     pub notifier: Arc<pusher::Notifier>,
     pub openid: openid::OpenId,
+    pub federation: federation::Federation,
     pub reports: reports::Reports,
 }
 
@@ -125,6 +127,7 @@ impl Services {
             ),
             backup: backup::Backup::new(core.clone()),
             openid: openid::OpenId::new(core.clone()),
+            federation: federation::Federation::new(core.clone()),
             reports: reports::Reports::new(core.clone(), timeline.clone()),
             search: search::Search::new(core.clone(), timeline.clone()),
             presence: presence.clone(),

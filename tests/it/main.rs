@@ -18,6 +18,7 @@ mod chat;
 mod conformance;
 mod e2ee;
 mod element_x;
+mod federation;
 mod js_client;
 mod media;
 mod people;
