@@ -481,7 +481,7 @@ impl Sync {
                 continue;
             }
             if filter_allows(&filter.state, &ev) {
-                state_events.push(self.timeline.client_raw(&ev, view, None));
+                state_events.push(self.timeline.client_raw_unbundled(&ev, view, None));
             }
         }
         if lazy && !full {
@@ -494,7 +494,7 @@ impl Sync {
                 )? && !timeline_ids.contains(&ev.event_id)
                     && from.is_some_and(|f| ev.pos > f)
                 {
-                    state_events.push(self.timeline.client_raw(&ev, view, None));
+                    state_events.push(self.timeline.client_raw_unbundled(&ev, view, None));
                 }
             }
         }

@@ -711,7 +711,7 @@ impl Sync {
             }
             if let Some(ev) = self.timeline.event(id)? {
                 room.required_state
-                    .push(self.timeline.client_raw(&ev, &view, None));
+                    .push(self.timeline.client_raw_unbundled(&ev, &view, None));
             }
         }
 

@@ -294,6 +294,18 @@ impl Timeline {
         JsonValue::Object(out)
     }
 
+    /// [`Timeline::client_raw`] without bundled aggregations: for the state sections of a
+    /// sync, whose events clients do not show as messages (Synapse bundles aggregations into
+    /// timeline events only, too).
+    pub fn client_raw_unbundled<T>(
+        &self,
+        ev: &StoredEvent,
+        view: &ClientView<'_>,
+        membership: Option<&MembershipState>,
+    ) -> Raw<T> {
+        to_raw(&self.client_event_with(ev, view, membership, false))
+    }
+
     /// [`Timeline::client_event`] as a typed raw value.
     pub fn client_raw<T>(
         &self,
