@@ -555,9 +555,55 @@ pub fn router(services: AppState) -> Router {
         .layer(axum::Extension(budget))
         .layer(cors)
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(services);
+        .with_state(services.clone());
     // Rewritten before routing: an old form of a request becomes the one the routes serve.
-    Router::new().fallback_service(tower::ServiceExt::map_request(routes, legacy_send))
+    let rewrite = move |req| room_rule_alias(&services, legacy_send(req));
+    Router::new().fallback_service(tower::ServiceExt::map_request(routes, rewrite))
+}
+
+/// `/pushrules/global/room/{roomAlias}…` (clients that name a room rule by the room's alias)
+/// becomes `/pushrules/global/room/{roomId}…` when the alias is known here: a room rule is
+/// the room's, however the client named it. Anything else passes unchanged (an unknown alias
+/// then fails as an invalid room ID would).
+fn room_rule_alias(services: &Services, mut req: Request) -> Request {
+    let path = req.uri().path();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let [
+        "_matrix",
+        "client",
+        "r0" | "v3",
+        "pushrules",
+        "global",
+        "room",
+        id,
+        rest @ ..,
+    ] = segments.as_slice()
+    else {
+        return req;
+    };
+    let decoded = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
+    let Ok(alias) = <&ruma::RoomAliasId>::try_from(decoded.as_ref()) else {
+        return req;
+    };
+    let Ok(Some(room_id)) = services.directory.resolve_alias(alias) else {
+        return req;
+    };
+    let mut new_path = segments[..6].join("/");
+    new_path = format!(
+        "/{new_path}/{}",
+        percent_encoding::utf8_percent_encode(room_id.as_str(), percent_encoding::NON_ALPHANUMERIC)
+    );
+    for segment in rest {
+        new_path.push('/');
+        new_path.push_str(segment);
+    }
+    if let Some(q) = req.uri().query() {
+        new_path = format!("{new_path}?{q}");
+    }
+    if let Ok(uri) = new_path.parse() {
+        *req.uri_mut() = uri;
+    }
+    req
 }
 
 /// `POST /rooms/{roomId}/send/{eventType}` (no transaction ID, as old clients send) becomes

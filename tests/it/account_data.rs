@@ -277,3 +277,53 @@ async fn a_server_default_push_rule_cannot_be_deleted() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_room_push_rule_named_by_the_rooms_alias_is_the_rooms_rule() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let token = Some(alice.token.as_str());
+    let room = t
+        .http
+        .create_room(&alice.token, json!({ "room_alias_name": "quiet" }))
+        .await;
+    let by_alias = "/_matrix/client/v3/pushrules/global/room/%23quiet:localhost";
+    let by_id = format!(
+        "/_matrix/client/v3/pushrules/global/room/{}",
+        room.replace('!', "%21").replace(':', "%3A")
+    );
+    let (status, body) = t
+        .http
+        .json("PUT", by_alias, token, json!({ "actions": [] }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The rule is the room's: found by the room ID, with the room ID as its rule ID.
+    let rule = t.http.get_ok(&by_id, token).await;
+    assert_eq!(rule["rule_id"], room.as_str(), "{rule}");
+    assert_eq!(
+        t.http.get_ok(by_alias, token).await["rule_id"],
+        room.as_str()
+    );
+    assert_eq!(
+        t.http.get_ok(&format!("{by_alias}/enabled"), token).await["enabled"],
+        true
+    );
+    // An alias nobody has names no room.
+    let unknown = t
+        .http
+        .json(
+            "PUT",
+            "/_matrix/client/v3/pushrules/global/room/%23nowhere:localhost",
+            token,
+            json!({ "actions": [] }),
+        )
+        .await;
+    assert!(unknown.0 == 400 || unknown.0 == 404, "{unknown:?}");
+    assert_eq!(t.http.call("DELETE", by_alias, token, None).await.0, 200);
+    assert_error(
+        &t.http.call("GET", &by_id, token, None).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    t.stop().await;
+}
