@@ -249,10 +249,10 @@ pub enum EngineKind {
 pub struct StorageConfig {
     /// The engine: `sled` or `redb`. Each keeps its own files in the data directory.
     pub engine: EngineKind,
-    /// Engine cache size in MiB (an upper bound: it fills as pages are read). Sending is as
-    /// fast with 2 MiB as with 16, but an initial sync of an account in 200 rooms reads about
-    /// 20 MiB of pages, and with 2 MiB the engine spends more time evicting than reading: 32
-    /// MiB made that sync 1.5x faster for 20 MiB more resident memory (BENCHMARKS.md).
+    /// Engine cache size in MiB (an upper bound: it fills as pages are read). Small by
+    /// default: the kernel's page cache keeps the database file in spare RAM anyway. Sending
+    /// is as fast with 2 MiB as with 16; an initial sync of an account in 200 rooms was faster
+    /// with 32 MiB, but the server then held 35 MiB more at rest (BENCHMARKS.md).
     pub cache_mb: usize,
     /// A write waits up to this many milliseconds so that concurrent writes share one fsync.
     /// Writes are still durable before they are acknowledged. 0 = flush at once.
@@ -263,7 +263,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             engine: EngineKind::default(),
-            cache_mb: 32,
+            cache_mb: 2,
             group_commit_ms: 0,
         }
     }

@@ -184,7 +184,6 @@ async fn sliding_sync(hs: &Hs, user: &User, n_rooms: usize, problems: &mut Probl
         for _ in 0..5 {
             let step = async {
                 let tok = hs.login(user).await?;
-                let t = Instant::now();
                 let r = hs
                     .call(
                         reqwest::Method::POST,
@@ -194,7 +193,7 @@ async fn sliding_sync(hs: &Hs, user: &User, n_rooms: usize, problems: &mut Probl
                         Duration::from_secs(300),
                     )
                     .await?;
-                let took = t.elapsed().as_secs_f64() * 1e3;
+                let took = r.received.as_secs_f64() * 1e3;
                 if r.status == 404 {
                     return Ok(None);
                 }
@@ -778,7 +777,6 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
     let (initial_sync, sliding_sync, mut noop, pagination, quiet) = if aborted.is_none() {
         // Initial sync of the user who is in every room.
         let u0 = users[0].clone();
-        let t = Instant::now();
         let initial = hs
             .get(
                 "/_matrix/client/v3/sync?timeout=0",
@@ -786,9 +784,9 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
                 Duration::from_secs(300),
             )
             .await;
-        let initial_ms = t.elapsed().as_secs_f64() * 1e3;
         let initial_sync = match initial {
             Ok(r) if r.status == 200 => {
+                let initial_ms = r.received.as_secs_f64() * 1e3;
                 let rooms_in = r.body["rooms"]["join"]
                     .as_object()
                     .map(|m| m.len())
@@ -821,15 +819,16 @@ async fn run(args: Args, url: String) -> Result<Value, String> {
         for _ in 0..5 {
             let step = async {
                 let tok = hs.login(&u0).await?;
-                let t = Instant::now();
-                hs.get(
-                    "/_matrix/client/v3/sync?timeout=0",
-                    Some(&tok),
-                    Duration::from_secs(300),
-                )
-                .await?
-                .ok("initial sync on a fresh device")?;
-                Ok::<f64, String>(t.elapsed().as_secs_f64() * 1e3)
+                let r = hs
+                    .get(
+                        "/_matrix/client/v3/sync?timeout=0",
+                        Some(&tok),
+                        Duration::from_secs(300),
+                    )
+                    .await?;
+                let ms = r.received.as_secs_f64() * 1e3;
+                r.ok("initial sync on a fresh device")?;
+                Ok::<f64, String>(ms)
             };
             match step.await {
                 Ok(ms) => warm.push(ms),

@@ -233,7 +233,7 @@ impl Push {
     /// whom is in the `PUSH_ACTIONS` index, and a running count per user and room in
     /// `UNREAD_COUNTS`. So a plain count is one read (and a short scan of what was read since
     /// the count was last moved to the receipt, see [`Push::rebase_unread`]).
-    pub async fn unread_counts(
+    pub fn unread_counts(
         &self,
         user: &UserId,
         room_id: &RoomId,

@@ -407,12 +407,7 @@ impl Notifier {
         } else {
             "low"
         };
-        let unread = self
-            .push
-            .unread_counts(user, &ev.room_id, false)
-            .await?
-            .main
-            .0;
+        let unread = self.push.unread_counts(user, &ev.room_id, false)?.main.0;
         let mut notification = json!({
             "event_id": ev.event_id,
             "room_id": ev.room_id,

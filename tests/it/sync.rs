@@ -531,3 +531,59 @@ async fn a_forgotten_room_is_gone_from_sync() {
     );
     c.stop().await;
 }
+
+/// An initial sync of an account in many rooms builds them on several threads when the
+/// runtime has several workers: every room comes back whole, with its own name, newest
+/// message, members and unread count, as the same sync does room by room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initial_sync_of_many_rooms_shows_each_room_as_it_is() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let bob = t.http.register("bob").await;
+    let mut rooms = Vec::new();
+    for i in 0..70 {
+        let room = t
+            .http
+            .create_room(
+                &alice.token,
+                json!({ "name": format!("room {i}"), "preset": "public_chat" }),
+            )
+            .await;
+        if i % 2 == 0 {
+            let (status, res) = t.http.join(&bob.token, &room).await;
+            assert_eq!(status, 200, "{res}");
+        }
+        t.http
+            .send_text(&alice.token, &room, &format!("hello {i}"))
+            .await;
+        rooms.push(room);
+    }
+    let sync = t.http.sync(&alice.token, "").await;
+    let joined = &sync["rooms"]["join"];
+    assert_eq!(joined.as_object().map(|o| o.len()), Some(70), "every room");
+    for (i, room) in rooms.iter().enumerate() {
+        let r = &joined[room.as_str()];
+        let events = |section: &str| r[section]["events"].as_array().cloned().unwrap_or_default();
+        let name = events("state")
+            .into_iter()
+            .chain(events("timeline"))
+            .find(|e| e["type"] == "m.room.name")
+            .map(|e| e["content"]["name"].clone());
+        assert_eq!(name, Some(json!(format!("room {i}"))), "{room}");
+        let last = r["timeline"]["events"].as_array().unwrap().last().cloned();
+        assert_eq!(
+            last.map(|e| e["content"]["body"].clone()),
+            Some(json!(format!("hello {i}")))
+        );
+        let members = if i % 2 == 0 { 2 } else { 1 };
+        assert_eq!(r["summary"]["m.joined_member_count"], members, "{room}");
+    }
+    // Bob's unread counts: alice's message in each room he is in.
+    let sync = t.http.sync(&bob.token, "").await;
+    let joined = sync["rooms"]["join"].as_object().unwrap();
+    assert_eq!(joined.len(), 35);
+    for r in joined.values() {
+        assert_eq!(r["unread_notifications"]["notification_count"], 1, "{r}");
+    }
+    t.stop().await;
+}

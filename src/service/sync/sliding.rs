@@ -755,7 +755,7 @@ impl Sync {
         if initial {
             room.is_dm = Some(direct.contains(room_id));
         }
-        let unread = self.push.unread_counts(req.user, room_id, false).await?;
+        let unread = self.push.unread_counts(req.user, room_id, false)?;
         let mut counts = UnreadNotificationsCount::new();
         counts.notification_count = Some(UInt::new_saturating(unread.main.0));
         counts.highlight_count = Some(UInt::new_saturating(unread.main.1));
