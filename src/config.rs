@@ -5,7 +5,7 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use ruma::{OwnedServerName, RoomVersionId};
+use ruma::{OwnedServerName, RoomVersionId, ServerName};
 use serde::Deserialize;
 
 /// Who may create an account through `/register`.
@@ -318,6 +318,76 @@ impl Default for BotsConfig {
     }
 }
 
+/// Federation: the Server-Server API towards other homeservers.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// Talk with other servers. Unset: on when `server_name` is a domain others can reach
+    /// (not `localhost`, not an IP literal).
+    pub enabled: Option<bool>,
+    /// Address and port of the federation listener; unset, the Server-Server API is served on
+    /// `listen` beside the Client-Server API (behind a reverse proxy that terminates TLS).
+    pub listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) of the federation listener; with `tls_key`, it speaks TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Extra certificate authorities (PEM) trusted for other servers' certificates, besides
+    /// the system's: a community's private CA, or the self-signed certificates of tests.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Contact other servers on loopback, private or link-local addresses. Off, naming a
+    /// server that resolves there gets nothing (no way into the network the server runs in).
+    pub allow_private_addresses: bool,
+    /// Server names this server never contacts and whose requests it refuses.
+    pub deny_servers: Vec<String>,
+    /// When not empty, the only server names this server talks with.
+    pub allow_servers: Vec<String>,
+    /// Seconds to wait for another server's answer (connection included).
+    pub request_timeout_secs: u64,
+    /// Largest answer read from another server, in bytes.
+    pub max_response_size: usize,
+    /// Requests to other servers in flight at once (key fetches included): a flood of
+    /// requests naming strangers cannot make the server open unbounded connections.
+    pub max_outgoing_requests: usize,
+    /// Seconds a server that did not answer (or answered nonsense) is not asked again; also
+    /// the longest wait between two tries to deliver a queue (1, 2, 4, ... seconds up to it).
+    pub failure_backoff_secs: u64,
+    /// Most EDUs (to-device messages) queued for one server; past it new ones are dropped.
+    pub max_queued_per_server: usize,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca_file: None,
+            allow_private_addresses: false,
+            deny_servers: Vec::new(),
+            allow_servers: Vec::new(),
+            request_timeout_secs: 20,
+            max_response_size: 4 * 1024 * 1024,
+            max_outgoing_requests: 32,
+            failure_backoff_secs: 60,
+            max_queued_per_server: 1000,
+        }
+    }
+}
+
+impl FederationConfig {
+    /// Whether `server` may be talked with: not denied, and allowed when a list is set.
+    pub fn permits(&self, server: &ServerName) -> bool {
+        let host = server.host();
+        let named = |list: &[String]| {
+            list.iter()
+                .any(|s| s.eq_ignore_ascii_case(server.as_str()) || s.eq_ignore_ascii_case(host))
+        };
+        !named(&self.deny_servers) && (self.allow_servers.is_empty() || named(&self.allow_servers))
+    }
+}
+
 /// The whole configuration of one server.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -362,6 +432,8 @@ pub struct Config {
     pub bots: BotsConfig,
     /// The media repository.
     pub media: MediaConfig,
+    /// Federation with other servers.
+    pub federation: FederationConfig,
 }
 
 impl Default for Config {
@@ -386,6 +458,7 @@ impl Default for Config {
             appservices: Vec::new(),
             bots: BotsConfig::default(),
             media: MediaConfig::default(),
+            federation: FederationConfig::default(),
         }
     }
 }
@@ -536,6 +609,29 @@ impl Config {
             });
         }
         self.media.validate(l.body_memory_mb)?;
+        let f = &self.federation;
+        for (name, value) in [
+            (
+                "federation.request_timeout_secs",
+                f.request_timeout_secs as usize,
+            ),
+            ("federation.max_response_size", f.max_response_size),
+            ("federation.max_outgoing_requests", f.max_outgoing_requests),
+            ("federation.max_queued_per_server", f.max_queued_per_server),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    name,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        if f.tls_cert.is_some() != f.tls_key.is_some() {
+            return Err(ConfigError::Invalid {
+                name: "federation.tls_cert",
+                message: "tls_cert and tls_key go together".into(),
+            });
+        }
         if self.rate_limit.burst == 0 {
             return Err(ConfigError::Invalid {
                 name: "rate_limit.burst",
@@ -543,6 +639,15 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// Whether the server talks with other servers (`federation.enabled`, else whether
+    /// `server_name` is a domain others can reach).
+    pub fn federates(&self) -> bool {
+        self.federation.enabled.unwrap_or_else(|| {
+            let host = self.server_name.host();
+            !(self.server_name.is_ip_literal() || host.eq_ignore_ascii_case("localhost"))
+        })
     }
 
     /// The URL clients are told to use.
@@ -667,5 +772,6 @@ mod tests {
         assert_eq!(c.storage.group_commit_ms, d.storage.group_commit_ms);
         assert_eq!(format!("{:?}", c.bots), format!("{:?}", d.bots));
         assert_eq!(format!("{:?}", c.media), format!("{:?}", d.media));
+        assert_eq!(format!("{:?}", c.federation), format!("{:?}", d.federation));
     }
 }

@@ -23,12 +23,21 @@ pub use config::Config;
 use service::Services;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
+/// A listener serving in its own task.
+struct Listening {
+    addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
     services: Arc<Services>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The federation listener, when `federation.listen` is set.
+    federation: Option<Listening>,
     /// The community bots, when `bots.enabled`.
     #[cfg(feature = "bots")]
     bots: Option<bots::BotRunner>,
@@ -95,24 +104,57 @@ impl Server {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr()?;
+        let federation = Self::listen_federation(&services).await?;
         let app = api::router(services.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let limits = services.config().limits.clone();
-        let task = tokio::spawn(async move { listener::serve(listener, app, &limits, rx).await });
+        let task =
+            tokio::spawn(async move { listener::serve(listener, app, &limits, None, rx).await });
         Ok(Self {
             addr,
             services,
             shutdown: Some(tx),
             task,
+            federation,
             #[cfg(feature = "bots")]
             bots: None,
             first_start_token,
         })
     }
 
+    /// The federation listener (`federation.listen`): TLS when the config names a certificate.
+    async fn listen_federation(services: &Arc<Services>) -> anyhow::Result<Option<Listening>> {
+        let config = &services.config().federation;
+        let Some(listen) = config.listen else {
+            return Ok(None);
+        };
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(listener::tls_acceptor(cert, key)?),
+            _ => None,
+        };
+        let tcp = TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (federation.listen): {e}"))?;
+        let addr = tcp.local_addr()?;
+        let app = api::router(services.clone());
+        let limits = services.config().limits.clone();
+        let (shutdown, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move { listener::serve(tcp, app, &limits, tls, rx).await });
+        Ok(Some(Listening {
+            addr,
+            shutdown,
+            task,
+        }))
+    }
+
     /// The address the server listens on (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the federation listener, when there is one.
+    pub fn federation_addr(&self) -> Option<SocketAddr> {
+        self.federation.as_ref().map(|f| f.addr)
     }
 
     /// `http://addr` for clients.
@@ -140,12 +182,22 @@ impl Server {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        let federation = self.federation.take().map(|f| {
+            let _ = f.shutdown.send(());
+            f.task
+        });
         // Wake long-polling syncs and end background tasks first, so that open connections
         // finish at once and release the services (and with them the store).
         self.services.shutdown().await?;
         match tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.task).await {
             Ok(r) => r??,
             Err(_) => self.task.abort(),
+        }
+        if let Some(mut task) = federation {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), &mut task).await {
+                Ok(r) => r??,
+                Err(_) => task.abort(),
+            }
         }
         self.services.core.persist().await?;
         // Requests still finishing on their connections hold the services (and the store's

@@ -5,7 +5,8 @@
 //! never silently dropped. A connection that sends nothing, sends its headers too slowly, or
 //! idles between requests is closed after `limits.header_timeout_secs` (hyper's header read
 //! timeout runs from the moment the server waits for a request head). HTTP/2 is left to a
-//! reverse proxy in front, which is also where TLS ends.
+//! reverse proxy in front. TLS ends there too, except on a federation listener given a
+//! certificate ([`tls_acceptor`]): its handshake must finish within the same header timeout.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -15,7 +16,12 @@ use hyper_util::{
     server::graceful::GracefulShutdown,
     service::TowerToHyperService,
 };
-use tokio::{io::AsyncWriteExt, net::TcpListener, sync::Semaphore};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    net::TcpListener,
+    sync::Semaphore,
+};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::config::Limits;
@@ -28,11 +34,36 @@ Content-Length: 88\r\n\
 \r\n\
 {\"errcode\":\"M_LIMIT_EXCEEDED\",\"error\":\"Too many open connections\",\"retry_after_ms\":1000}";
 
-/// Serves `app` on `listener` until `stop` fires, then lets open requests finish (bounded).
+/// A TLS acceptor from a certificate chain and its private key, both PEM files.
+pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<TlsAcceptor> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("federation.tls_cert {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "federation.tls_cert {}: no certificate in it",
+            cert.display()
+        );
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("federation.tls_key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves `app` on `listener` (over TLS with `tls`) until `stop` fires, then lets open
+/// requests finish (bounded).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: &Limits,
+    tls: Option<TlsAcceptor>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -72,17 +103,36 @@ pub async fn serve(
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
                 req
             });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::trace!("connection ended: {e}");
+        let service = TowerToHyperService::new(service);
+        match &tls {
+            None => {
+                let conn = graceful.watch(http1(header_timeout, tcp, service));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::trace!("connection ended: {e}");
+                    }
+                    drop(slot);
+                });
             }
-            drop(slot);
-        });
+            Some(acceptor) => {
+                // The handshake runs on the connection's own task, bounded like a request head.
+                let handshake = tokio::time::timeout(header_timeout, acceptor.accept(tcp));
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            let conn = watcher.watch(http1(header_timeout, stream, service));
+                            if let Err(e) = conn.await {
+                                tracing::trace!("connection ended: {e}");
+                            }
+                        }
+                        Ok(Err(e)) => tracing::debug!("TLS handshake from {addr} failed: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake from {addr} timed out"),
+                    }
+                    drop(slot);
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
@@ -92,4 +142,20 @@ pub async fn serve(
         tracing::debug!("open connections did not finish within 5 s");
     }
     Ok(())
+}
+
+/// One HTTP/1.1 connection with the header deadline.
+fn http1<IO, S>(
+    header_timeout: Duration,
+    io: IO,
+    service: S,
+) -> hyper::server::conn::http1::Connection<TokioIo<IO>, S>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = axum::body::Body>,
+{
+    hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), service)
 }

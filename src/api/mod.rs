@@ -20,7 +20,7 @@ use axum::{
 use bytes::Bytes;
 use http::StatusCode;
 use ruma::{
-    OwnedDeviceId, OwnedUserId,
+    OwnedDeviceId, OwnedServerName, OwnedUserId,
     api::{
         IncomingRequest, OutgoingResponse,
         auth_scheme::{
@@ -28,6 +28,7 @@ use ruma::{
             NoAccessToken, NoAuthentication,
         },
         error::ErrorKind,
+        federation::authentication::{ServerSignatures, XMatrix},
         path_builder::PathBuilder,
     },
 };
@@ -43,6 +44,8 @@ pub enum AuthKind {
     None,
     Optional,
     Required,
+    /// Another server, by an X-Matrix signature over the request.
+    Server,
 }
 
 /// Maps ruma's authentication schemes to what the extractor must check.
@@ -67,6 +70,9 @@ impl AuthRequirement for AppserviceToken {
 impl AuthRequirement for AppserviceTokenOptional {
     const KIND: AuthKind = AuthKind::Optional;
 }
+impl AuthRequirement for ServerSignatures {
+    const KIND: AuthKind = AuthKind::Server;
+}
 
 /// A parsed ruma request with the authenticated caller.
 pub struct Ruma<T> {
@@ -76,6 +82,8 @@ pub struct Ruma<T> {
     pub client_ip: Option<String>,
     /// Set when the caller authenticated with an appservice's `as_token`.
     pub appservice: Option<Arc<crate::service::appservice::Appservice>>,
+    /// The server that signed a Server-Server request.
+    pub origin: Option<OwnedServerName>,
 }
 
 impl<T> Ruma<T> {
@@ -132,7 +140,7 @@ fn authenticate(
     parts: &http::request::Parts,
     kind: AuthKind,
 ) -> Result<Caller, Error> {
-    if kind == AuthKind::None {
+    if matches!(kind, AuthKind::None | AuthKind::Server) {
         return Ok((None, None, None));
     }
     match access_token(parts) {
@@ -180,10 +188,20 @@ where
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_string());
         // Who is asking, from the headers alone: a stranger's body is never read.
-        let (user, device, appservice) =
-            authenticate(state, &parts, <T::Authentication as AuthRequirement>::KIND)?;
+        let kind = <T::Authentication as AuthRequirement>::KIND;
+        let (user, device, appservice) = authenticate(state, &parts, kind)?;
+        // Another server: its key is known (or fetched) before its body is read.
+        let server = match kind {
+            AuthKind::Server => Some(server_caller(state, &parts).await?),
+            _ => None,
+        };
         let upload = parts.extensions.get::<BodyLimit>() == Some(&BodyLimit::Upload);
         let mut bytes = read_body(state, &parts, body).await?;
+        // The signature covers the body exactly as sent.
+        let origin = match server {
+            Some((x_matrix, key)) => Some(verify_server(state, &parts, &bytes, x_matrix, key)?),
+            None => None,
+        };
         if bytes.is_empty()
             && !upload
             && T::METHOD != http::Method::GET
@@ -226,8 +244,64 @@ where
             device,
             client_ip,
             appservice,
+            origin,
         })
     }
+}
+
+fn unauthorized(message: impl Into<String>) -> Error {
+    Error::new(StatusCode::UNAUTHORIZED, ErrorKind::Unauthorized, message)
+}
+
+/// The X-Matrix header of a Server-Server request and the public key it names, from the
+/// headers alone: a server this one does not talk with, or whose key cannot be had, is
+/// refused before its body is read.
+async fn server_caller(
+    state: &AppState,
+    parts: &http::request::Parts,
+) -> Result<(XMatrix, ruma::serde::Base64), Error> {
+    let header = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("Missing X-Matrix authorization"))?;
+    let x_matrix = XMatrix::try_from(header)
+        .map_err(|e| unauthorized(format!("Invalid X-Matrix authorization: {e}")))?;
+    let ours = state.core.server_name();
+    if x_matrix.destination.as_ref().is_some_and(|d| d != ours) {
+        return Err(unauthorized("The request is for another server"));
+    }
+    let client = &state.federation.client;
+    if let Err(e) = client.permits(&x_matrix.origin) {
+        return Err(Error::forbidden(e.to_string()));
+    }
+    let now = crate::service::core::now_ms();
+    let key = state
+        .federation
+        .verify_key(&x_matrix.origin, x_matrix.key.as_str(), now)
+        .await
+        .map_err(|e| unauthorized(format!("Cannot check the request's signature: {e}")))?;
+    Ok((x_matrix, key))
+}
+
+/// Checks the X-Matrix signature over the whole request (method, URI, body); the origin.
+fn verify_server(
+    state: &AppState,
+    parts: &http::request::Parts,
+    body: &Bytes,
+    x_matrix: XMatrix,
+    key: ruma::serde::Base64,
+) -> Result<OwnedServerName, Error> {
+    let map = ruma::signatures::PublicKeyMap::from([(
+        x_matrix.origin.to_string(),
+        ruma::signatures::PublicKeySet::from([(x_matrix.key.to_string(), key)]),
+    )]);
+    let mut request = http::Request::new(body.clone());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    x_matrix
+        .verify_request(&request, state.core.server_name(), &map)
+        .map_err(|e| unauthorized(format!("The request's signature does not verify: {e}")))?;
+    Ok(x_matrix.origin)
 }
 
 /// How large a body an endpoint reads.

@@ -186,10 +186,12 @@ impl Keys {
         Ok(out)
     }
 
-    /// `/keys/query`: the keys of the users (and devices; all when empty) asked for.
+    /// `/keys/query`: the keys of the local users (and devices; all when empty) asked for;
+    /// other servers' users are failures here (the caller asks their servers). `requester` is
+    /// None when another server asks: it never sees a user-signing key.
     pub fn query(
         &self,
-        requester: &UserId,
+        requester: Option<&UserId>,
         wanted: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
     ) -> Result<KeyQuery> {
         let mut out = KeyQuery {
@@ -206,7 +208,7 @@ impl Keys {
                 devices: self.all_device_keys(user, devices)?,
                 master: self.cross_signing_key(user, "master")?,
                 self_signing: self.cross_signing_key(user, "self_signing")?,
-                user_signing: if user == requester {
+                user_signing: if Some(user.as_ref()) == requester {
                     self.cross_signing_key(user, "user_signing")?
                 } else {
                     None
@@ -219,14 +221,15 @@ impl Keys {
 
     /// `/keys/claim`: one key per device asked for, within the requester's claim rate
     /// (M_LIMIT_EXCEEDED beyond it). Returns the keys and the servers that could not be asked.
+    /// `requester` names who is rate limited: a user, or another server.
     pub async fn claim(
         &self,
-        requester: &UserId,
+        requester: &str,
         wanted: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, ruma::OneTimeKeyAlgorithm>>,
     ) -> Result<(Vec<ClaimedKey>, BTreeMap<String, JsonValue>)> {
         let asked: usize = wanted.values().map(BTreeMap::len).sum();
         self.claims
-            .take(requester.as_str(), u32::try_from(asked).unwrap_or(u32::MAX))?;
+            .take(requester, u32::try_from(asked).unwrap_or(u32::MAX))?;
         let mut claimed = Vec::new();
         let mut failures = BTreeMap::new();
         for (user, devices) in wanted {
@@ -778,6 +781,48 @@ impl Keys {
             self.core.write(b).await?;
         }
         Ok(())
+    }
+
+    /// A to-device EDU (`m.direct_to_device`) another server sent: its messages for local
+    /// devices are queued as a local sender's are, once per `message_id`. Messages whose
+    /// sender is not on `origin`, or for users not on this server, are dropped.
+    pub async fn receive_remote_to_device(
+        &self,
+        origin: &ruma::ServerName,
+        content: &JsonValue,
+    ) -> Result<()> {
+        let (Some(sender), Some(kind), Some(message_id), Some(messages)) = (
+            content["sender"]
+                .as_str()
+                .and_then(|s| OwnedUserId::try_from(s).ok()),
+            content["type"].as_str(),
+            content["message_id"].as_str(),
+            content["messages"].as_object(),
+        ) else {
+            return Err(Error::bad_json(
+                "m.direct_to_device needs sender, type, message_id and messages",
+            ));
+        };
+        if sender.server_name() != origin {
+            return Err(Error::forbidden("The sender is not on the sending server"));
+        }
+        let mut deliveries = Vec::new();
+        for (user, devices) in messages {
+            let Ok(user) = OwnedUserId::try_from(user.as_str()) else {
+                continue;
+            };
+            if !self.users.is_local(&user) {
+                continue;
+            }
+            for (device, message) in devices.as_object().into_iter().flatten() {
+                deliveries.push((user.clone(), device.clone(), message.clone()));
+            }
+        }
+        // The remote sender's messages are deduplicated by their ID, under a device ID no
+        // client can have (device IDs of this server never contain a space).
+        let via: &DeviceId = "federation sender".into();
+        self.send_to_device(&sender, via, message_id, kind, deliveries)
+            .await
     }
 
     /// Pending to-device messages for a device up to `upto`, at most

@@ -77,7 +77,7 @@ pub struct Services {
     pub presence: Arc<presence::Presence>,
     pub notifier: Arc<pusher::Notifier>,
     pub openid: openid::OpenId,
-    pub federation: federation::Federation,
+    pub federation: Arc<federation::Federation>,
     pub reports: reports::Reports,
 }
 
@@ -127,7 +127,7 @@ impl Services {
             ),
             backup: backup::Backup::new(core.clone()),
             openid: openid::OpenId::new(core.clone()),
-            federation: federation::Federation::new(core.clone()),
+            federation: Arc::new(federation::Federation::new(core.clone())?),
             reports: reports::Reports::new(core.clone(), timeline.clone()),
             search: search::Search::new(core.clone(), timeline.clone()),
             presence: presence.clone(),
@@ -291,6 +291,7 @@ impl Services {
         self.appservice_sender.start();
         self.presence.start_timeouts();
         self.notifier.start();
+        self.federation.start_sender();
         self.core.start_memory_trim();
     }
 

@@ -5,8 +5,8 @@
 //! numeric order and a prefix scan returns a room's timeline in stream order.
 
 use ruma::{
-    DeviceId, EventId, OwnedDeviceId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId,
-    RoomAliasId, RoomId, UserId,
+    DeviceId, EventId, OwnedDeviceId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedServerName,
+    OwnedUserId, RoomAliasId, RoomId, ServerName, UserId,
 };
 
 /// Separator between the parts of a key.
@@ -56,6 +56,7 @@ text_part!(OwnedUserId, UserId);
 text_part!(OwnedRoomId, RoomId);
 text_part!(OwnedEventId, EventId);
 text_part!(OwnedRoomAliasId, RoomAliasId);
+text_part!(OwnedServerName, ServerName);
 
 impl Part for OwnedDeviceId {
     type Ref<'a> = &'a DeviceId;

@@ -421,3 +421,13 @@ pub struct MediaRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<u64>,
 }
+
+/// Another server's signing keys, checked: its newest answer to `/_matrix/key/v2/server`
+/// (signed by itself, relayed as is to those who ask this server as a notary), and every key
+/// it ever published with how long it was valid.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ServerKeysRecord {
+    pub response: JsonValue,
+    /// Key ID -> (unpadded base64 public key, valid until this time in ms).
+    pub keys: std::collections::BTreeMap<String, (String, u64)>,
+}

@@ -3,7 +3,10 @@
 
 use std::marker::PhantomData;
 
-use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomId};
+use ruma::{
+    OwnedDeviceId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedServerName, OwnedUserId,
+    RoomId,
+};
 use serde_json::Value as JsonValue;
 
 use super::{
@@ -56,6 +59,9 @@ pub enum TableId {
     DehydratedDevices = 39,
     PushActions = 40,
     UnreadCounts = 41,
+    ServerKeys = 42,
+    FederationQueue = 43,
+    FederationTransactions = 44,
 }
 
 /// A typed table: keys of layout `K` (a tuple of parts) to records `V`.
@@ -253,6 +259,7 @@ json_values!(
     DehydratedDevice,
     PushFlags,
     UnreadSummary,
+    ServerKeysRecord,
 );
 
 /// One named entry of the Global table.
@@ -437,3 +444,12 @@ pub const UNREAD_COUNTS: Table<(OwnedUserId, OwnedRoomId), UnreadSummary> =
 /// user -> their dehydrated device (MSC3814): its ID and the client's encrypted pickle.
 pub const DEHYDRATED_DEVICES: Table<(OwnedUserId,), DehydratedDevice> =
     Table::new(TableId::DehydratedDevices);
+/// server -> its signing keys as fetched and checked ([`ServerKeysRecord`]).
+pub const SERVER_KEYS: Table<(OwnedServerName,), ServerKeysRecord> =
+    Table::new(TableId::ServerKeys);
+/// destination server, sequence -> an EDU waiting to go out to it, oldest first.
+pub const FEDERATION_QUEUE: Table<(OwnedServerName, u64), JsonValue> =
+    Table::new(TableId::FederationQueue);
+/// origin server, transaction ID -> () for each transaction received from another server.
+pub const FEDERATION_TRANSACTIONS: Table<(OwnedServerName, String), ()> =
+    Table::new(TableId::FederationTransactions);

@@ -70,3 +70,530 @@ async fn the_server_names_its_software() {
     assert_eq!(version["server"]["version"], env!("CARGO_PKG_VERSION"));
     t.stop().await;
 }
+
+/// One self-signed certificate for `localhost` (PEM files written into `dir`), which every
+/// test server presents on its federation listener and trusts as its one extra authority.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    static PEMS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    let (cert, key) = PEMS.get_or_init(|| {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("certificate");
+        (c.cert.pem(), c.signing_key.serialize_pem())
+    });
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    (cert_path, key_path)
+}
+
+/// A server named `localhost:<port>` whose federation listener speaks TLS on that port.
+async fn federating(deny: &[&str]) -> (TestServer, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let addr = common::free_addr();
+    let name = format!("localhost:{}", addr.port());
+    let server_name = name.clone();
+    let deny: Vec<String> = deny.iter().map(|s| s.to_string()).collect();
+    let t = TestServer::start_in(dir, move |c| {
+        c.server_name = server_name.as_str().try_into().unwrap();
+        c.federation.enabled = Some(true);
+        c.federation.listen = Some(addr);
+        c.federation.tls_cert = Some(cert.clone());
+        c.federation.tls_key = Some(key);
+        c.federation.tls_ca_file = Some(cert);
+        c.federation.allow_private_addresses = true;
+        c.federation.deny_servers = deny;
+        // Queues are retried within a second or two.
+        c.federation.failure_backoff_secs = 1;
+    })
+    .await;
+    (t, name)
+}
+
+/// HTTPS to a federation listener, trusting the tests' certificate.
+fn https_client(t: &TestServer) -> reqwest::Client {
+    let pem = std::fs::read(t.dir().join("cert.pem")).unwrap();
+    reqwest::Client::builder()
+        .tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn people_on_two_servers_find_each_other_by_profile_and_room_alias() {
+    let (a, a_name) = federating(&[]).await;
+    let (b, _b_name) = federating(&[]).await;
+    let alice = a.http.register("alice").await;
+    let bob = b.http.register("bob").await;
+    let (status, res) = a
+        .http
+        .json(
+            "PUT",
+            &format!("/_matrix/client/v3/profile/{}/displayname", alice.id),
+            Some(&alice.token),
+            serde_json::json!({ "displayname": "Alice from the old team" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    let room = a
+        .http
+        .create_room(
+            &alice.token,
+            serde_json::json!({ "room_alias_name": "alumni", "preset": "public_chat" }),
+        )
+        .await;
+
+    // Bob's server asks Alice's, which checks its signature.
+    let profile = b
+        .http
+        .get_ok(
+            &format!("/_matrix/client/v3/profile/{}", alice.id),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(
+        profile["displayname"], "Alice from the old team",
+        "{profile}"
+    );
+    let name = b
+        .http
+        .get_ok(
+            &format!("/_matrix/client/v3/profile/{}/displayname", alice.id),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(name["displayname"], "Alice from the old team", "{name}");
+    let alias = format!("#alumni:{a_name}");
+    let found = b
+        .http
+        .get_ok(
+            &format!("/_matrix/client/v3/directory/room/{}", urlencode(&alias)),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(found["room_id"], room.as_str(), "{found}");
+    assert_eq!(found["servers"], serde_json::json!([a_name]), "{found}");
+
+    // What Alice's server does not have is not found, on Bob's side too.
+    let nobody = format!("@nobody:{a_name}");
+    let (status, res) = b
+        .http
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/profile/{nobody}"),
+            Some(&bob.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, res["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{res}"
+    );
+    let (status, res) = b
+        .http
+        .call(
+            "GET",
+            &format!(
+                "/_matrix/client/v3/directory/room/{}",
+                urlencode(&format!("#nothing:{a_name}"))
+            ),
+            Some(&bob.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, res["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{res}"
+    );
+
+    // A server nobody runs: an answer, not a hang or a 500.
+    let gone = common::free_addr().port();
+    let (status, res) = b
+        .http
+        .call(
+            "GET",
+            &format!("/_matrix/client/v3/profile/@carol:localhost:{gone}"),
+            Some(&bob.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 502, "{res}");
+    a.stop().await;
+    b.stop().await;
+}
+
+fn urlencode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[tokio::test]
+async fn a_notary_relays_another_servers_keys_signed_by_both() {
+    let (a, a_name) = federating(&[]).await;
+    let (b, b_name) = federating(&[]).await;
+    let client = https_client(&b);
+    let b_url = format!("https://{b_name}");
+    let a_keys = a.http.get_ok("/_matrix/key/v2/server", None).await;
+
+    let res: serde_json::Value = client
+        .post(format!("{b_url}/_matrix/key/v2/query"))
+        .json(&serde_json::json!({ "server_keys": { &a_name: {} } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = res["server_keys"].as_array().expect("server_keys");
+    assert_eq!(list.len(), 1, "{res}");
+    let relayed = &list[0];
+    assert_eq!(relayed["server_name"], a_name.as_str());
+    assert_eq!(relayed["verify_keys"], a_keys["verify_keys"]);
+    let b_keys = b.http.get_ok("/_matrix/key/v2/server", None).await;
+    let key_map = |keys: &serde_json::Value| {
+        keys["verify_keys"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(id, k)| {
+                (
+                    id.clone(),
+                    Base64::parse(k["key"].as_str().unwrap()).unwrap(),
+                )
+            })
+            .collect::<PublicKeySet>()
+    };
+    let map = PublicKeyMap::from([
+        (a_name.clone(), key_map(&a_keys)),
+        (b_name.clone(), key_map(&b_keys)),
+    ]);
+    let signed: CanonicalJsonObject = serde_json::from_value(relayed.clone()).unwrap();
+    assert_eq!(
+        signed["signatures"].as_object().map(|s| s.len()),
+        Some(2),
+        "signed by the server and the notary: {relayed}"
+    );
+    verify_json(&map, &signed).expect("both signatures verify");
+
+    // The GET form, and a server that does not exist: left out, not an error.
+    let gone = common::free_addr().port();
+    let res: serde_json::Value = client
+        .get(format!("{b_url}/_matrix/key/v2/query/localhost:{gone}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(res["server_keys"], serde_json::json!([]), "{res}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn requests_from_other_servers_must_carry_a_valid_signature() {
+    use ruma::{
+        OwnedServerName,
+        api::federation::authentication::{ServerSignaturesInput, XMatrix},
+        signatures::Ed25519KeyPair,
+    };
+    let (a, a_name) = federating(&[]).await;
+    let (b, b_name) = federating(&[]).await;
+    // A third server whose name Alice's server refuses.
+    let (c, c_name) = federating(&[]).await;
+    let (d, _d_name) = federating(&[&c_name]).await;
+    let alice = a.http.register("alice").await;
+    let client = https_client(&a);
+    let path = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        urlencode(&alice.id)
+    );
+    let url = format!("https://{a_name}{path}");
+
+    // No signature at all.
+    let res = client.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_UNAUTHORIZED", "{body}");
+
+    // Signed with a key that is not Bob's server's, in its name.
+    let forged_key = {
+        let doc = Ed25519KeyPair::generate();
+        let b_key_id = b.http.get_ok("/_matrix/key/v2/server", None).await["verify_keys"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .next()
+            .unwrap()
+            .trim_start_matches("ed25519:")
+            .to_owned();
+        Ed25519KeyPair::from_der(&doc, b_key_id).unwrap()
+    };
+    let origin: OwnedServerName = b_name.as_str().try_into().unwrap();
+    let destination: OwnedServerName = a_name.as_str().try_into().unwrap();
+    let request = http::Request::builder()
+        .method("GET")
+        .uri(&path)
+        .body(Vec::<u8>::new())
+        .unwrap();
+    let header = XMatrix::try_from_http_request(
+        &request,
+        ServerSignaturesInput::new(origin, destination.clone(), &forged_key),
+    )
+    .unwrap();
+    let res = client
+        .get(&url)
+        .header("authorization", header.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    // Bob's server's own signature passes (the profile answers), for another URI it fails.
+    let signed = |key: &Ed25519KeyPair, origin: &str, uri: &str| {
+        let request = http::Request::builder()
+            .method("GET")
+            .uri(uri)
+            .body(Vec::<u8>::new())
+            .unwrap();
+        XMatrix::try_from_http_request(
+            &request,
+            ServerSignaturesInput::new(origin.try_into().unwrap(), destination.clone(), key),
+        )
+        .unwrap()
+        .to_string()
+    };
+    let b_key = &b.server.services().core.signing_key;
+    let res = client
+        .get(&url)
+        .header("authorization", signed(b_key, &b_name, &path))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = client
+        .get(&url)
+        .header(
+            "authorization",
+            signed(b_key, &b_name, "/_matrix/federation/v1/version"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    // A server on the deny list is refused whatever it signs.
+    let d_client = https_client(&d);
+    let d_name = d.server.services().core.server_name().to_string();
+    let d_path = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        urlencode(&format!("@x:{d_name}"))
+    );
+    let c_key = &c.server.services().core.signing_key;
+    let request = http::Request::builder()
+        .method("GET")
+        .uri(&d_path)
+        .body(Vec::<u8>::new())
+        .unwrap();
+    let header = XMatrix::try_from_http_request(
+        &request,
+        ServerSignaturesInput::new(
+            c_name.as_str().try_into().unwrap(),
+            d_name.as_str().try_into().unwrap(),
+            c_key,
+        ),
+    )
+    .unwrap();
+    let res = d_client
+        .get(format!("https://{d_name}{d_path}"))
+        .header("authorization", header.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    for t in [a, b, c, d] {
+        t.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_server_on_localhost_does_not_federate_unless_told_to() {
+    let t = TestServer::start().await;
+    let me = t.http.register("me").await;
+    let (status, res) = t
+        .http
+        .call(
+            "GET",
+            "/_matrix/client/v3/profile/@someone:example.org",
+            Some(&me.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, res["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{res}"
+    );
+    t.stop().await;
+}
+
+/// Uploads device keys (signed by the device's own ed25519 key, as a client does) and two
+/// one-time keys for `who`'s device on `t`; returns the ed25519 public key.
+async fn upload_device_keys(t: &TestServer, who: &common::Account) -> String {
+    use ruma::signatures::Ed25519KeyPair;
+    let doc = Ed25519KeyPair::generate();
+    let key = Ed25519KeyPair::from_der(&doc, who.device_id.clone()).unwrap();
+    let public = Base64::<ruma::serde::base64::Standard>::new(key.public_key().to_vec()).encode();
+    let dev = &who.device_id;
+    let mut keys: CanonicalJsonObject = serde_json::from_value(serde_json::json!({
+        "user_id": who.id,
+        "device_id": dev,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("ed25519:{dev}"): public,
+            format!("curve25519:{dev}"): "3C5BFWi2Y8MaVvjM8M22DBmh24PmgR0nPvJOIArzgyI",
+        },
+    }))
+    .unwrap();
+    ruma::signatures::sign_json(&who.id, &key, &mut keys).unwrap();
+    let otk = |k: &str| serde_json::json!({ "key": k, "signatures": {} });
+    let (status, res) = t
+        .http
+        .json(
+            "POST",
+            "/_matrix/client/v3/keys/upload",
+            Some(&who.token),
+            serde_json::json!({
+                "device_keys": keys,
+                "one_time_keys": {
+                    "signed_curve25519:AAAAAQ": otk("j3fR3HemM16M7CWhoI4Sk5ZsdmdfQHsKL1xuSft6MSw"),
+                    "signed_curve25519:AAAAAg": otk("Aw/6c6Yc7mBJfsUyYpM7kxv5hWPLjJXgIZbszZVMCCo"),
+                },
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    public
+}
+
+/// The to-device messages of `kind` an initial sync shows `who`, by their `body`.
+async fn to_device_bodies(t: &TestServer, who: &common::Account, kind: &str) -> Vec<String> {
+    let sync = t.http.sync(&who.token, "").await;
+    sync["to_device"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["type"] == kind)
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn device_keys_and_to_device_messages_cross_servers_and_survive_restarts() {
+    let (a, _a_name) = federating(&[]).await;
+    let (b, b_name) = federating(&[]).await;
+    let alice = a.http.register("alice").await;
+    let bob = b.http.register("bob").await;
+    let bob_key = upload_device_keys(&b, &bob).await;
+
+    // Alice's server asks Bob's for his device keys: the keys his device signed.
+    let (status, res) = a
+        .http
+        .json(
+            "POST",
+            "/_matrix/client/v3/keys/query",
+            Some(&alice.token),
+            serde_json::json!({ "device_keys": { &bob.id: [] } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    let device = &res["device_keys"][&bob.id][&bob.device_id];
+    assert_eq!(
+        device["keys"][format!("ed25519:{}", bob.device_id)],
+        bob_key.as_str(),
+        "{res}"
+    );
+    assert!(
+        res["failures"].as_object().is_none_or(|f| f.is_empty()),
+        "{res}"
+    );
+
+    // She claims one of his one-time keys through her server, then the other: two different.
+    let mut claimed = Vec::new();
+    for _ in 0..2 {
+        let (status, res) = a
+            .http
+            .json(
+                "POST",
+                "/_matrix/client/v3/keys/claim",
+                Some(&alice.token),
+                serde_json::json!({ "one_time_keys": { &bob.id: { &bob.device_id: "signed_curve25519" } } }),
+            )
+            .await;
+        assert_eq!(status, 200, "{res}");
+        let keys = res["one_time_keys"][&bob.id][&bob.device_id]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(keys.len(), 1, "{res}");
+        claimed.extend(keys.keys().cloned());
+    }
+    claimed.sort();
+    claimed.dedup();
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+
+    // A to-device message from Alice reaches Bob's device through his server.
+    let send = |txn: &'static str, body: &'static str| {
+        let http = a.http.clone();
+        let (token, bob_id, dev) = (alice.token.clone(), bob.id.clone(), bob.device_id.clone());
+        async move {
+            let (status, res) = http
+                .json(
+                    "PUT",
+                    &format!("/_matrix/client/v3/sendToDevice/org.example.hello/{txn}"),
+                    Some(&token),
+                    serde_json::json!({ "messages": { bob_id: { dev: { "body": body } } } }),
+                )
+                .await;
+            assert_eq!(status, 200, "{res}");
+        }
+    };
+    send("t1", "first").await;
+    common::eventually(
+        common::WAIT,
+        "the first message on Bob's server",
+        || async {
+            to_device_bodies(&b, &bob, "org.example.hello")
+                .await
+                .contains(&"first".to_owned())
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Bob's server goes down; Alice sends again (and her client retries the same request);
+    // then her server restarts too. The message waits in her server's queue and arrives
+    // once Bob's server is back, once.
+    let b = b.stop_keeping_data().await;
+    send("t2", "second").await;
+    send("t2", "second").await;
+    let a = a.restart().await;
+    let b = b.start_again().await;
+    let bodies = common::eventually(
+        common::WAIT,
+        "the queued message on Bob's server",
+        || async {
+            let bodies = to_device_bodies(&b, &bob, "org.example.hello").await;
+            bodies.contains(&"second".to_owned()).then_some(bodies)
+        },
+    )
+    .await;
+    assert_eq!(
+        bodies.iter().filter(|b| *b == "second").count(),
+        1,
+        "{bodies:?} on {b_name}"
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -13,7 +13,12 @@ pub async fn get_alias(
     State(s): State<AppState>,
     req: Ruma<get_alias::v3::Request>,
 ) -> ApiResult<get_alias::v3::Response> {
-    let room_id = s.directory.require_alias(&req.body.room_alias).await?;
+    let alias = &req.body.room_alias;
+    if alias.server_name() != s.core.server_name() {
+        let (room_id, servers) = s.federation.remote_alias(alias).await?;
+        return Ok(RumaResponse(get_alias::v3::Response::new(room_id, servers)));
+    }
+    let room_id = s.directory.require_alias(alias).await?;
     Ok(RumaResponse(get_alias::v3::Response::new(
         room_id,
         vec![s.core.server_name().clone()],

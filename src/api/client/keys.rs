@@ -53,8 +53,20 @@ pub async fn get_keys(
     State(s): State<AppState>,
     req: Ruma<get_keys::v3::Request>,
 ) -> ApiResult<get_keys::v3::Response> {
-    let found = s.keys.query(req.sender()?, &req.body.device_keys)?;
+    let (remote, local): (BTreeMap<_, _>, BTreeMap<_, _>) = req
+        .body
+        .device_keys
+        .clone()
+        .into_iter()
+        .partition(|(user, _)| s.federation.is_remote(user));
+    let found = s.keys.query(Some(req.sender()?), &local)?;
     let mut res = get_keys::v3::Response::new();
+    let (answers, failures) = s.federation.remote_device_keys(remote).await;
+    for answer in answers {
+        res.device_keys.extend(answer.device_keys);
+        res.master_keys.extend(answer.master_keys);
+        res.self_signing_keys.extend(answer.self_signing_keys);
+    }
     for (user, keys) in found.users {
         res.device_keys.insert(
             user.clone(),
@@ -74,6 +86,7 @@ pub async fn get_keys(
         }
     }
     res.failures = found.failures;
+    res.failures.extend(failures);
     Ok(RumaResponse(res))
 }
 
@@ -82,7 +95,15 @@ pub async fn claim_keys(
     State(s): State<AppState>,
     req: Ruma<claim_keys::v3::Request>,
 ) -> ApiResult<claim_keys::v3::Response> {
-    let (found, failures) = s.keys.claim(req.sender()?, &req.body.one_time_keys).await?;
+    let (remote, local): (BTreeMap<_, _>, BTreeMap<_, _>) = req
+        .body
+        .one_time_keys
+        .clone()
+        .into_iter()
+        .partition(|(user, _)| s.federation.is_remote(user));
+    let (found, mut failures) = s.keys.claim(req.sender()?.as_str(), &local).await?;
+    let (answers, remote_failures) = s.federation.remote_claim(remote).await;
+    failures.extend(remote_failures);
     let mut claimed: BTreeMap<
         OwnedUserId,
         BTreeMap<OwnedDeviceId, BTreeMap<OwnedOneTimeKeyId, Raw<ruma::encryption::OneTimeKey>>>,
@@ -97,6 +118,9 @@ pub async fn claim_keys(
             .entry(device)
             .or_default()
             .insert(id, to_raw(&key));
+    }
+    for answer in answers {
+        claimed.extend(answer.one_time_keys);
     }
     let mut res = claim_keys::v3::Response::new(claimed);
     res.failures = failures;

@@ -9,6 +9,7 @@ use axum::extract::State;
 use crate::{
     api::{ApiResult, AppState, Ruma, RumaResponse},
     error::Error,
+    service::federation::profile_json,
 };
 
 /// `GET /_matrix/client/v3/profile/{userId}`
@@ -16,6 +17,16 @@ pub async fn get_profile(
     State(s): State<AppState>,
     req: Ruma<get_profile::v3::Request>,
 ) -> ApiResult<get_profile::v3::Response> {
+    if s.federation.is_remote(&req.body.user_id) {
+        let p = s.federation.remote_profile(&req.body.user_id).await?;
+        let mut res = get_profile::v3::Response::new();
+        if let serde_json::Value::Object(fields) = profile_json(&p, None) {
+            for (k, v) in fields {
+                res.set(k, v);
+            }
+        }
+        return Ok(RumaResponse(res));
+    }
     s.appservices.user_exists(&req.body.user_id).await?;
     let a = s
         .users
@@ -35,6 +46,12 @@ pub async fn get_display_name(
     State(s): State<AppState>,
     req: Ruma<get_display_name::v3::Request>,
 ) -> ApiResult<get_display_name::v3::Response> {
+    if s.federation.is_remote(&req.body.user_id) {
+        let p = s.federation.remote_profile(&req.body.user_id).await?;
+        return Ok(RumaResponse(get_display_name::v3::Response::new(
+            p.displayname,
+        )));
+    }
     let a = s
         .users
         .active_account(&req.body.user_id)?
@@ -61,6 +78,11 @@ pub async fn get_avatar_url(
     State(s): State<AppState>,
     req: Ruma<get_avatar_url::v3::Request>,
 ) -> ApiResult<get_avatar_url::v3::Response> {
+    if s.federation.is_remote(&req.body.user_id) {
+        let p = s.federation.remote_profile(&req.body.user_id).await?;
+        let url = p.avatar_url.map(ruma::OwnedMxcUri::from);
+        return Ok(RumaResponse(get_avatar_url::v3::Response::new(url)));
+    }
     let a = s
         .users
         .active_account(&req.body.user_id)?

@@ -15,10 +15,29 @@ pub async fn send_event_to_device(
 ) -> ApiResult<send_event_to_device::v3::Response> {
     let b = &req.body;
     let mut messages = Vec::new();
+    let mut remote = Vec::new();
     for (user, devices) in &b.messages {
         for (device, content) in devices {
-            messages.push((user.clone(), device.to_string(), json_value(content)?));
+            let message = (user.clone(), device.to_string(), json_value(content)?);
+            if s.federation.is_remote(user) {
+                remote.push(message);
+            } else {
+                messages.push(message);
+            }
         }
+    }
+    if !remote.is_empty() {
+        // The message ID is the same when the client retries: the receiving server keeps
+        // each one once.
+        let message_id = format!("{}_{}", req.sender_device()?, b.txn_id);
+        s.federation
+            .send_to_device(
+                req.sender()?,
+                &b.event_type.to_string(),
+                &message_id,
+                remote,
+            )
+            .await?;
     }
     s.keys
         .send_to_device(

@@ -1,14 +1,27 @@
-//! The Server-Server API. For now only the server's identity (its signing key and version)
-//! and what widgets and integrations need: checking a user's OpenID token. Rooms do not
-//! federate yet.
+//! The Server-Server API: the server's identity (its signing key and version), notary key
+//! queries, profile and room-alias lookups, and what widgets and integrations need (checking a
+//! user's OpenID token). Requests other servers sign are checked by the `Ruma` extractor
+//! (X-Matrix) before a handler runs. Rooms do not federate yet.
 
 use axum::{Router, extract::State};
-use ruma::api::federation::{
-    discovery::{get_server_keys, get_server_version},
-    openid::get_openid_userinfo,
+use ruma::{
+    CanonicalJsonObject,
+    api::federation::{
+        device::get_devices,
+        discovery::{
+            get_remote_server_keys, get_remote_server_keys_batch, get_server_keys,
+            get_server_version,
+        },
+        keys::{claim_keys, get_keys},
+        openid::get_openid_userinfo,
+        query::{get_profile_information, get_room_information},
+        transactions::send_transaction_message,
+    },
+    serde::Raw,
 };
 
 use super::{ApiResult, AppState, RouterExt, Ruma, RumaResponse};
+use crate::{error::Error, service::federation::profile_json};
 
 /// Every Server-Server endpoint the server implements.
 pub fn routes(router: Router<AppState>) -> Router<AppState> {
@@ -16,6 +29,241 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(get_openid_userinfo)
         .ruma(get_server_keys)
         .ruma(get_server_version)
+        .ruma(get_remote_server_keys)
+        .ruma(get_remote_server_keys_batch)
+        .ruma(get_profile_information)
+        .ruma(get_room_information)
+        .ruma(get_keys)
+        .ruma(claim_keys)
+        .ruma(get_devices)
+        .ruma(send_transaction_message)
+}
+
+/// The server that signed the request (set by the extractor for these endpoints).
+fn origin<T>(req: &Ruma<T>) -> Result<&ruma::OwnedServerName, Error> {
+    req.origin
+        .as_ref()
+        .ok_or_else(|| Error::forbidden("Only other servers may call this"))
+}
+
+/// Most PDUs and EDUs in one transaction (the spec's limits).
+const MAX_TXN_PDUS: usize = 50;
+const MAX_TXN_EDUS: usize = 100;
+
+/// `PUT /_matrix/federation/v1/send/{txnId}`: EDUs another server pushes (to-device messages;
+/// typing, receipts and presence concern shared rooms, which do not exist yet, and are
+/// ignored). PDUs are not taken: rooms do not federate yet, so no room's events can come.
+pub async fn send_transaction_message(
+    State(s): State<AppState>,
+    req: Ruma<send_transaction_message::v1::Request>,
+) -> ApiResult<send_transaction_message::v1::Response> {
+    let origin = origin(&req)?.clone();
+    let b = &req.body;
+    if b.origin != origin {
+        return Err(Error::forbidden(
+            "The transaction's origin is not the signing server",
+        ));
+    }
+    if b.pdus.len() > MAX_TXN_PDUS || b.edus.len() > MAX_TXN_EDUS {
+        return Err(Error::bad_json(format!(
+            "At most {MAX_TXN_PDUS} PDUs and {MAX_TXN_EDUS} EDUs per transaction"
+        )));
+    }
+    let txn = b.transaction_id.as_str();
+    if !s.federation.already_received(&origin, txn)? {
+        for edu in &b.edus {
+            let Ok(edu) = edu.deserialize_as_unchecked::<serde_json::Value>() else {
+                continue;
+            };
+            if edu["edu_type"] == "m.direct_to_device"
+                && let Err(e) = s
+                    .keys
+                    .receive_remote_to_device(&origin, &edu["content"])
+                    .await
+            {
+                tracing::debug!("federation: to-device EDU from {origin} refused: {e:?}");
+            }
+        }
+        s.federation.received(&origin, txn).await?;
+    }
+    Ok(RumaResponse(send_transaction_message::v1::Response::new(
+        Default::default(),
+    )))
+}
+
+/// Only the users of this server out of a request's map.
+fn local_users<V>(
+    s: &AppState,
+    wanted: &std::collections::BTreeMap<ruma::OwnedUserId, V>,
+) -> std::collections::BTreeMap<ruma::OwnedUserId, V>
+where
+    V: Clone,
+{
+    wanted
+        .iter()
+        .filter(|(u, _)| !s.federation.is_remote(u))
+        .map(|(u, v)| (u.clone(), v.clone()))
+        .collect()
+}
+
+/// `POST /_matrix/federation/v1/user/keys/query`: device and cross-signing keys of local users.
+pub async fn get_keys(
+    State(s): State<AppState>,
+    req: Ruma<get_keys::v1::Request>,
+) -> ApiResult<get_keys::v1::Response> {
+    origin(&req)?;
+    let found = s
+        .keys
+        .query(None, &local_users(&s, &req.body.device_keys))?;
+    let mut res = get_keys::v1::Response::new(Default::default());
+    for (user, keys) in found.users {
+        res.device_keys.insert(
+            user.clone(),
+            keys.devices
+                .iter()
+                .map(|(d, k)| (d.clone(), crate::json::to_raw(k)))
+                .collect(),
+        );
+        if let Some(k) = keys.master {
+            res.master_keys
+                .insert(user.clone(), crate::json::to_raw(&k));
+        }
+        if let Some(k) = keys.self_signing {
+            res.self_signing_keys.insert(user, crate::json::to_raw(&k));
+        }
+    }
+    Ok(RumaResponse(res))
+}
+
+/// `POST /_matrix/federation/v1/user/keys/claim`: one-time keys of local users' devices,
+/// rate limited per asking server.
+pub async fn claim_keys(
+    State(s): State<AppState>,
+    req: Ruma<claim_keys::v1::Request>,
+) -> ApiResult<claim_keys::v1::Response> {
+    let origin = origin(&req)?.to_string();
+    let wanted = local_users(&s, &req.body.one_time_keys);
+    let (found, _) = s.keys.claim(&origin, &wanted).await?;
+    let mut keys: claim_keys::v1::OneTimeKeys = Default::default();
+    for (user, device, id, key) in found {
+        let Ok(id) = ruma::OwnedOneTimeKeyId::try_from(id) else {
+            continue;
+        };
+        keys.entry(user)
+            .or_default()
+            .entry(device)
+            .or_default()
+            .insert(id, crate::json::to_raw(&key));
+    }
+    Ok(RumaResponse(claim_keys::v1::Response::new(keys)))
+}
+
+/// `GET /_matrix/federation/v1/user/devices/{userId}`: a local user's devices with their keys
+/// (device names are not shared with other servers).
+pub async fn get_devices(
+    State(s): State<AppState>,
+    req: Ruma<get_devices::v1::Request>,
+) -> ApiResult<get_devices::v1::Response> {
+    origin(&req)?;
+    let user = &req.body.user_id;
+    if s.federation.is_remote(user) {
+        return Err(Error::not_found("Not a user of this server"));
+    }
+    let wanted = std::collections::BTreeMap::from([(user.clone(), Vec::new())]);
+    let found = s.keys.query(None, &wanted)?;
+    let stream_id = ruma::UInt::new_saturating(s.core.current_pos());
+    let mut res = get_devices::v1::Response::new(user.clone(), stream_id);
+    if let Some(keys) = found.users.get(user) {
+        res.devices = keys
+            .devices
+            .iter()
+            .map(|(d, k)| get_devices::v1::UserDevice::new(d.clone(), crate::json::to_raw(k)))
+            .collect();
+        res.master_key = keys.master.as_ref().map(crate::json::to_raw);
+        res.self_signing_key = keys.self_signing.as_ref().map(crate::json::to_raw);
+    }
+    Ok(RumaResponse(res))
+}
+
+fn raw_keys<T>(objects: Vec<CanonicalJsonObject>) -> Result<Vec<Raw<T>>, Error> {
+    objects
+        .into_iter()
+        .map(|o| Ok(crate::json::to_raw(&serde_json::to_value(o)?)))
+        .collect()
+}
+
+/// `GET /_matrix/key/v2/query/{serverName}`: another server's keys, through this one.
+pub async fn get_remote_server_keys(
+    State(s): State<AppState>,
+    req: Ruma<get_remote_server_keys::v2::Request>,
+) -> ApiResult<get_remote_server_keys::v2::Response> {
+    let min_valid = u64::from(req.body.minimum_valid_until_ts.get());
+    let keys = s
+        .federation
+        .notary_keys(vec![(req.body.server_name, Some(min_valid))])
+        .await?;
+    Ok(RumaResponse(get_remote_server_keys::v2::Response::new(
+        raw_keys(keys)?,
+    )))
+}
+
+/// `POST /_matrix/key/v2/query`: several servers' keys, through this one.
+pub async fn get_remote_server_keys_batch(
+    State(s): State<AppState>,
+    req: Ruma<get_remote_server_keys_batch::v2::Request>,
+) -> ApiResult<get_remote_server_keys_batch::v2::Response> {
+    let wanted = req
+        .body
+        .server_keys
+        .into_iter()
+        .map(|(server, keys)| {
+            let min_valid = keys
+                .values()
+                .filter_map(|c| c.minimum_valid_until_ts)
+                .map(|t| u64::from(t.get()))
+                .max();
+            (server, min_valid)
+        })
+        .collect();
+    let keys = s.federation.notary_keys(wanted).await?;
+    Ok(RumaResponse(
+        get_remote_server_keys_batch::v2::Response::new(raw_keys(keys)?),
+    ))
+}
+
+/// `GET /_matrix/federation/v1/query/profile`: a local user's profile.
+pub async fn get_profile_information(
+    State(s): State<AppState>,
+    req: Ruma<get_profile_information::v1::Request>,
+) -> ApiResult<get_profile_information::v1::Response> {
+    let profile = s
+        .federation
+        .local_profile(&req.body.user_id)?
+        .ok_or_else(|| Error::not_found("Profile not found"))?;
+    let field = req.body.field.as_ref().map(|f| f.as_str().to_owned());
+    let mut response = get_profile_information::v1::Response::new();
+    if let serde_json::Value::Object(fields) = profile_json(&profile, field.as_deref()) {
+        for (k, v) in fields {
+            response.set(k, v);
+        }
+    }
+    Ok(RumaResponse(response))
+}
+
+/// `GET /_matrix/federation/v1/query/directory`: the room a local alias points at.
+pub async fn get_room_information(
+    State(s): State<AppState>,
+    req: Ruma<get_room_information::v1::Request>,
+) -> ApiResult<get_room_information::v1::Response> {
+    let alias = &req.body.room_alias;
+    if alias.server_name() != s.core.server_name() {
+        return Err(Error::not_found("Room alias not found"));
+    }
+    let room_id = s.directory.require_alias(alias).await?;
+    Ok(RumaResponse(get_room_information::v1::Response::new(
+        room_id,
+        vec![s.core.server_name().clone()],
+    )))
 }
 
 /// `GET /_matrix/key/v2/server`

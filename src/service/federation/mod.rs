@@ -1,27 +1,64 @@
-//! The server's identity towards other servers: its signing key as the Server-Server API
-//! publishes it (`/_matrix/key/v2/server`). The rest of federation (joins, transactions,
-//! backfill) is not built yet; nothing here contacts another server.
+//! The Server-Server API's identity and queries: this server's signing key as
+//! `/_matrix/key/v2/server` publishes it, other servers' keys (fetched, checked and cached;
+//! relayed to those who ask this server as a notary), and the profile and room-alias lookups
+//! that let people find each other across servers. Requests to other servers go through
+//! [`FedClient`]. Rooms are not shared with other servers yet.
 
-use std::{sync::Arc, time::Duration};
+mod client;
+mod sender;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use base64::Engine as _;
-use ruma::CanonicalJsonObject;
-use serde_json::json;
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedRoomId,
+    OwnedServerName, OwnedUserId, RoomAliasId, ServerName, UserId,
+    api::federation::{
+        discovery::get_server_keys,
+        keys::{claim_keys, get_keys},
+        query::{get_profile_information, get_room_information},
+    },
+    serde::Base64,
+    signatures::{
+        SigningKeyAlgorithm, to_canonical_json_string_for_signing, verify_canonical_json_bytes,
+    },
+};
+use serde_json::{Value as JsonValue, json};
+
+pub use client::{Destination, FedClient, FedError};
 
 use super::core::{Core, now_ms};
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    store::{FEDERATION_TRANSACTIONS, SERVER_KEYS, ServerKeysRecord},
+};
 
 /// How long other servers may cache the published key before asking again.
 pub const KEY_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+/// Most servers one notary query may name.
+pub const MAX_NOTARY_SERVERS: usize = 20;
 
 /// The Server-Server API's identity. Depends on [`Core`].
 pub struct Federation {
     core: Arc<Core>,
+    pub client: FedClient,
+    queues: sender::Queues,
+}
+
+/// A profile as another server answered it.
+#[derive(Debug, Default)]
+pub struct RemoteProfile {
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
 }
 
 impl Federation {
-    pub fn new(core: Arc<Core>) -> Self {
-        Self { core }
+    pub fn new(core: Arc<Core>) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: FedClient::new(core.clone())?,
+            core,
+            queues: sender::Queues::new(),
+        })
     }
 
     /// The server's keys as `GET /_matrix/key/v2/server` answers: the one ed25519 key that
@@ -41,5 +78,485 @@ impl Federation {
         .map_err(Error::internal)?;
         ruma::signatures::sign_json(server_name, key, &mut keys).map_err(Error::internal)?;
         Ok(keys)
+    }
+
+    /// The public key `key_id` of `server`, valid at `valid_at` (ms): from the cache, else
+    /// fetched from the server itself and checked.
+    pub async fn verify_key(
+        &self,
+        server: &ServerName,
+        key_id: &str,
+        valid_at: u64,
+    ) -> std::result::Result<Base64, FedError> {
+        if server == self.core.server_name() {
+            let key = &self.core.signing_key;
+            if key_id == format!("ed25519:{}", key.version()) {
+                return Ok(Base64::new(key.public_key().to_vec()));
+            }
+            return Err(FedError::Invalid(
+                server.to_owned(),
+                format!("no key {key_id}"),
+            ));
+        }
+        let known = |record: &ServerKeysRecord| {
+            record
+                .keys
+                .get(key_id)
+                .filter(|(_, until)| *until >= valid_at)
+                .and_then(|(key, _)| Base64::parse(key).ok())
+        };
+        if let Some(key) = self.stored_keys(server).as_ref().and_then(known) {
+            return Ok(key);
+        }
+        let record = self.fetch_keys(server).await?;
+        known(&record).ok_or_else(|| {
+            FedError::Invalid(
+                server.to_owned(),
+                format!("it publishes no key {key_id} valid at {valid_at}"),
+            )
+        })
+    }
+
+    fn stored_keys(&self, server: &ServerName) -> Option<ServerKeysRecord> {
+        self.core.store.get(&SERVER_KEYS, server).ok().flatten()
+    }
+
+    /// Asks `server` for its keys, checks that it signed them with each key it publishes, and
+    /// keeps them (with every key seen before).
+    async fn fetch_keys(
+        &self,
+        server: &ServerName,
+    ) -> std::result::Result<ServerKeysRecord, FedError> {
+        let invalid = |m: String| FedError::Invalid(server.to_owned(), m);
+        let response = self
+            .client
+            .send_unsigned(server, get_server_keys::v2::Request::new())
+            .await?;
+        let object: CanonicalJsonObject = serde_json::from_str(response.server_key.json().get())
+            .map_err(|e| invalid(format!("keys are not canonical JSON: {e}")))?;
+        let keys = checked_keys(server, &object).map_err(invalid)?;
+        let mut record = self.stored_keys(server).unwrap_or_default();
+        record.keys.extend(keys);
+        record.response = serde_json::to_value(&object).map_err(|e| invalid(e.to_string()))?;
+        let mut batch = crate::store::Batch::default();
+        batch.put(&SERVER_KEYS, server, &record);
+        self.core
+            .store
+            .apply(batch)
+            .map_err(|e| invalid(format!("cannot keep its keys: {e}")))?;
+        Ok(record)
+    }
+
+    /// The answers of a notary query: each named server's keys as it signed them, valid at
+    /// least until the time asked for, countersigned by this server. Servers whose keys
+    /// cannot be had are left out (as the spec says).
+    pub async fn notary_keys(
+        &self,
+        wanted: Vec<(OwnedServerName, Option<u64>)>,
+    ) -> Result<Vec<CanonicalJsonObject>> {
+        if wanted.len() > MAX_NOTARY_SERVERS {
+            return Err(Error::invalid_param(format!(
+                "At most {MAX_NOTARY_SERVERS} servers per query"
+            )));
+        }
+        let mut out = Vec::new();
+        for (server, min_valid) in wanted {
+            let mut object = if &server == self.core.server_name() {
+                self.server_keys()?
+            } else {
+                let min_valid = min_valid.unwrap_or_else(now_ms);
+                let fresh = |r: &ServerKeysRecord| {
+                    r.response["valid_until_ts"]
+                        .as_u64()
+                        .is_some_and(|t| t >= min_valid)
+                };
+                let record = match self.stored_keys(&server).filter(fresh) {
+                    Some(r) => r,
+                    None => match self.fetch_keys(&server).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::debug!("notary: no keys for {server}: {e}");
+                            match self.stored_keys(&server) {
+                                // What is known is better than nothing; the asker decides.
+                                Some(r) => r,
+                                None => continue,
+                            }
+                        }
+                    },
+                };
+                match serde_json::from_value::<CanonicalJsonObject>(record.response) {
+                    Ok(o) => o,
+                    Err(_) => continue,
+                }
+            };
+            ruma::signatures::sign_json(
+                self.core.server_name().as_str(),
+                &self.core.signing_key,
+                &mut object,
+            )
+            .map_err(Error::internal)?;
+            out.push(object);
+        }
+        Ok(out)
+    }
+
+    /// A local user's profile for another server (`/query/profile`); None when there is no
+    /// such user here.
+    pub fn local_profile(&self, user: &UserId) -> Result<Option<RemoteProfile>> {
+        if user.server_name() != self.core.server_name() {
+            return Ok(None);
+        }
+        let Some(account) = self
+            .core
+            .store
+            .get(&crate::store::USERS, user)?
+            .filter(|a| !a.deactivated)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(RemoteProfile {
+            displayname: account.displayname,
+            avatar_url: account.avatar_url.map(|u| u.to_string()),
+        }))
+    }
+
+    /// Another server's user's profile, asked of their server.
+    pub async fn remote_profile(&self, user: &UserId) -> Result<RemoteProfile> {
+        let response = self
+            .client
+            .send(
+                user.server_name(),
+                get_profile_information::v1::Request::new(user.to_owned()),
+            )
+            .await
+            .map_err(|e| remote_error(e, "Profile not found"))?;
+        let text = |k: &str| response.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        Ok(RemoteProfile {
+            displayname: text("displayname"),
+            avatar_url: text("avatar_url"),
+        })
+    }
+
+    /// The room another server's alias points at, and servers that can join it.
+    pub async fn remote_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+        let response = self
+            .client
+            .send(
+                alias.server_name(),
+                get_room_information::v1::Request::new(alias.to_owned()),
+            )
+            .await
+            .map_err(|e| remote_error(e, "Room alias not found"))?;
+        Ok((response.room_id, response.servers))
+    }
+
+    /// Device and cross-signing keys of other servers' users, each server asked once (all at
+    /// once). Keys that do not belong to the server asked, or whose IDs do not match where
+    /// they are listed, are left out. Returns the answers and, per server that could not
+    /// answer, why.
+    pub async fn remote_device_keys(
+        &self,
+        wanted: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+    ) -> (Vec<get_keys::v1::Response>, BTreeMap<String, JsonValue>) {
+        let by_server = group_by_server(wanted);
+        let asks = by_server.into_iter().map(|(server, users)| async move {
+            let answer = self
+                .client
+                .send(&server, get_keys::v1::Request::new(users))
+                .await;
+            (server, answer)
+        });
+        let mut answers = Vec::new();
+        let mut failures = BTreeMap::new();
+        for (server, answer) in futures_util::future::join_all(asks).await {
+            match answer {
+                Ok(mut r) => {
+                    r.device_keys.retain(|user, devices| {
+                        devices.retain(|device, keys| {
+                            let v = keys
+                                .deserialize_as_unchecked::<JsonValue>()
+                                .unwrap_or_default();
+                            v["user_id"] == user.as_str() && v["device_id"] == device.as_str()
+                        });
+                        user.server_name() == server
+                    });
+                    r.master_keys.retain(|user, _| user.server_name() == server);
+                    r.self_signing_keys
+                        .retain(|user, _| user.server_name() == server);
+                    answers.push(r);
+                }
+                Err(e) => {
+                    failures.insert(server.to_string(), json!({ "error": e.to_string() }));
+                }
+            }
+        }
+        (answers, failures)
+    }
+
+    /// One-time keys of other servers' users' devices, each server asked once.
+    pub async fn remote_claim(
+        &self,
+        wanted: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>,
+    ) -> (Vec<claim_keys::v1::Response>, BTreeMap<String, JsonValue>) {
+        let by_server = group_by_server(wanted);
+        let asks = by_server.into_iter().map(|(server, users)| async move {
+            let answer = self
+                .client
+                .send(&server, claim_keys::v1::Request::new(users))
+                .await;
+            (server, answer)
+        });
+        let mut answers = Vec::new();
+        let mut failures = BTreeMap::new();
+        for (server, answer) in futures_util::future::join_all(asks).await {
+            match answer {
+                Ok(mut r) => {
+                    r.one_time_keys
+                        .retain(|user, _| user.server_name() == server);
+                    answers.push(r);
+                }
+                Err(e) => {
+                    failures.insert(server.to_string(), json!({ "error": e.to_string() }));
+                }
+            }
+        }
+        (answers, failures)
+    }
+
+    /// Queues to-device messages for other servers' users: one `m.direct_to_device` EDU per
+    /// server, delivered by the sender.
+    pub async fn send_to_device(
+        &self,
+        sender: &UserId,
+        kind: &str,
+        message_id: &str,
+        messages: Vec<(OwnedUserId, String, JsonValue)>,
+    ) -> Result<()> {
+        let mut by_server: BTreeMap<OwnedServerName, serde_json::Map<String, JsonValue>> =
+            BTreeMap::new();
+        for (user, device, content) in messages {
+            let users = by_server.entry(user.server_name().to_owned()).or_default();
+            let devices = users.entry(user.to_string()).or_insert_with(|| json!({}));
+            devices[device] = content;
+        }
+        for (server, messages) in by_server {
+            if self.client.permits(&server).is_err() {
+                continue;
+            }
+            let edu = json!({
+                "edu_type": "m.direct_to_device",
+                "content": {
+                    "sender": sender,
+                    "type": kind,
+                    "message_id": message_id,
+                    "messages": messages,
+                },
+            });
+            self.queue_edu(&server, edu).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether a transaction from `origin` was handled before (a retry to answer at once).
+    pub fn already_received(&self, origin: &ServerName, txn_id: &str) -> Result<bool> {
+        Ok(self
+            .core
+            .store
+            .contains(&FEDERATION_TRANSACTIONS, (origin, txn_id))?)
+    }
+
+    /// Marks a transaction from `origin` as handled (after its contents are).
+    pub async fn received(&self, origin: &ServerName, txn_id: &str) -> Result<()> {
+        let mut batch = crate::store::Batch::default();
+        batch.put(&FEDERATION_TRANSACTIONS, (origin, txn_id), &());
+        self.core.write(batch).await
+    }
+
+    /// Whether `user` lives on another server this one would ask.
+    pub fn is_remote(&self, user: &UserId) -> bool {
+        user.server_name() != self.core.server_name()
+    }
+
+    /// The server's own name (for answers that list servers).
+    pub fn server_name(&self) -> &OwnedServerName {
+        self.core.server_name()
+    }
+}
+
+/// Splits a per-user map by the users' servers.
+fn group_by_server<V>(
+    wanted: BTreeMap<OwnedUserId, V>,
+) -> BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, V>> {
+    let mut out: BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, V>> = BTreeMap::new();
+    for (user, v) in wanted {
+        out.entry(user.server_name().to_owned())
+            .or_default()
+            .insert(user, v);
+    }
+    out
+}
+
+/// What a client sees when another server could not answer: 404 when it said there is no
+/// such thing (or federation is off, or the server is not one this one talks with), else 502.
+fn remote_error(e: FedError, not_found: &str) -> Error {
+    use http::StatusCode;
+    use ruma::api::error::ErrorKind;
+    match &e {
+        FedError::Status { .. } if e.is_not_found() => Error::not_found(not_found),
+        FedError::Disabled | FedError::NotPermitted(_) => {
+            Error::not_found(format!("{not_found}: {e}"))
+        }
+        _ => Error::new(StatusCode::BAD_GATEWAY, ErrorKind::Unknown, e.to_string()),
+    }
+}
+
+/// A public key (unpadded base64) and until when it is valid, in ms.
+type KnownKey = (String, u64);
+
+/// The keys in a `/_matrix/key/v2/server` answer from `server`, once it is checked: it names
+/// `server`, and each key in `verify_keys` signed it. Key ID -> (key, valid until).
+fn checked_keys(
+    server: &ServerName,
+    object: &CanonicalJsonObject,
+) -> std::result::Result<Vec<(String, KnownKey)>, String> {
+    if object.get("server_name").and_then(as_str) != Some(server.as_str()) {
+        return Err("the keys name another server".into());
+    }
+    let until = match object.get("valid_until_ts") {
+        Some(CanonicalJsonValue::Integer(i)) => u64::try_from(i64::from(*i)).unwrap_or(0),
+        _ => return Err("valid_until_ts is missing".into()),
+    };
+    let Some(CanonicalJsonValue::Object(verify)) = object.get("verify_keys") else {
+        return Err("verify_keys is missing".into());
+    };
+    if verify.is_empty() {
+        return Err("verify_keys is empty".into());
+    }
+    let signatures = match object.get("signatures") {
+        Some(CanonicalJsonValue::Object(s)) => match s.get(server.as_str()) {
+            Some(CanonicalJsonValue::Object(mine)) => mine,
+            _ => return Err("not signed by the server itself".into()),
+        },
+        _ => return Err("not signed".into()),
+    };
+    let signed = to_canonical_json_string_for_signing(object).map_err(|e| e.to_string())?;
+    let mut keys = Vec::new();
+    for (key_id, v) in verify {
+        let key = match v {
+            CanonicalJsonValue::Object(o) => o.get("key").and_then(as_str),
+            _ => None,
+        }
+        .ok_or_else(|| format!("{key_id} has no key"))?;
+        if !key_id.starts_with("ed25519:") {
+            continue;
+        }
+        let public = Base64::<ruma::serde::base64::Standard>::parse(key)
+            .map_err(|e| format!("{key_id}: {e}"))?;
+        let signature = signatures
+            .get(key_id)
+            .and_then(as_str)
+            .and_then(|s| Base64::<ruma::serde::base64::Standard>::parse(s).ok())
+            .ok_or_else(|| format!("not signed with {key_id}"))?;
+        verify_canonical_json_bytes(
+            &SigningKeyAlgorithm::Ed25519,
+            public.as_bytes(),
+            signature.as_bytes(),
+            signed.as_bytes(),
+        )
+        .map_err(|e| format!("the signature of {key_id} does not verify: {e}"))?;
+        keys.push((key_id.clone(), (key.to_owned(), until)));
+    }
+    if keys.is_empty() {
+        return Err("no ed25519 key".into());
+    }
+    // Old keys stay usable for what they signed before they expired.
+    if let Some(CanonicalJsonValue::Object(old)) = object.get("old_verify_keys") {
+        for (key_id, v) in old {
+            if let CanonicalJsonValue::Object(o) = v
+                && let (Some(key), Some(CanonicalJsonValue::Integer(expired))) =
+                    (o.get("key").and_then(as_str), o.get("expired_ts"))
+            {
+                let expired = u64::try_from(i64::from(*expired)).unwrap_or(0);
+                keys.push((key_id.clone(), (key.to_owned(), expired)));
+            }
+        }
+    }
+    Ok(keys)
+}
+
+fn as_str(v: &CanonicalJsonValue) -> Option<&str> {
+    match v {
+        CanonicalJsonValue::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// JSON of a profile answer (fields left out when unset).
+pub fn profile_json(p: &RemoteProfile, field: Option<&str>) -> JsonValue {
+    let mut out = serde_json::Map::new();
+    if field.is_none_or(|f| f == "displayname")
+        && let Some(d) = &p.displayname
+    {
+        out.insert("displayname".into(), d.clone().into());
+    }
+    if field.is_none_or(|f| f == "avatar_url")
+        && let Some(a) = &p.avatar_url
+    {
+        out.insert("avatar_url".into(), a.clone().into());
+    }
+    JsonValue::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ruma::signatures::Ed25519KeyPair;
+
+    fn signed_keys(server: &str, key: &Ed25519KeyPair) -> CanonicalJsonObject {
+        let public = base64::engine::general_purpose::STANDARD_NO_PAD.encode(key.public_key());
+        let mut o: CanonicalJsonObject = serde_json::from_value(json!({
+            "server_name": server,
+            "verify_keys": { format!("ed25519:{}", key.version()): { "key": public } },
+            "old_verify_keys": {},
+            "valid_until_ts": 1_900_000_000_000u64,
+        }))
+        .unwrap();
+        ruma::signatures::sign_json(server, key, &mut o).unwrap();
+        o
+    }
+
+    fn key(version: &str) -> Ed25519KeyPair {
+        let doc = Ed25519KeyPair::generate();
+        Ed25519KeyPair::from_der(&doc, version.into()).unwrap()
+    }
+
+    #[test]
+    fn keys_are_taken_only_when_the_server_signed_them() {
+        let server = <&ServerName>::try_from("a.example").unwrap();
+        let k = key("k1");
+        let good = signed_keys("a.example", &k);
+        let keys = checked_keys(server, &good).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].0, "ed25519:k1");
+        assert_eq!(keys[0].1.1, 1_900_000_000_000);
+
+        // Another server's name, a changed validity, a signature by another key: refused.
+        let other = <&ServerName>::try_from("b.example").unwrap();
+        assert!(checked_keys(other, &good).is_err());
+        let mut changed = good.clone();
+        changed.insert(
+            "valid_until_ts".into(),
+            CanonicalJsonValue::Integer(2_000_000_000_000i64.try_into().unwrap()),
+        );
+        assert!(checked_keys(server, &changed).is_err());
+        let mut forged = signed_keys("a.example", &key("k1"));
+        forged.insert("verify_keys".into(), good["verify_keys"].clone());
+        assert!(checked_keys(server, &forged).is_err());
+        let mut unsigned = good.clone();
+        unsigned.remove("signatures");
+        assert!(checked_keys(server, &unsigned).is_err());
     }
 }

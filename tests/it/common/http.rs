@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::password;
 
 /// A raw HTTP client for one server.
+#[derive(Clone)]
 pub struct Http {
     /// `http://127.0.0.1:port`
     pub base: String,

@@ -152,6 +152,16 @@ impl TestServer {
         Self::around(server, config, dir)
     }
 
+    /// Stops the server, keeping its data directory and config to start it again later (on
+    /// the same configured addresses; the Client-Server port is new).
+    pub async fn stop_keeping_data(self) -> Stopped {
+        self.server.stop().await.expect("server stops");
+        Stopped {
+            config: self.config,
+            dir: self.dir,
+        }
+    }
+
     /// Stops the server and removes its data.
     pub async fn stop(self) {
         self.server.stop().await.expect("server stops");
@@ -162,6 +172,22 @@ impl TestServer {
     /// than an idle server holds. Only meaningful while no matrix-sdk client syncs.
     pub fn is_handling_a_request(&self) -> bool {
         Arc::strong_count(self.server.services()) > self.idle_refs
+    }
+}
+
+/// A test server that was stopped with its data kept.
+pub struct Stopped {
+    config: Config,
+    dir: TempDir,
+}
+
+impl Stopped {
+    /// Starts the server again on its data and config.
+    pub async fn start_again(self) -> TestServer {
+        let server = Server::start(self.config.clone())
+            .await
+            .expect("server starts again");
+        TestServer::around(server, self.config, self.dir)
     }
 }
 
