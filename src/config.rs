@@ -335,6 +335,9 @@ pub struct FederationConfig {
     /// Extra certificate authorities (PEM) trusted for other servers' certificates, besides
     /// the system's: a community's private CA, or the self-signed certificates of tests.
     pub tls_ca_file: Option<PathBuf>,
+    /// What `/.well-known/matrix/server` answers (`"example.org:443"`): where other servers
+    /// reach this one when that is not `server_name` on port 8448. Unset, it answers 404.
+    pub well_known_server: Option<OwnedServerName>,
     /// Contact other servers on loopback, private or link-local addresses. Off, naming a
     /// server that resolves there gets nothing (no way into the network the server runs in).
     pub allow_private_addresses: bool,
@@ -354,6 +357,9 @@ pub struct FederationConfig {
     pub failure_backoff_secs: u64,
     /// Most EDUs (to-device messages) queued for one server; past it new ones are dropped.
     pub max_queued_per_server: usize,
+    /// Media files sent to other servers at once (each is held in memory while it goes out,
+    /// up to `media.max_upload_size`); more wait, then get 429.
+    pub max_media_served_at_once: usize,
 }
 
 impl Default for FederationConfig {
@@ -364,6 +370,7 @@ impl Default for FederationConfig {
             tls_cert: None,
             tls_key: None,
             tls_ca_file: None,
+            well_known_server: None,
             allow_private_addresses: false,
             deny_servers: Vec::new(),
             allow_servers: Vec::new(),
@@ -372,6 +379,7 @@ impl Default for FederationConfig {
             max_outgoing_requests: 32,
             failure_backoff_secs: 60,
             max_queued_per_server: 1000,
+            max_media_served_at_once: 2,
         }
     }
 }
@@ -618,6 +626,10 @@ impl Config {
             ("federation.max_response_size", f.max_response_size),
             ("federation.max_outgoing_requests", f.max_outgoing_requests),
             ("federation.max_queued_per_server", f.max_queued_per_server),
+            (
+                "federation.max_media_served_at_once",
+                f.max_media_served_at_once,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {

@@ -64,6 +64,10 @@ enum Admin {
         #[command(subcommand)]
         command: MediaCmd,
     },
+    /// Replace the server's signing key with a new one (with the server stopped), e.g. after
+    /// the data directory leaked. The old key stays published as an old key, expired now, so
+    /// other servers can still check what it signed.
+    RotateSigningKey,
 }
 
 #[derive(Subcommand)]
@@ -295,6 +299,10 @@ async fn admin(command: Admin, config: Config) -> anyhow::Result<()> {
                 "Deleted {} media, {} files ({} bytes).",
                 purged.media, purged.files, purged.bytes
             );
+        }
+        Admin::RotateSigningKey => {
+            let key_id = services.core.rotate_signing_key().await?;
+            println!("The server now signs with {key_id}; the old key is published as expired.");
         }
         Admin::Appservice { .. } => unreachable!("handled above"),
     }

@@ -13,8 +13,8 @@ use crate::{
     config::Config,
     error::Result,
     store::{
-        Batch, SCHEMA_VERSION, SIGNING_KEY, STREAM, STREAM_POS, SigningKeyRecord, Store,
-        StreamEntry,
+        Batch, OLD_SIGNING_KEYS, OldSigningKey, SCHEMA_VERSION, SIGNING_KEY, STREAM, STREAM_POS,
+        SigningKeyRecord, Store, StreamEntry,
     },
 };
 
@@ -24,6 +24,8 @@ pub struct Core {
     /// Only the service layer reads and writes the store.
     pub(in crate::service) store: Store,
     pub signing_key: Ed25519KeyPair,
+    /// Keys the server signed with before `signing_key` (published as old keys).
+    pub old_signing_keys: Vec<OldSigningKey>,
     /// The newest durable stream position; sync waiters watch it.
     stream: watch::Sender<u64>,
     /// The one writer: every change that advances the stream holds it while it allocates its
@@ -46,11 +48,16 @@ impl Core {
         let store = Store::open(&config.data_dir, &config.storage)?;
         let pos = store.get_single(&STREAM_POS)?.unwrap_or(0);
         let signing_key = load_or_create_signing_key(&store).await?;
+        let old_signing_keys = store
+            .get_single(&OLD_SIGNING_KEYS)?
+            .unwrap_or_default()
+            .keys;
         let (stream, _) = watch::channel(pos);
         Ok(Arc::new(Self {
             config,
             store,
             signing_key,
+            old_signing_keys,
             stream,
             writer: tokio::sync::Mutex::new(pos),
             pushes: watch::channel(0).0,
@@ -259,22 +266,51 @@ impl Core {
     }
 }
 
+/// A new ed25519 key with a random version (`a_1f2e`).
+fn new_signing_key() -> SigningKeyRecord {
+    use base64::Engine as _;
+    use rand::Rng;
+    let doc = Ed25519KeyPair::generate();
+    let n: u32 = rand::thread_rng().r#gen();
+    SigningKeyRecord {
+        version: format!("a_{}", &format!("{n:08x}")[..4]),
+        pkcs8: base64::engine::general_purpose::STANDARD_NO_PAD.encode(&*doc),
+    }
+}
+
+impl Core {
+    /// Replaces the signing key with a new one (`tsunagu admin rotate-signing-key`, with the
+    /// server stopped). The old key is kept as an old key, expired now: other servers can still
+    /// check what it signed. Returns the new key's ID; the server signs with it once started.
+    pub async fn rotate_signing_key(&self) -> anyhow::Result<String> {
+        use base64::Engine as _;
+        let mut old = self
+            .store
+            .get_single(&OLD_SIGNING_KEYS)?
+            .unwrap_or_default();
+        old.keys.push(OldSigningKey {
+            key_id: format!("ed25519:{}", self.signing_key.version()),
+            public: base64::engine::general_purpose::STANDARD_NO_PAD
+                .encode(self.signing_key.public_key()),
+            expired_ts: now_ms(),
+        });
+        let new = new_signing_key();
+        let mut b = Batch::default();
+        b.put_single(&SIGNING_KEY, &new);
+        b.put_single(&OLD_SIGNING_KEYS, &old);
+        self.store.apply(b)?;
+        self.store.persist().await?;
+        Ok(format!("ed25519:{}", new.version))
+    }
+}
+
 async fn load_or_create_signing_key(store: &Store) -> anyhow::Result<Ed25519KeyPair> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
     let stored = match store.get_single(&SIGNING_KEY)? {
         Some(k) => k,
         None => {
-            let doc = Ed25519KeyPair::generate();
-            let version: String = {
-                use rand::Rng;
-                let n: u32 = rand::thread_rng().r#gen();
-                format!("a_{}", &format!("{n:08x}")[..4])
-            };
-            let k = SigningKeyRecord {
-                version,
-                pkcs8: b64.encode(&*doc),
-            };
+            let k = new_signing_key();
             let mut b = Batch::default();
             b.put_single(&SIGNING_KEY, &k);
             store.apply(b)?;

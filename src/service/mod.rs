@@ -112,6 +112,7 @@ impl Services {
             timeline.clone(),
         ));
         let presence = Arc::new(presence::Presence::new(core.clone(), timeline.clone()));
+        let federation = Arc::new(federation::Federation::new(core.clone())?);
         let services = Arc::new(Self {
             uiaa: uiaa::Uiaa::new(core.clone(), users.clone()),
             rate_limiter: ratelimit::RateLimiter::new(
@@ -127,7 +128,7 @@ impl Services {
             ),
             backup: backup::Backup::new(core.clone()),
             openid: openid::OpenId::new(core.clone()),
-            federation: Arc::new(federation::Federation::new(core.clone())?),
+            federation: federation.clone(),
             reports: reports::Reports::new(core.clone(), timeline.clone()),
             search: search::Search::new(core.clone(), timeline.clone()),
             presence: presence.clone(),
@@ -143,7 +144,7 @@ impl Services {
                 users.clone(),
                 timeline.clone(),
             ),
-            media: media::Media::new(core.clone(), users.clone())?,
+            media: media::Media::new(core.clone(), users.clone(), federation.clone())?,
             sync: sync::Sync {
                 core: core.clone(),
                 timeline: timeline.clone(),

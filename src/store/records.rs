@@ -31,6 +31,23 @@ pub struct SigningKeyRecord {
     pub pkcs8: String,
 }
 
+/// Signing keys the server used before its current one (`tsunagu admin rotate-signing-key`),
+/// published as `old_verify_keys` so that what they signed can still be checked.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct OldSigningKeys {
+    pub keys: Vec<OldSigningKey>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OldSigningKey {
+    /// `ed25519:<version>`.
+    pub key_id: String,
+    /// The public key, unpadded base64.
+    pub public: String,
+    /// When it stopped being used, in ms.
+    pub expired_ts: u64,
+}
+
 /// The transaction a local client sent an event with (for `unsigned.transaction_id`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TxnInfo {

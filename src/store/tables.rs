@@ -234,6 +234,7 @@ json_values!(
     JsonValue,
     StreamEntry,
     SigningKeyRecord,
+    OldSigningKeys,
     StoredEvent,
     RoomRecord,
     MembershipRecord,
@@ -324,6 +325,8 @@ pub const STREAM_POS: Single<u64> = Single::new("stream_pos");
 pub const SCHEMA_VERSION: Single<u64> = Single::new("schema_version");
 /// `"signing_key"` -> the server's ed25519 key.
 pub const SIGNING_KEY: Single<SigningKeyRecord> = Single::new("signing_key");
+/// `"old_signing_keys"` -> the keys the server signed with before its current one.
+pub const OLD_SIGNING_KEYS: Single<OldSigningKeys> = Single::new("old_signing_keys");
 /// `"notifier_pos"` -> the stream position up to which push rules have run.
 pub const NOTIFIER_POS: Single<u64> = Single::new("notifier_pos");
 /// `"appservice:" id` -> delivery state of an appservice.

@@ -1,6 +1,8 @@
-//! The server's identity towards other servers (the Server-Server API's discovery endpoints):
-//! the signing key it publishes is signed by itself and stays the same across restarts, and
-//! it names its software. Rooms do not federate yet.
+//! Federation as far as it goes: the server's identity (its signing key, self-signed, the same
+//! across restarts, replaced by `admin rotate-signing-key` with the old one still published;
+//! its software; its delegation), and between two in-process servers with TLS listeners on
+//! loopback: notary key queries, X-Matrix signatures checked, profile and alias lookups,
+//! device keys, and to-device messages queued across restarts. Rooms do not federate yet.
 
 use crate::common;
 
@@ -595,5 +597,160 @@ async fn device_keys_and_to_device_messages_cross_servers_and_survive_restarts()
         "{bodies:?} on {b_name}"
     );
     a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_rotated_signing_key_stays_published_as_an_old_key() {
+    let t = TestServer::start_with(|c| {
+        c.federation.well_known_server = Some("chat.example.org:443".try_into().unwrap());
+    })
+    .await;
+    // Where other servers are told to reach this one.
+    let delegation = t.http.get_ok("/.well-known/matrix/server", None).await;
+    assert_eq!(
+        delegation["m.server"], "chat.example.org:443",
+        "{delegation}"
+    );
+
+    let before = t.http.get_ok("/_matrix/key/v2/server", None).await;
+    let (old_id, old_key) = before["verify_keys"]
+        .as_object()
+        .and_then(|k| k.iter().next())
+        .map(|(id, k)| (id.clone(), k["key"].clone()))
+        .unwrap();
+    let data_dir = t.dir().join("server");
+    let stopped = t.stop_keeping_data().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tsunagu"))
+        .env("TSUNAGU_DATA_DIR", &data_dir)
+        .env("TSUNAGU_SERVER_NAME", "localhost")
+        .env("TSUNAGU_LOG", "warn")
+        .args(["admin", "rotate-signing-key"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = stopped.start_again().await;
+    let after = t.http.get_ok("/_matrix/key/v2/server", None).await;
+    let verify = after["verify_keys"].as_object().unwrap();
+    assert_eq!(verify.len(), 1, "{after}");
+    let (new_id, new_key) = verify.iter().next().unwrap();
+    assert_ne!(*new_id, old_id, "a new key: {after}");
+    assert_eq!(after["old_verify_keys"][&old_id]["key"], old_key, "{after}");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let expired = after["old_verify_keys"][&old_id]["expired_ts"]
+        .as_u64()
+        .unwrap();
+    assert!(expired <= now && expired + 600_000 > now, "{after}");
+    // Signed by the new key.
+    let map = PublicKeyMap::from([(
+        "localhost".to_owned(),
+        PublicKeySet::from([(
+            new_id.clone(),
+            Base64::parse(new_key["key"].as_str().unwrap()).unwrap(),
+        )]),
+    )]);
+    let signed: CanonicalJsonObject = serde_json::from_value(after.clone()).unwrap();
+    verify_json(&map, &signed).expect("signed by the new key");
+    t.stop().await;
+
+    // A server that does not delegate says so.
+    let t = TestServer::start().await;
+    let (status, res) = t
+        .http
+        .call("GET", "/.well-known/matrix/server", None, None)
+        .await;
+    assert_eq!(
+        (status, res["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{res}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn media_of_another_server_is_fetched_once_and_kept() {
+    let (a, a_name) = federating(&[]).await;
+    let (b, _b_name) = federating(&[]).await;
+    let alice = a.http.register("alice").await;
+    let bob = b.http.register("bob").await;
+    let picture = {
+        let pixels =
+            image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 90]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgb8(pixels)
+            .write_to(&mut out, image::ImageFormat::Png)
+            .unwrap();
+        out.into_inner()
+    };
+    let uploaded: serde_json::Value = reqwest::Client::new()
+        .post(format!(
+            "{}/_matrix/media/v3/upload?filename=avatar.png",
+            a.url()
+        ))
+        .bearer_auth(&alice.token)
+        .header("content-type", "image/png")
+        .body(picture.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mxc = uploaded["content_uri"]
+        .as_str()
+        .expect("content_uri")
+        .to_owned();
+    let media_id = mxc.rsplit('/').next().unwrap().to_owned();
+    assert!(mxc.starts_with(&format!("mxc://{a_name}/")), "{mxc}");
+
+    // Bob's client asks his own server, which asks Alice's.
+    let get = |path: String| {
+        let (url, token) = (b.url(), bob.token.clone());
+        async move {
+            reqwest::Client::new()
+                .get(format!("{url}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let download = format!("/_matrix/client/v1/media/download/{a_name}/{media_id}");
+    let res = get(download.clone()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "image/png");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), picture.as_slice());
+    let res = get(format!(
+        "/_matrix/client/v1/media/thumbnail/{a_name}/{media_id}?width=32&height=32&method=scale"
+    ))
+    .await;
+    assert_eq!(res.status(), 200);
+    let thumb = image::load_from_memory(&res.bytes().await.unwrap()).expect("an image");
+    assert!(
+        thumb.width() <= 32 && thumb.height() <= 32,
+        "{}x{}",
+        thumb.width(),
+        thumb.height()
+    );
+
+    // What Alice's server does not have is not found.
+    let res = get(format!(
+        "/_matrix/client/v1/media/download/{a_name}/nothingHere"
+    ))
+    .await;
+    assert_eq!(res.status(), 404);
+
+    // With Alice's server gone, Bob's server still has its copy.
+    a.stop().await;
+    let res = get(download).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), picture.as_slice());
     b.stop().await;
 }

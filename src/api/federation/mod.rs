@@ -7,10 +7,13 @@ use axum::{Router, extract::State};
 use ruma::{
     CanonicalJsonObject,
     api::federation::{
+        authenticated_media::{
+            Content, ContentMetadata, FileOrLocation, get_content, get_content_thumbnail,
+        },
         device::get_devices,
         discovery::{
-            get_remote_server_keys, get_remote_server_keys_batch, get_server_keys,
-            get_server_version,
+            discover_homeserver, get_remote_server_keys, get_remote_server_keys_batch,
+            get_server_keys, get_server_version,
         },
         keys::{claim_keys, get_keys},
         openid::get_openid_userinfo,
@@ -37,6 +40,89 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(claim_keys)
         .ruma(get_devices)
         .ruma(send_transaction_message)
+        .ruma(discover_homeserver)
+        .ruma(media_download)
+        .ruma(media_thumbnail)
+}
+
+/// A local media content's bytes, for a multipart answer to another server (at most
+/// `media.max_upload_size`; `federation.max_media_served_at_once` such answers at a time).
+async fn media_answer(content: crate::service::media::Content) -> Result<FileOrLocation, Error> {
+    use tokio::io::AsyncReadExt;
+    let bytes = match content.body {
+        crate::service::media::ContentBody::Bytes(b) => b,
+        crate::service::media::ContentBody::File(mut f) => {
+            let mut out = Vec::with_capacity(content.size as usize);
+            f.read_to_end(&mut out).await.map_err(Error::internal)?;
+            out
+        }
+    };
+    let disposition = ruma::http_headers::ContentDisposition::new(
+        ruma::http_headers::ContentDispositionType::Attachment,
+    )
+    .with_filename(content.filename);
+    Ok(FileOrLocation::File(Content::new(
+        bytes,
+        content.content_type,
+        disposition,
+    )))
+}
+
+/// `GET /_matrix/federation/v1/media/download/{mediaId}`: a local media file.
+pub async fn media_download(
+    State(s): State<AppState>,
+    req: Ruma<get_content::v1::Request>,
+) -> ApiResult<get_content::v1::Response> {
+    origin(&req)?;
+    let _slot = s.federation.media_slot().await?;
+    let ours = s.core.server_name().clone();
+    let content = s
+        .media
+        .download(&ours, &req.body.media_id, req.body.timeout_ms)
+        .await?;
+    Ok(RumaResponse(get_content::v1::Response::new(
+        ContentMetadata::new(),
+        media_answer(content).await?,
+    )))
+}
+
+/// `GET /_matrix/federation/v1/media/thumbnail/{mediaId}`: a thumbnail of a local image.
+pub async fn media_thumbnail(
+    State(s): State<AppState>,
+    req: Ruma<get_content_thumbnail::v1::Request>,
+) -> ApiResult<get_content_thumbnail::v1::Response> {
+    origin(&req)?;
+    let _slot = s.federation.media_slot().await?;
+    let b = &req.body;
+    let size = (
+        u32::try_from(u64::from(b.width)).unwrap_or(u32::MAX),
+        u32::try_from(u64::from(b.height)).unwrap_or(u32::MAX),
+    );
+    let crop = b.method == Some(ruma::media::Method::Crop);
+    let ours = s.core.server_name().clone();
+    let content = s
+        .media
+        .thumbnail(&ours, &b.media_id, size, crop, b.timeout_ms)
+        .await?;
+    Ok(RumaResponse(get_content_thumbnail::v1::Response::new(
+        ContentMetadata::new(),
+        media_answer(content).await?,
+    )))
+}
+
+/// `GET /.well-known/matrix/server`: where other servers reach this one, when the config
+/// delegates (`federation.well_known_server`).
+pub async fn discover_homeserver(
+    State(s): State<AppState>,
+    _req: Ruma<discover_homeserver::Request>,
+) -> ApiResult<discover_homeserver::Response> {
+    let server = s
+        .config()
+        .federation
+        .well_known_server
+        .clone()
+        .ok_or_else(|| Error::not_found("This server does not delegate federation"))?;
+    Ok(RumaResponse(discover_homeserver::Response::new(server)))
 }
 
 /// The server that signed the request (set by the extractor for these endpoints).

@@ -145,9 +145,23 @@ impl FedClient {
     where
         R: OutgoingRequest<Authentication = ServerSignatures, PathBuilder = SinglePath>,
     {
+        self.send_capped(destination, request, self.config.max_response_size)
+            .await
+    }
+
+    /// [`FedClient::send`] reading an answer of at most `cap` bytes (media).
+    pub async fn send_capped<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+        cap: usize,
+    ) -> Result<R::IncomingResponse, FedError>
+    where
+        R: OutgoingRequest<Authentication = ServerSignatures, PathBuilder = SinglePath>,
+    {
         let origin = self.core.server_name().clone();
         let key = &self.core.signing_key;
-        self.call(destination, |base| {
+        self.call(destination, cap, |base| {
             let input = ServerSignaturesInput::new(origin, destination.to_owned(), key);
             request.try_into_http_request::<Vec<u8>>(base, input, ())
         })
@@ -163,15 +177,37 @@ impl FedClient {
     where
         R: OutgoingRequest<Authentication = NoAuthentication, PathBuilder = SinglePath>,
     {
-        self.call(destination, |base| {
+        self.call(destination, self.config.max_response_size, |base| {
             request.try_into_http_request::<Vec<u8>>(base, (), ())
         })
         .await
     }
 
+    /// GETs a URL another server named (media that redirects elsewhere), over HTTPS to a
+    /// permitted address, at most `cap` bytes.
+    pub async fn fetch_url(
+        &self,
+        server: &ServerName,
+        url: &str,
+        cap: usize,
+    ) -> Result<Vec<u8>, FedError> {
+        let request = http::Request::get(url)
+            .body(Vec::new())
+            .map_err(|e| FedError::Invalid(server.to_owned(), e.to_string()))?;
+        let response = self.execute(server, request, cap).await?;
+        if !response.status().is_success() {
+            return Err(FedError::Invalid(
+                server.to_owned(),
+                format!("its media location answered {}", response.status()),
+            ));
+        }
+        Ok(response.into_body())
+    }
+
     async fn call<Resp: IncomingResponse>(
         &self,
         destination: &ServerName,
+        cap: usize,
         build: impl FnOnce(&str) -> Result<http::Request<Vec<u8>>, ruma::api::error::IntoHttpError>,
     ) -> Result<Resp, FedError> {
         self.permits(destination)?;
@@ -179,7 +215,7 @@ impl FedClient {
         let target = self.destination(destination).await?;
         let request = build(&target.base_url)
             .map_err(|e| FedError::Invalid(destination.to_owned(), e.to_string()))?;
-        let response = self.execute(destination, request).await?;
+        let response = self.execute(destination, request, cap).await?;
         let status = response.status();
         if !status.is_success() {
             let body: serde_json::Value =
@@ -201,6 +237,7 @@ impl FedClient {
         &self,
         server: &ServerName,
         request: http::Request<Vec<u8>>,
+        cap: usize,
     ) -> Result<http::Response<Vec<u8>>, FedError> {
         let timeout = Duration::from_secs(self.config.request_timeout_secs);
         let _slot = tokio::time::timeout(timeout, self.slots.acquire())
@@ -224,7 +261,8 @@ impl FedClient {
             .await
             .map_err(|e| self.failed(server, error_chain(&e)))?;
         let status = response.status();
-        let body = read_capped(response, self.config.max_response_size)
+        let mut headers = response.headers().clone();
+        let body = read_capped(response, cap)
             .await
             .map_err(|e| self.failed(server, e))?;
         if status.is_server_error() {
@@ -232,6 +270,8 @@ impl FedClient {
         }
         let mut out = http::Response::new(body);
         *out.status_mut() = status;
+        // Multipart answers (media) are parsed by their Content-Type's boundary.
+        std::mem::swap(out.headers_mut(), &mut headers);
         Ok(out)
     }
 

@@ -43,6 +43,15 @@ pub struct Federation {
     core: Arc<Core>,
     pub client: FedClient,
     queues: sender::Queues,
+    /// Media answers to other servers in memory at once.
+    media_serving: tokio::sync::Semaphore,
+}
+
+/// Another server's media file.
+pub struct RemoteFile {
+    pub bytes: Vec<u8>,
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
 }
 
 /// A profile as another server answered it.
@@ -56,23 +65,35 @@ impl Federation {
     pub fn new(core: Arc<Core>) -> anyhow::Result<Self> {
         Ok(Self {
             client: FedClient::new(core.clone())?,
+            media_serving: tokio::sync::Semaphore::new(
+                core.config.federation.max_media_served_at_once,
+            ),
             core,
             queues: sender::Queues::new(),
         })
     }
 
-    /// The server's keys as `GET /_matrix/key/v2/server` answers: the one ed25519 key that
-    /// signs every local event (the server has never replaced it, so there are no old keys),
-    /// valid for [`KEY_VALIDITY`] from now, signed by itself.
+    /// The server's keys as `GET /_matrix/key/v2/server` answers: the ed25519 key that signs
+    /// every local event, valid for [`KEY_VALIDITY`] from now, and the keys it replaced
+    /// (`tsunagu admin rotate-signing-key`) with when they expired; signed by the current key.
     pub fn server_keys(&self) -> Result<CanonicalJsonObject> {
         let key = &self.core.signing_key;
         let server_name = self.core.server_name().as_str();
         let public = base64::engine::general_purpose::STANDARD_NO_PAD.encode(key.public_key());
         let valid_until = now_ms().saturating_add(KEY_VALIDITY.as_millis() as u64);
+        let old: serde_json::Map<String, JsonValue> = self
+            .core
+            .old_signing_keys
+            .iter()
+            .map(|k| {
+                let v = json!({ "key": k.public, "expired_ts": k.expired_ts });
+                (k.key_id.clone(), v)
+            })
+            .collect();
         let mut keys: CanonicalJsonObject = serde_json::from_value(json!({
             "server_name": server_name,
             "verify_keys": { format!("ed25519:{}", key.version()): { "key": public } },
-            "old_verify_keys": {},
+            "old_verify_keys": old,
             "valid_until_ts": valid_until,
         }))
         .map_err(Error::internal)?;
@@ -92,6 +113,15 @@ impl Federation {
             let key = &self.core.signing_key;
             if key_id == format!("ed25519:{}", key.version()) {
                 return Ok(Base64::new(key.public_key().to_vec()));
+            }
+            if let Some(old) = self
+                .core
+                .old_signing_keys
+                .iter()
+                .find(|k| k.key_id == key_id && k.expired_ts >= valid_at)
+                && let Ok(public) = Base64::parse(&old.public)
+            {
+                return Ok(public);
             }
             return Err(FedError::Invalid(
                 server.to_owned(),
@@ -373,6 +403,51 @@ impl Federation {
         let mut batch = crate::store::Batch::default();
         batch.put(&FEDERATION_TRANSACTIONS, (origin, txn_id), &());
         self.core.write(batch).await
+    }
+
+    /// A turn to answer another server's media request (`max_media_served_at_once`): each
+    /// answer holds its file in memory.
+    pub async fn media_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        let wait = Duration::from_secs(self.core.config.federation.request_timeout_secs);
+        match tokio::time::timeout(wait, self.media_serving.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Error::limit_exceeded(Duration::from_secs(5))),
+        }
+    }
+
+    /// Another server's media (`/_matrix/federation/v1/media/download`), at most `cap` bytes;
+    /// followed to where the server says it is when it answers with a location.
+    pub async fn remote_media(
+        &self,
+        server: &ServerName,
+        media_id: &str,
+        cap: usize,
+    ) -> std::result::Result<RemoteFile, FedError> {
+        use ruma::api::federation::authenticated_media::{FileOrLocation, get_content};
+        let response = self
+            .client
+            .send_capped(
+                server,
+                get_content::v1::Request::new(media_id.to_owned()),
+                cap,
+            )
+            .await?;
+        match response.content {
+            FileOrLocation::File(content) => Ok(RemoteFile {
+                bytes: content.file,
+                content_type: content.content_type,
+                filename: content.content_disposition.and_then(|d| d.filename),
+            }),
+            FileOrLocation::Location(url) => Ok(RemoteFile {
+                bytes: self.client.fetch_url(server, &url, cap).await?,
+                content_type: None,
+                filename: None,
+            }),
+            _ => Err(FedError::Invalid(
+                server.to_owned(),
+                "an unknown media answer".into(),
+            )),
+        }
     }
 
     /// Whether `user` lives on another server this one would ask.

@@ -5,6 +5,10 @@
 //! uploader in `USER_MEDIA`, for quotas); its bytes are a content-addressed file ([`blobs`]),
 //! written durably before the record that names it. Media of a deactivated account is no
 //! longer served (404) and is deleted by `tsunagu admin media purge` ([`purge`]).
+//!
+//! Other servers' media is fetched over federation on first use and kept as a copy under
+//! `{server}/{media_id}` (no local media ID has a `/`); the purge deletes old copies like any
+//! unused media, and they are fetched again when asked for.
 
 pub mod blobs;
 pub mod preview;
@@ -31,6 +35,7 @@ use self::{
 };
 use super::{
     core::{Core, now_ms, random_token},
+    federation::{FedError, Federation},
     users::Users,
 };
 use crate::{
@@ -54,6 +59,8 @@ const MAX_PREVIEW_IMAGE: usize = 10 * 1024 * 1024;
 pub struct Media {
     core: Arc<Core>,
     users: Arc<Users>,
+    /// Fetches other servers' media.
+    federation: Arc<Federation>,
     blobs: Arc<Blobs>,
     /// Woken whenever an async upload's content arrives, for the downloads waiting for it.
     uploaded: Notify,
@@ -117,7 +124,11 @@ pub fn valid_media_id(id: &str) -> bool {
 }
 
 impl Media {
-    pub fn new(core: Arc<Core>, users: Arc<Users>) -> anyhow::Result<Self> {
+    pub fn new(
+        core: Arc<Core>,
+        users: Arc<Users>,
+        federation: Arc<Federation>,
+    ) -> anyhow::Result<Self> {
         let blobs = Arc::new(Blobs::open(core.config.data_dir.join("media"))?);
         let previewer = if core.config.media.url_previews {
             Some(Previewer::new(
@@ -129,6 +140,7 @@ impl Media {
         Ok(Self {
             core,
             users,
+            federation,
             blobs,
             uploaded: Notify::new(),
             thumbnailing: Arc::new(Semaphore::new(1)),
@@ -325,6 +337,9 @@ impl Media {
         media_id: &str,
         wait: Duration,
     ) -> Result<(MediaRecord, String)> {
+        if server != self.core.server_name() {
+            return self.remote_content(server, media_id).await;
+        }
         let id = self.local_id(server, media_id)?;
         let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
         let mut stopping = self.core.shutdown_signal();
@@ -349,6 +364,58 @@ impl Media {
                 _ = stopping.wait_for(|s| *s) => return Err(not_yet_uploaded()),
             }
         }
+    }
+
+    /// Another server's media: from this server's copy, else fetched (at most
+    /// `max_upload_size` bytes) and kept under `{server}/{media_id}`, which no local media ID
+    /// can be. Copies are purged like unused local media (`admin media purge`).
+    async fn remote_content(
+        &self,
+        server: &ServerName,
+        media_id: &str,
+    ) -> Result<(MediaRecord, String)> {
+        if !valid_media_id(media_id) {
+            return Err(Error::invalid_param(
+                "A media ID has only the characters A-Z, a-z, 0-9, _ and -",
+            ));
+        }
+        let key = format!("{server}/{media_id}");
+        if let Some(record) = self.core.store.get(&MEDIA, key.as_str())?
+            && let Some(sha) = record.sha256.clone()
+            && blobs::is_address(&sha)
+            && self.blobs.path(&sha).exists()
+        {
+            return Ok((record, sha));
+        }
+        let cap = self.core.config.media.max_upload_size;
+        let file = self
+            .federation
+            .remote_media(server, media_id, cap)
+            .await
+            .map_err(|e| match e {
+                FedError::Disabled | FedError::NotPermitted(_) => unknown_media(),
+                e if e.is_not_found() => unknown_media(),
+                e => Error::new(
+                    http::StatusCode::BAD_GATEWAY,
+                    ruma::api::error::ErrorKind::Unknown,
+                    e.to_string(),
+                ),
+            })?;
+        let size = file.bytes.len() as u64;
+        let sha = self.store_file(file.bytes).await?;
+        let record = MediaRecord {
+            uploader: None,
+            created_ms: now_ms(),
+            sha256: Some(sha.clone()),
+            size,
+            content_type: file.content_type,
+            filename: file.filename,
+            expires_ms: None,
+        };
+        let mut batch = Batch::default();
+        batch.put(&MEDIA, key.as_str(), &record);
+        self.core.write(batch).await?;
+        Ok((record, sha))
     }
 
     async fn open(&self, sha: &str) -> Result<tokio::fs::File> {
