@@ -357,6 +357,9 @@ pub struct FederationConfig {
     pub failure_backoff_secs: u64,
     /// Most EDUs (to-device messages) queued for one server; past it new ones are dropped.
     pub max_queued_per_server: usize,
+    /// Key fetches from other servers in flight at once; more are refused at once (a request
+    /// from a server whose key is not known yet then gets 401 and is retried by its sender).
+    pub max_key_fetches: usize,
     /// Media files sent to other servers at once (each is held in memory while it goes out,
     /// up to `media.max_upload_size`); more wait, then get 429.
     pub max_media_served_at_once: usize,
@@ -380,6 +383,7 @@ impl Default for FederationConfig {
             failure_backoff_secs: 60,
             max_queued_per_server: 1000,
             max_media_served_at_once: 2,
+            max_key_fetches: 8,
         }
     }
 }
@@ -630,6 +634,7 @@ impl Config {
                 "federation.max_media_served_at_once",
                 f.max_media_served_at_once,
             ),
+            ("federation.max_key_fetches", f.max_key_fetches),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {

@@ -394,3 +394,29 @@ async fn typing_wakes_only_the_rooms_members() {
     let err = f.s.ephemeral.set_typing(&r2, &alice, None).unwrap_err();
     assert_eq!(err.kind(), Some(&ruma::api::error::ErrorKind::Forbidden));
 }
+
+/// A server remembers the newest transactions of each other server, a bounded number: a
+/// retried one is recognised, and a flood of new IDs does not grow the table past the bound.
+#[tokio::test]
+async fn received_transactions_are_remembered_up_to_a_bound() {
+    use super::federation::KEPT_TRANSACTIONS;
+    let f = services().await;
+    let fed = &f.s.federation;
+    let origin = <&ruma::ServerName>::try_from("other.example").unwrap();
+    let other = <&ruma::ServerName>::try_from("third.example").unwrap();
+    fed.received(other, "t-other").await.unwrap();
+    for i in 0..KEPT_TRANSACTIONS + 10 {
+        fed.received(origin, &format!("t{i:05}")).await.unwrap();
+        // A new ID is never dropped at once, so a retry right after is recognised.
+        assert!(fed.already_received(origin, &format!("t{i:05}")).unwrap());
+    }
+    let kept = (0..KEPT_TRANSACTIONS + 10)
+        .filter(|i| fed.already_received(origin, &format!("t{i:05}")).unwrap())
+        .count();
+    assert_eq!(kept, KEPT_TRANSACTIONS);
+    assert!(
+        fed.already_received(other, "t-other").unwrap(),
+        "another server's are kept"
+    );
+    assert!(!fed.already_received(origin, "never-sent").unwrap());
+}

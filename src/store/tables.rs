@@ -453,6 +453,7 @@ pub const SERVER_KEYS: Table<(OwnedServerName,), ServerKeysRecord> =
 /// destination server, sequence -> an EDU waiting to go out to it, oldest first.
 pub const FEDERATION_QUEUE: Table<(OwnedServerName, u64), JsonValue> =
     Table::new(TableId::FederationQueue);
-/// origin server, transaction ID -> () for each transaction received from another server.
-pub const FEDERATION_TRANSACTIONS: Table<(OwnedServerName, String), ()> =
+/// origin server, transaction ID -> when it was received (ms), for the newest transactions
+/// received from each server (`federation::KEPT_TRANSACTIONS` of them).
+pub const FEDERATION_TRANSACTIONS: Table<(OwnedServerName, String), u64> =
     Table::new(TableId::FederationTransactions);

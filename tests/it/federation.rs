@@ -141,7 +141,12 @@ async fn people_on_two_servers_find_each_other_by_profile_and_room_alias() {
         .http
         .create_room(
             &alice.token,
-            serde_json::json!({ "room_alias_name": "alumni", "preset": "public_chat" }),
+            serde_json::json!({
+                "room_alias_name": "alumni",
+                "preset": "public_chat",
+                "visibility": "public",
+                "name": "Alumni of the old team",
+            }),
         )
         .await;
 
@@ -175,6 +180,43 @@ async fn people_on_two_servers_find_each_other_by_profile_and_room_alias() {
         .await;
     assert_eq!(found["room_id"], room.as_str(), "{found}");
     assert_eq!(found["servers"], serde_json::json!([a_name]), "{found}");
+
+    // Bob browses the room directory of Alice's server through his own, and searches it.
+    let listed = b
+        .http
+        .get_ok(
+            &format!(
+                "/_matrix/client/v3/publicRooms?server={}",
+                urlencode(&a_name)
+            ),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(listed["chunk"][0]["room_id"], room.as_str(), "{listed}");
+    assert_eq!(
+        listed["chunk"][0]["name"], "Alumni of the old team",
+        "{listed}"
+    );
+    for (term, found) in [("old team", 1), ("nothing like it", 0)] {
+        let (status, res) = b
+            .http
+            .json(
+                "POST",
+                &format!(
+                    "/_matrix/client/v3/publicRooms?server={}",
+                    urlencode(&a_name)
+                ),
+                Some(&bob.token),
+                serde_json::json!({ "filter": { "generic_search_term": term } }),
+            )
+            .await;
+        assert_eq!(status, 200, "{res}");
+        assert_eq!(
+            res["chunk"].as_array().map(Vec::len),
+            Some(found),
+            "{term}: {res}"
+        );
+    }
 
     // What Alice's server does not have is not found, on Bob's side too.
     let nobody = format!("@nobody:{a_name}");

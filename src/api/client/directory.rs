@@ -34,21 +34,52 @@ fn chunk(r: PublicRoom) -> PublicRoomsChunk {
     c
 }
 
-/// Our own directory only: other servers' need federation.
-fn page(
+/// One page of a room directory: this server's, or another server's asked over federation.
+pub(crate) struct Page {
+    pub chunk: Vec<PublicRoomsChunk>,
+    pub next: Option<String>,
+    pub prev: Option<String>,
+    pub total: Option<UInt>,
+}
+
+async fn page(
     s: &AppState,
     server: Option<&ruma::ServerName>,
     term: Option<&str>,
     limit: Option<UInt>,
     since: Option<&str>,
-) -> Result<DirectoryPage, Error> {
-    if server.is_some_and(|srv| srv != s.core.server_name()) {
-        return Err(Error::not_found(
-            "Other servers' directories need federation",
-        ));
+) -> Result<Page, Error> {
+    if let Some(server) = server.filter(|srv| *srv != s.core.server_name()) {
+        let r = s
+            .federation
+            .remote_public_rooms(server, term, limit, since)
+            .await?;
+        return Ok(Page {
+            chunk: r.chunk,
+            next: r.next_batch,
+            prev: r.prev_batch,
+            total: r.total_room_count_estimate,
+        });
     }
-    s.directory
-        .public_rooms_page(term, limit.map(u64::from), since)
+    local_page(s, term, limit, since)
+}
+
+/// A page of this server's directory (also what other servers are answered).
+pub(crate) fn local_page(
+    s: &AppState,
+    term: Option<&str>,
+    limit: Option<UInt>,
+    since: Option<&str>,
+) -> Result<Page, Error> {
+    let p: DirectoryPage = s
+        .directory
+        .public_rooms_page(term, limit.map(u64::from), since)?;
+    Ok(Page {
+        chunk: p.chunk.into_iter().map(chunk).collect(),
+        next: p.next,
+        prev: p.prev,
+        total: Some(UInt::new_saturating(p.total as u64)),
+    })
 }
 
 /// `GET /_matrix/client/v3/publicRooms`
@@ -57,11 +88,11 @@ pub async fn get_public_rooms(
     req: Ruma<get_public_rooms::v3::Request>,
 ) -> ApiResult<get_public_rooms::v3::Response> {
     let b = &req.body;
-    let p = page(&s, b.server.as_deref(), None, b.limit, b.since.as_deref())?;
-    let mut res = get_public_rooms::v3::Response::new(p.chunk.into_iter().map(chunk).collect());
+    let p = page(&s, b.server.as_deref(), None, b.limit, b.since.as_deref()).await?;
+    let mut res = get_public_rooms::v3::Response::new(p.chunk);
     res.next_batch = p.next;
     res.prev_batch = p.prev;
-    res.total_room_count_estimate = Some(UInt::new_saturating(p.total as u64));
+    res.total_room_count_estimate = p.total;
     Ok(RumaResponse(res))
 }
 
@@ -72,12 +103,12 @@ pub async fn get_public_rooms_filtered(
 ) -> ApiResult<get_public_rooms_filtered::v3::Response> {
     let b = &req.body;
     let term = b.filter.generic_search_term.as_deref();
-    let p = page(&s, b.server.as_deref(), term, b.limit, b.since.as_deref())?;
+    let p = page(&s, b.server.as_deref(), term, b.limit, b.since.as_deref()).await?;
     let mut res = get_public_rooms_filtered::v3::Response::new();
-    res.chunk = p.chunk.into_iter().map(chunk).collect();
+    res.chunk = p.chunk;
     res.next_batch = p.next;
     res.prev_batch = p.prev;
-    res.total_room_count_estimate = Some(UInt::new_saturating(p.total as u64));
+    res.total_room_count_estimate = p.total;
     Ok(RumaResponse(res))
 }
 

@@ -8,7 +8,7 @@ mod appservice;
 mod backup;
 mod dehydrated_device;
 mod device;
-mod directory;
+pub(crate) mod directory;
 mod discovery;
 mod filter;
 mod keys;

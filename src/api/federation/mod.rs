@@ -11,6 +11,7 @@ use ruma::{
             Content, ContentMetadata, FileOrLocation, get_content, get_content_thumbnail,
         },
         device::get_devices,
+        directory::{get_public_rooms, get_public_rooms_filtered},
         discovery::{
             discover_homeserver, get_remote_server_keys, get_remote_server_keys_batch,
             get_server_keys, get_server_version,
@@ -43,6 +44,41 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(discover_homeserver)
         .ruma(media_download)
         .ruma(media_thumbnail)
+        .ruma(public_rooms)
+        .ruma(public_rooms_filtered)
+}
+
+/// `GET /_matrix/federation/v1/publicRooms`: this server's room directory.
+pub async fn public_rooms(
+    State(s): State<AppState>,
+    req: Ruma<get_public_rooms::v1::Request>,
+) -> ApiResult<get_public_rooms::v1::Response> {
+    origin(&req)?;
+    let b = &req.body;
+    let p = crate::api::client::directory::local_page(&s, None, b.limit, b.since.as_deref())?;
+    let mut res = get_public_rooms::v1::Response::new();
+    res.chunk = p.chunk;
+    res.next_batch = p.next;
+    res.prev_batch = p.prev;
+    res.total_room_count_estimate = p.total;
+    Ok(RumaResponse(res))
+}
+
+/// `POST /_matrix/federation/v1/publicRooms`: this server's room directory, searched.
+pub async fn public_rooms_filtered(
+    State(s): State<AppState>,
+    req: Ruma<get_public_rooms_filtered::v1::Request>,
+) -> ApiResult<get_public_rooms_filtered::v1::Response> {
+    origin(&req)?;
+    let b = &req.body;
+    let term = b.filter.generic_search_term.as_deref();
+    let p = crate::api::client::directory::local_page(&s, term, b.limit, b.since.as_deref())?;
+    let mut res = get_public_rooms_filtered::v1::Response::new();
+    res.chunk = p.chunk;
+    res.next_batch = p.next;
+    res.prev_batch = p.prev;
+    res.total_room_count_estimate = p.total;
+    Ok(RumaResponse(res))
 }
 
 /// A local media content's bytes, for a multipart answer to another server (at most

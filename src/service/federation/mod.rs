@@ -14,6 +14,7 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedRoomId,
     OwnedServerName, OwnedUserId, RoomAliasId, ServerName, UserId,
     api::federation::{
+        directory::get_public_rooms_filtered,
         discovery::get_server_keys,
         keys::{claim_keys, get_keys},
         query::{get_profile_information, get_room_information},
@@ -37,6 +38,9 @@ use crate::{
 pub const KEY_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 /// Most servers one notary query may name.
 pub const MAX_NOTARY_SERVERS: usize = 20;
+/// Transaction IDs remembered per origin server (to answer a retried one without handling
+/// it twice).
+pub const KEPT_TRANSACTIONS: usize = 1000;
 
 /// The Server-Server API's identity. Depends on [`Core`].
 pub struct Federation {
@@ -45,6 +49,9 @@ pub struct Federation {
     queues: sender::Queues,
     /// Media answers to other servers in memory at once.
     media_serving: tokio::sync::Semaphore,
+    /// Key fetches in flight: requests naming strangers as their origin each start one, and
+    /// must not take every outgoing slot (`max_key_fetches`; past it they are refused).
+    key_fetches: tokio::sync::Semaphore,
 }
 
 /// Another server's media file.
@@ -68,6 +75,7 @@ impl Federation {
             media_serving: tokio::sync::Semaphore::new(
                 core.config.federation.max_media_served_at_once,
             ),
+            key_fetches: tokio::sync::Semaphore::new(core.config.federation.max_key_fetches),
             core,
             queues: sender::Queues::new(),
         })
@@ -158,6 +166,10 @@ impl Federation {
         server: &ServerName,
     ) -> std::result::Result<ServerKeysRecord, FedError> {
         let invalid = |m: String| FedError::Invalid(server.to_owned(), m);
+        let _slot = self
+            .key_fetches
+            .try_acquire()
+            .map_err(|_| FedError::Busy(server.to_owned()))?;
         let response = self
             .client
             .send_unsigned(server, get_server_keys::v2::Request::new())
@@ -398,10 +410,26 @@ impl Federation {
             .contains(&FEDERATION_TRANSACTIONS, (origin, txn_id))?)
     }
 
-    /// Marks a transaction from `origin` as handled (after its contents are).
+    /// Marks a transaction from `origin` as handled (after its contents are). Only the
+    /// newest [`KEPT_TRANSACTIONS`] of each server are remembered: a server retries a
+    /// transaction soon or not at all, and a hostile one cannot grow the table without bound.
     pub async fn received(&self, origin: &ServerName, txn_id: &str) -> Result<()> {
         let mut batch = crate::store::Batch::default();
-        batch.put(&FEDERATION_TRANSACTIONS, (origin, txn_id), &());
+        batch.put(&FEDERATION_TRANSACTIONS, (origin, txn_id), &now_ms());
+        let mut kept: Vec<(u64, String)> = self
+            .core
+            .store
+            .scan(FEDERATION_TRANSACTIONS.prefix(origin))
+            .take(KEPT_TRANSACTIONS * 2)
+            .filter_map(|item| item.ok().map(|((_, txn), at)| (at, txn)))
+            .collect();
+        if kept.len() >= KEPT_TRANSACTIONS {
+            kept.sort();
+            let excess = kept.len() + 1 - KEPT_TRANSACTIONS;
+            for (_, txn) in kept.into_iter().take(excess) {
+                batch.delete(&FEDERATION_TRANSACTIONS, (origin, txn.as_str()));
+            }
+        }
         self.core.write(batch).await
     }
 
@@ -448,6 +476,24 @@ impl Federation {
                 "an unknown media answer".into(),
             )),
         }
+    }
+
+    /// A page of another server's public room directory.
+    pub async fn remote_public_rooms(
+        &self,
+        server: &ServerName,
+        term: Option<&str>,
+        limit: Option<ruma::UInt>,
+        since: Option<&str>,
+    ) -> Result<get_public_rooms_filtered::v1::Response> {
+        let mut request = get_public_rooms_filtered::v1::Request::new();
+        request.limit = limit;
+        request.since = since.map(str::to_owned);
+        request.filter.generic_search_term = term.map(str::to_owned);
+        self.client
+            .send(server, request)
+            .await
+            .map_err(|e| remote_error(e, "No room directory there"))
     }
 
     /// Whether `user` lives on another server this one would ask.
