@@ -335,13 +335,35 @@ async fn a_notary_relays_another_servers_keys_signed_by_both() {
     b.stop().await;
 }
 
+/// The X-Matrix `Authorization` header `origin` signs with `key` for `GET uri` to
+/// `destination`.
+fn x_matrix(
+    key: &ruma::signatures::Ed25519KeyPair,
+    origin: &str,
+    destination: &str,
+    uri: &str,
+) -> String {
+    use ruma::api::federation::authentication::{ServerSignaturesInput, XMatrix};
+    let request = http::Request::builder()
+        .method("GET")
+        .uri(uri)
+        .body(Vec::<u8>::new())
+        .unwrap();
+    XMatrix::try_from_http_request(
+        &request,
+        ServerSignaturesInput::new(
+            origin.try_into().unwrap(),
+            destination.try_into().unwrap(),
+            key,
+        ),
+    )
+    .unwrap()
+    .to_string()
+}
+
 #[tokio::test]
 async fn requests_from_other_servers_must_carry_a_valid_signature() {
-    use ruma::{
-        OwnedServerName,
-        api::federation::authentication::{ServerSignaturesInput, XMatrix},
-        signatures::Ed25519KeyPair,
-    };
+    use ruma::signatures::Ed25519KeyPair;
     let (a, a_name) = federating(&[]).await;
     let (b, b_name) = federating(&[]).await;
     // A third server whose name Alice's server refuses.
@@ -374,40 +396,20 @@ async fn requests_from_other_servers_must_carry_a_valid_signature() {
             .to_owned();
         Ed25519KeyPair::from_der(&doc, b_key_id).unwrap()
     };
-    let origin: OwnedServerName = b_name.as_str().try_into().unwrap();
-    let destination: OwnedServerName = a_name.as_str().try_into().unwrap();
-    let request = http::Request::builder()
-        .method("GET")
-        .uri(&path)
-        .body(Vec::<u8>::new())
-        .unwrap();
-    let header = XMatrix::try_from_http_request(
-        &request,
-        ServerSignaturesInput::new(origin, destination.clone(), &forged_key),
-    )
-    .unwrap();
     let res = client
         .get(&url)
-        .header("authorization", header.to_string())
+        .header(
+            "authorization",
+            x_matrix(&forged_key, &b_name, &a_name, &path),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 401);
 
     // Bob's server's own signature passes (the profile answers), for another URI it fails.
-    let signed = |key: &Ed25519KeyPair, origin: &str, uri: &str| {
-        let request = http::Request::builder()
-            .method("GET")
-            .uri(uri)
-            .body(Vec::<u8>::new())
-            .unwrap();
-        XMatrix::try_from_http_request(
-            &request,
-            ServerSignaturesInput::new(origin.try_into().unwrap(), destination.clone(), key),
-        )
-        .unwrap()
-        .to_string()
-    };
+    let signed =
+        |key: &Ed25519KeyPair, origin: &str, uri: &str| x_matrix(key, origin, &a_name, uri);
     let b_key = &b.server.services().core.signing_key;
     let res = client
         .get(&url)
@@ -435,23 +437,10 @@ async fn requests_from_other_servers_must_carry_a_valid_signature() {
         urlencode(&format!("@x:{d_name}"))
     );
     let c_key = &c.server.services().core.signing_key;
-    let request = http::Request::builder()
-        .method("GET")
-        .uri(&d_path)
-        .body(Vec::<u8>::new())
-        .unwrap();
-    let header = XMatrix::try_from_http_request(
-        &request,
-        ServerSignaturesInput::new(
-            c_name.as_str().try_into().unwrap(),
-            d_name.as_str().try_into().unwrap(),
-            c_key,
-        ),
-    )
-    .unwrap();
+    let header = x_matrix(c_key, &c_name, &d_name, &d_path);
     let res = d_client
         .get(format!("https://{d_name}{d_path}"))
-        .header("authorization", header.to_string())
+        .header("authorization", header)
         .send()
         .await
         .unwrap();

@@ -302,62 +302,68 @@ impl Federation {
     pub async fn remote_device_keys(
         &self,
         wanted: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
-    ) -> (Vec<get_keys::v1::Response>, BTreeMap<String, JsonValue>) {
-        let by_server = group_by_server(wanted);
-        let asks = by_server.into_iter().map(|(server, users)| async move {
-            let answer = self
-                .client
-                .send(&server, get_keys::v1::Request::new(users))
-                .await;
-            (server, answer)
-        });
-        let mut answers = Vec::new();
-        let mut failures = BTreeMap::new();
-        for (server, answer) in futures_util::future::join_all(asks).await {
-            match answer {
-                Ok(mut r) => {
-                    r.device_keys.retain(|user, devices| {
-                        devices.retain(|device, keys| {
-                            let v = keys
-                                .deserialize_as_unchecked::<JsonValue>()
-                                .unwrap_or_default();
-                            v["user_id"] == user.as_str() && v["device_id"] == device.as_str()
-                        });
-                        user.server_name() == server
-                    });
-                    r.master_keys.retain(|user, _| user.server_name() == server);
-                    r.self_signing_keys
-                        .retain(|user, _| user.server_name() == server);
-                    answers.push(r);
-                }
-                Err(e) => {
-                    failures.insert(server.to_string(), json!({ "error": e.to_string() }));
-                }
-            }
-        }
-        (answers, failures)
+    ) -> (Vec<get_keys::v1::Response>, Failures) {
+        self.ask_each_server(wanted, get_keys::v1::Request::new, |server, r| {
+            r.device_keys.retain(|user, devices| {
+                devices.retain(|device, keys| {
+                    let v = keys
+                        .deserialize_as_unchecked::<JsonValue>()
+                        .unwrap_or_default();
+                    v["user_id"] == user.as_str() && v["device_id"] == device.as_str()
+                });
+                user.server_name() == server
+            });
+            r.master_keys.retain(|user, _| user.server_name() == server);
+            r.self_signing_keys
+                .retain(|user, _| user.server_name() == server);
+        })
+        .await
     }
 
     /// One-time keys of other servers' users' devices, each server asked once.
     pub async fn remote_claim(
         &self,
         wanted: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>,
-    ) -> (Vec<claim_keys::v1::Response>, BTreeMap<String, JsonValue>) {
-        let by_server = group_by_server(wanted);
-        let asks = by_server.into_iter().map(|(server, users)| async move {
-            let answer = self
-                .client
-                .send(&server, claim_keys::v1::Request::new(users))
-                .await;
-            (server, answer)
-        });
+    ) -> (Vec<claim_keys::v1::Response>, Failures) {
+        self.ask_each_server(wanted, claim_keys::v1::Request::new, |server, r| {
+            r.one_time_keys
+                .retain(|user, _| user.server_name() == server);
+        })
+        .await
+    }
+
+    /// Asks each server about its users in `wanted`, all at once: `request` makes the request
+    /// from one server's part, `keep_own` drops what an answer says of other servers' users.
+    /// Returns the answers, and per server that could not answer, why (as `/keys/query` and
+    /// `/keys/claim` report `failures`).
+    async fn ask_each_server<V, R>(
+        &self,
+        wanted: BTreeMap<OwnedUserId, V>,
+        request: impl Fn(BTreeMap<OwnedUserId, V>) -> R,
+        keep_own: impl Fn(&ServerName, &mut R::IncomingResponse),
+    ) -> (Vec<R::IncomingResponse>, Failures)
+    where
+        R: ruma::api::OutgoingRequest<
+                Authentication = ruma::api::federation::authentication::ServerSignatures,
+                PathBuilder = ruma::api::path_builder::SinglePath,
+            >,
+    {
+        let asks = group_by_server(wanted)
+            .into_iter()
+            .map(|(server, users)| {
+                let request = request(users);
+                async move {
+                    let answer = self.client.send(&server, request).await;
+                    (server, answer)
+                }
+            })
+            .collect::<Vec<_>>();
         let mut answers = Vec::new();
         let mut failures = BTreeMap::new();
         for (server, answer) in futures_util::future::join_all(asks).await {
             match answer {
                 Ok(mut r) => {
-                    r.one_time_keys
-                        .retain(|user, _| user.server_name() == server);
+                    keep_own(&server, &mut r);
                     answers.push(r);
                 }
                 Err(e) => {
@@ -506,6 +512,9 @@ impl Federation {
         self.core.server_name()
     }
 }
+
+/// Per server that could not be asked, why.
+pub type Failures = BTreeMap<String, JsonValue>;
 
 /// Splits a per-user map by the users' servers.
 fn group_by_server<V>(
