@@ -112,6 +112,31 @@ async fn federating(deny: &[&str]) -> (TestServer, String) {
     (t, name)
 }
 
+/// Two federating servers, Alice on the first and Bob on the second.
+struct Pair {
+    a: TestServer,
+    a_name: String,
+    b: TestServer,
+    b_name: String,
+    alice: common::Account,
+    bob: common::Account,
+}
+
+async fn pair() -> Pair {
+    let (a, a_name) = federating(&[]).await;
+    let (b, b_name) = federating(&[]).await;
+    let alice = a.http.register("alice").await;
+    let bob = b.http.register("bob").await;
+    Pair {
+        a,
+        a_name,
+        b,
+        b_name,
+        alice,
+        bob,
+    }
+}
+
 /// HTTPS to a federation listener, trusting the tests' certificate.
 fn https_client(t: &TestServer) -> reqwest::Client {
     let pem = std::fs::read(t.dir().join("cert.pem")).unwrap();
@@ -123,10 +148,14 @@ fn https_client(t: &TestServer) -> reqwest::Client {
 
 #[tokio::test]
 async fn people_on_two_servers_find_each_other_by_profile_and_room_alias() {
-    let (a, a_name) = federating(&[]).await;
-    let (b, _b_name) = federating(&[]).await;
-    let alice = a.http.register("alice").await;
-    let bob = b.http.register("bob").await;
+    let Pair {
+        a,
+        a_name,
+        b,
+        alice,
+        bob,
+        ..
+    } = pair().await;
     let (status, res) = a
         .http
         .json(
@@ -524,10 +553,14 @@ async fn to_device_bodies(t: &TestServer, who: &common::Account, kind: &str) -> 
 
 #[tokio::test]
 async fn device_keys_and_to_device_messages_cross_servers_and_survive_restarts() {
-    let (a, _a_name) = federating(&[]).await;
-    let (b, b_name) = federating(&[]).await;
-    let alice = a.http.register("alice").await;
-    let bob = b.http.register("bob").await;
+    let Pair {
+        a,
+        b,
+        b_name,
+        alice,
+        bob,
+        ..
+    } = pair().await;
     let bob_key = upload_device_keys(&b, &bob).await;
 
     // Alice's server asks Bob's for his device keys: the keys his device signed.
@@ -707,10 +740,14 @@ async fn a_rotated_signing_key_stays_published_as_an_old_key() {
 
 #[tokio::test]
 async fn media_of_another_server_is_fetched_once_and_kept() {
-    let (a, a_name) = federating(&[]).await;
-    let (b, _b_name) = federating(&[]).await;
-    let alice = a.http.register("alice").await;
-    let bob = b.http.register("bob").await;
+    let Pair {
+        a,
+        a_name,
+        b,
+        alice,
+        bob,
+        ..
+    } = pair().await;
     let picture = {
         let pixels =
             image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 90]));
