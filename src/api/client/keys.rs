@@ -58,7 +58,7 @@ pub async fn get_keys(
         .device_keys
         .clone()
         .into_iter()
-        .partition(|(user, _)| s.federation.is_remote(user));
+        .partition(|(user, _)| !s.users.is_local(user));
     let found = s.keys.query(Some(req.sender()?), &local)?;
     let mut res = get_keys::v3::Response::new();
     let (answers, failures) = s.federation.remote_device_keys(remote).await;
@@ -100,7 +100,7 @@ pub async fn claim_keys(
         .one_time_keys
         .clone()
         .into_iter()
-        .partition(|(user, _)| s.federation.is_remote(user));
+        .partition(|(user, _)| !s.users.is_local(user));
     let (found, mut failures) = s.keys.claim(req.sender()?.as_str(), &local).await?;
     let (answers, remote_failures) = s.federation.remote_claim(remote).await;
     failures.extend(remote_failures);

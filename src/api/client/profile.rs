@@ -17,7 +17,7 @@ pub async fn get_profile(
     State(s): State<AppState>,
     req: Ruma<get_profile::v3::Request>,
 ) -> ApiResult<get_profile::v3::Response> {
-    if s.federation.is_remote(&req.body.user_id) {
+    if !s.users.is_local(&req.body.user_id) {
         let p = s.federation.remote_profile(&req.body.user_id).await?;
         let mut res = get_profile::v3::Response::new();
         if let serde_json::Value::Object(fields) = profile_json(&p, None) {
@@ -46,7 +46,7 @@ pub async fn get_display_name(
     State(s): State<AppState>,
     req: Ruma<get_display_name::v3::Request>,
 ) -> ApiResult<get_display_name::v3::Response> {
-    if s.federation.is_remote(&req.body.user_id) {
+    if !s.users.is_local(&req.body.user_id) {
         let p = s.federation.remote_profile(&req.body.user_id).await?;
         return Ok(RumaResponse(get_display_name::v3::Response::new(
             p.displayname,
@@ -78,7 +78,7 @@ pub async fn get_avatar_url(
     State(s): State<AppState>,
     req: Ruma<get_avatar_url::v3::Request>,
 ) -> ApiResult<get_avatar_url::v3::Response> {
-    if s.federation.is_remote(&req.body.user_id) {
+    if !s.users.is_local(&req.body.user_id) {
         let p = s.federation.remote_profile(&req.body.user_id).await?;
         let url = p.avatar_url.map(ruma::OwnedMxcUri::from);
         return Ok(RumaResponse(get_avatar_url::v3::Response::new(url)));

@@ -19,7 +19,7 @@ pub async fn send_event_to_device(
     for (user, devices) in &b.messages {
         for (device, content) in devices {
             let message = (user.clone(), device.to_string(), json_value(content)?);
-            if s.federation.is_remote(user) {
+            if !s.users.is_local(user) {
                 remote.push(message);
             } else {
                 messages.push(message);

@@ -25,7 +25,10 @@ use ruma::{
 };
 
 use super::{ApiResult, AppState, RouterExt, Ruma, RumaResponse};
-use crate::{error::Error, service::federation::profile_json};
+use crate::{
+    error::Error,
+    service::federation::{RemoteProfile, profile_json},
+};
 
 /// Every Server-Server endpoint the server implements.
 pub fn routes(router: Router<AppState>) -> Router<AppState> {
@@ -223,7 +226,7 @@ where
 {
     wanted
         .iter()
-        .filter(|(u, _)| !s.federation.is_remote(u))
+        .filter(|(u, _)| s.users.is_local(u))
         .map(|(u, v)| (u.clone(), v.clone()))
         .collect()
 }
@@ -288,7 +291,7 @@ pub async fn get_devices(
 ) -> ApiResult<get_devices::v1::Response> {
     origin(&req)?;
     let user = &req.body.user_id;
-    if s.federation.is_remote(user) {
+    if !s.users.is_local(user) {
         return Err(Error::not_found("Not a user of this server"));
     }
     let wanted = std::collections::BTreeMap::from([(user.clone(), Vec::new())]);
@@ -358,10 +361,14 @@ pub async fn get_profile_information(
     State(s): State<AppState>,
     req: Ruma<get_profile_information::v1::Request>,
 ) -> ApiResult<get_profile_information::v1::Response> {
-    let profile = s
-        .federation
-        .local_profile(&req.body.user_id)?
+    let account = s
+        .users
+        .active_account(&req.body.user_id)?
         .ok_or_else(|| Error::not_found("Profile not found"))?;
+    let profile = RemoteProfile {
+        displayname: account.displayname,
+        avatar_url: account.avatar_url.map(|u| u.to_string()),
+    };
     let field = req.body.field.as_ref().map(|f| f.as_str().to_owned());
     let mut response = get_profile_information::v1::Response::new();
     if let serde_json::Value::Object(fields) = profile_json(&profile, field.as_deref()) {

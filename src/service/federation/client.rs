@@ -306,39 +306,54 @@ impl FedClient {
                 return Ok(d.clone());
             }
         }
-        let found = self.discover(server).await;
-        let mut cache = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
-        remember(
-            &mut cache,
-            server.to_owned(),
-            (found.clone(), Instant::now()),
-            |(_, at)| *at,
-        );
+        let (found, settled) = self.discover(server).await;
+        if settled {
+            let mut cache = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
+            remember(
+                &mut cache,
+                server.to_owned(),
+                (found.clone(), Instant::now()),
+                |(_, at)| *at,
+            );
+        }
         Ok(found)
     }
 
     /// The spec's server discovery: an IP literal or a name with a port is used as it is;
     /// else `/.well-known/matrix/server` may delegate to another name; else port 8448.
     /// SRV records (`_matrix-fed._tcp`) are not looked up: this build has no DNS client for
-    /// them, so a server that publishes only SRV records is not found.
-    async fn discover(&self, server: &ServerName) -> Destination {
+    /// them, so a server that publishes only SRV records is not found. The flag says whether
+    /// the answer may be kept (not when the well-known lookup could not even be tried).
+    async fn discover(&self, server: &ServerName) -> (Destination, bool) {
         if server.is_ip_literal() || server.port().is_some() {
-            return direct(server);
+            return (direct(server), true);
         }
         match self.well_known(server).await {
-            Some(delegated) => direct(&delegated),
-            None => direct(server),
+            Ok(Some(delegated)) => (direct(&delegated), true),
+            Ok(None) => (direct(server), true),
+            Err(Busy) => (direct(server), false),
         }
     }
 
-    /// The server name `/.well-known/matrix/server` of `server` delegates to, if any.
-    async fn well_known(&self, server: &ServerName) -> Option<OwnedServerName> {
+    /// The server name `/.well-known/matrix/server` of `server` delegates to, if any; `Busy`
+    /// when no outgoing request could be made for it in time.
+    async fn well_known(&self, server: &ServerName) -> Result<Option<OwnedServerName>, Busy> {
         let url = format!("https://{}/.well-known/matrix/server", server.host());
-        let url = reqwest::Url::parse(&url).ok()?;
+        let Ok(url) = reqwest::Url::parse(&url) else {
+            return Ok(None);
+        };
         if !self.config.allow_private_addresses && net::check_url(&url, false).await.is_err() {
-            return None;
+            return Ok(None);
         }
-        let _slot = self.slots.try_acquire().ok()?;
+        let timeout = Duration::from_secs(self.config.request_timeout_secs);
+        let _slot = match tokio::time::timeout(timeout, self.slots.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            _ => return Err(Busy),
+        };
+        Ok(self.fetch_well_known(url).await)
+    }
+
+    async fn fetch_well_known(&self, url: reqwest::Url) -> Option<OwnedServerName> {
         let response = self.http.get(url).send().await.ok()?;
         if !response.status().is_success() {
             return None;
@@ -348,6 +363,9 @@ impl FedClient {
         OwnedServerName::try_from(name).ok()
     }
 }
+
+/// No outgoing request slot was free in time.
+struct Busy;
 
 /// `https://host:port` for a server name used directly (port 8448 when it names none).
 fn direct(server: &ServerName) -> Destination {

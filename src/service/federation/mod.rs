@@ -242,26 +242,6 @@ impl Federation {
         Ok(out)
     }
 
-    /// A local user's profile for another server (`/query/profile`); None when there is no
-    /// such user here.
-    pub fn local_profile(&self, user: &UserId) -> Result<Option<RemoteProfile>> {
-        if user.server_name() != self.core.server_name() {
-            return Ok(None);
-        }
-        let Some(account) = self
-            .core
-            .store
-            .get(&crate::store::USERS, user)?
-            .filter(|a| !a.deactivated)
-        else {
-            return Ok(None);
-        };
-        Ok(Some(RemoteProfile {
-            displayname: account.displayname,
-            avatar_url: account.avatar_url.map(|u| u.to_string()),
-        }))
-    }
-
     /// Another server's user's profile, asked of their server.
     pub async fn remote_profile(&self, user: &UserId) -> Result<RemoteProfile> {
         let response = self
@@ -500,16 +480,6 @@ impl Federation {
             .send(server, request)
             .await
             .map_err(|e| remote_error(e, "No room directory there"))
-    }
-
-    /// Whether `user` lives on another server this one would ask.
-    pub fn is_remote(&self, user: &UserId) -> bool {
-        user.server_name() != self.core.server_name()
-    }
-
-    /// The server's own name (for answers that list servers).
-    pub fn server_name(&self) -> &OwnedServerName {
-        self.core.server_name()
     }
 }
 

@@ -185,6 +185,20 @@ impl Federation {
 
     /// Sends `server` its queued EDUs, a transaction at a time, until its queue is empty.
     async fn deliver(&self, server: &ServerName) -> std::result::Result<(), String> {
+        if let Err(e) = self.client.permits(server) {
+            // Denied since (or federation turned off): what waits for it is dropped.
+            tracing::info!("federation: dropping the queue for {server}: {e}");
+            let mut drop = Batch::default();
+            for ((_, seq), _) in self
+                .core
+                .store
+                .scan(FEDERATION_QUEUE.prefix(server))
+                .flatten()
+            {
+                drop.delete(&FEDERATION_QUEUE, (server, seq));
+            }
+            return self.core.write(drop).await.map_err(|e| e.to_string());
+        }
         loop {
             let batch: Vec<(u64, JsonValue)> = self
                 .core
