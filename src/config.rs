@@ -335,6 +335,10 @@ pub struct FederationConfig {
     /// Extra certificate authorities (PEM) trusted for other servers' certificates, besides
     /// the system's: a community's private CA, or the self-signed certificates of tests.
     pub tls_ca_file: Option<PathBuf>,
+    /// Notaries asked for another server's keys when that server cannot be asked itself
+    /// (`/_matrix/key/v2/query`); their answers must carry the server's and their own
+    /// signatures. Empty: only servers themselves are asked.
+    pub trusted_key_servers: Vec<OwnedServerName>,
     /// What `/.well-known/matrix/server` answers (`"example.org:443"`): where other servers
     /// reach this one when that is not `server_name` on port 8448. Unset, it answers 404.
     pub well_known_server: Option<OwnedServerName>,
@@ -374,6 +378,7 @@ impl Default for FederationConfig {
             tls_key: None,
             tls_ca_file: None,
             well_known_server: None,
+            trusted_key_servers: Vec::new(),
             allow_private_addresses: false,
             deny_servers: Vec::new(),
             allow_servers: Vec::new(),

@@ -90,12 +90,17 @@ fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf
 
 /// A server named `localhost:<port>` whose federation listener speaks TLS on that port.
 async fn federating(deny: &[&str]) -> (TestServer, String) {
+    let deny: Vec<String> = deny.iter().map(|s| s.to_string()).collect();
+    federating_with(move |c| c.federation.deny_servers = deny).await
+}
+
+/// [`federating`], with more settings.
+async fn federating_with(change: impl FnOnce(&mut tsunagu::Config)) -> (TestServer, String) {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path());
     let addr = common::free_addr();
     let name = format!("localhost:{}", addr.port());
     let server_name = name.clone();
-    let deny: Vec<String> = deny.iter().map(|s| s.to_string()).collect();
     let t = TestServer::start_in(dir, move |c| {
         c.server_name = server_name.as_str().try_into().unwrap();
         c.federation.enabled = Some(true);
@@ -104,9 +109,9 @@ async fn federating(deny: &[&str]) -> (TestServer, String) {
         c.federation.tls_key = Some(key);
         c.federation.tls_ca_file = Some(cert);
         c.federation.allow_private_addresses = true;
-        c.federation.deny_servers = deny;
         // Queues are retried within a second or two.
         c.federation.failure_backoff_secs = 1;
+        change(c);
     })
     .await;
     (t, name)
@@ -821,4 +826,65 @@ async fn media_of_another_server_is_fetched_once_and_kept() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.bytes().await.unwrap().as_ref(), picture.as_slice());
     b.stop().await;
+}
+
+#[tokio::test]
+async fn keys_of_a_server_that_is_down_come_from_a_trusted_notary() {
+    // B will vouch for A's keys; C trusts B as a notary; D trusts nobody.
+    let (a, a_name) = federating(&[]).await;
+    let (b, b_name) = federating(&[]).await;
+    let notary: ruma::OwnedServerName = b_name.as_str().try_into().unwrap();
+    let (c, c_name) =
+        federating_with(move |cfg| cfg.federation.trusted_key_servers = vec![notary]).await;
+    let (d, d_name) = federating(&[]).await;
+    let carol = c.http.register("carol").await;
+    let dave = d.http.register("dave").await;
+
+    // B learns A's keys (answering a notary query for them).
+    let res: serde_json::Value = https_client(&b)
+        .post(format!("https://{b_name}/_matrix/key/v2/query"))
+        .json(&serde_json::json!({ "server_keys": { &a_name: {} } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        res["server_keys"].as_array().map(Vec::len),
+        Some(1),
+        "{res}"
+    );
+
+    // A signs two requests, then goes down before they arrive.
+    let a_key = &a.server.services().core.signing_key;
+    let path = |user: &common::Account| {
+        format!(
+            "/_matrix/federation/v1/query/profile?user_id={}",
+            urlencode(&user.id)
+        )
+    };
+    let to_c = x_matrix(a_key, &a_name, &c_name, &path(&carol));
+    let to_d = x_matrix(a_key, &a_name, &d_name, &path(&dave));
+    a.stop().await;
+
+    // C cannot ask A, asks B, and checks both signatures: the request passes.
+    let res = https_client(&c)
+        .get(format!("https://{c_name}{}", path(&carol)))
+        .header("authorization", to_c)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    // D has nobody to ask: the signature cannot be checked.
+    let res = https_client(&d)
+        .get(format!("https://{d_name}{}", path(&dave)))
+        .header("authorization", to_d)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    for t in [b, c, d] {
+        t.stop().await;
+    }
 }

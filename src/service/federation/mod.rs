@@ -15,7 +15,7 @@ use ruma::{
     OwnedServerName, OwnedUserId, RoomAliasId, ServerName, UserId,
     api::federation::{
         directory::get_public_rooms_filtered,
-        discovery::get_server_keys,
+        discovery::{get_remote_server_keys_batch, get_server_keys},
         keys::{claim_keys, get_keys},
         query::{get_profile_information, get_room_information},
     },
@@ -117,6 +117,17 @@ impl Federation {
         key_id: &str,
         valid_at: u64,
     ) -> std::result::Result<Base64, FedError> {
+        self.key_of(server, key_id, valid_at, false).await
+    }
+
+    /// [`Federation::verify_key`]; with `direct_only`, never through a notary.
+    async fn key_of(
+        &self,
+        server: &ServerName,
+        key_id: &str,
+        valid_at: u64,
+        direct_only: bool,
+    ) -> std::result::Result<Base64, FedError> {
         if server == self.core.server_name() {
             let key = &self.core.signing_key;
             if key_id == format!("ed25519:{}", key.version()) {
@@ -146,7 +157,7 @@ impl Federation {
         if let Some(key) = self.stored_keys(server).as_ref().and_then(known) {
             return Ok(key);
         }
-        let record = self.fetch_keys(server).await?;
+        let record = Box::pin(self.fetch_keys(server, direct_only)).await?;
         known(&record).ok_or_else(|| {
             FedError::Invalid(
                 server.to_owned(),
@@ -160,22 +171,26 @@ impl Federation {
     }
 
     /// Asks `server` for its keys, checks that it signed them with each key it publishes, and
-    /// keeps them (with every key seen before).
+    /// keeps them (with every key seen before). When the server cannot be asked, the trusted
+    /// notaries (`federation.trusted_key_servers`) are, unless `direct_only`.
     async fn fetch_keys(
         &self,
         server: &ServerName,
+        direct_only: bool,
     ) -> std::result::Result<ServerKeysRecord, FedError> {
         let invalid = |m: String| FedError::Invalid(server.to_owned(), m);
         let _slot = self
             .key_fetches
             .try_acquire()
             .map_err(|_| FedError::Busy(server.to_owned()))?;
-        let response = self
-            .client
-            .send_unsigned(server, get_server_keys::v2::Request::new())
-            .await?;
-        let object: CanonicalJsonObject = serde_json::from_str(response.server_key.json().get())
-            .map_err(|e| invalid(format!("keys are not canonical JSON: {e}")))?;
+        let object = match self.fetch_direct(server).await {
+            Ok(object) => object,
+            Err(e) if direct_only => return Err(e),
+            Err(e) => match Box::pin(self.fetch_via_notaries(server)).await {
+                Some(object) => object,
+                None => return Err(e),
+            },
+        };
         let keys = checked_keys(server, &object).map_err(invalid)?;
         let mut record = self.stored_keys(server).unwrap_or_default();
         record.keys.extend(keys);
@@ -187,6 +202,83 @@ impl Federation {
             .apply(batch)
             .map_err(|e| invalid(format!("cannot keep its keys: {e}")))?;
         Ok(record)
+    }
+
+    /// `server`'s own answer to `/_matrix/key/v2/server`, checked.
+    async fn fetch_direct(
+        &self,
+        server: &ServerName,
+    ) -> std::result::Result<CanonicalJsonObject, FedError> {
+        let invalid = |m: String| FedError::Invalid(server.to_owned(), m);
+        let response = self
+            .client
+            .send_unsigned(server, get_server_keys::v2::Request::new())
+            .await?;
+        let object: CanonicalJsonObject = serde_json::from_str(response.server_key.json().get())
+            .map_err(|e| invalid(format!("keys are not canonical JSON: {e}")))?;
+        checked_keys(server, &object).map_err(invalid)?;
+        Ok(object)
+    }
+
+    /// `server`'s keys as a trusted notary relays them: signed by the server itself (each key
+    /// it publishes) and by the notary, whose own keys are fetched from it directly.
+    async fn fetch_via_notaries(&self, server: &ServerName) -> Option<CanonicalJsonObject> {
+        for notary in &self.core.config.federation.trusted_key_servers {
+            if notary == server {
+                continue;
+            }
+            let request = get_remote_server_keys_batch::v2::Request::new(BTreeMap::from([(
+                server.to_owned(),
+                BTreeMap::new(),
+            )]));
+            let Ok(response) = self.client.send_unsigned(notary, request).await else {
+                continue;
+            };
+            for raw in response.server_keys {
+                let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(raw.json().get())
+                else {
+                    continue;
+                };
+                if checked_keys(server, &object).is_ok() && self.signed_by(notary, &object).await {
+                    return Some(object);
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether `signer` signed `object` with one of its keys (known or fetched from it).
+    async fn signed_by(&self, signer: &ServerName, object: &CanonicalJsonObject) -> bool {
+        let Some(CanonicalJsonValue::Object(all)) = object.get("signatures") else {
+            return false;
+        };
+        let Some(CanonicalJsonValue::Object(theirs)) = all.get(signer.as_str()) else {
+            return false;
+        };
+        let Ok(signed) = to_canonical_json_string_for_signing(object) else {
+            return false;
+        };
+        for (key_id, signature) in theirs {
+            let Some(signature) = as_str(signature)
+                .and_then(|s| Base64::<ruma::serde::base64::Standard>::parse(s).ok())
+            else {
+                continue;
+            };
+            let Ok(key) = self.key_of(signer, key_id, now_ms(), true).await else {
+                continue;
+            };
+            if verify_canonical_json_bytes(
+                &SigningKeyAlgorithm::Ed25519,
+                key.as_bytes(),
+                signature.as_bytes(),
+                signed.as_bytes(),
+            )
+            .is_ok()
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// The answers of a notary query: each named server's keys as it signed them, valid at
@@ -214,7 +306,7 @@ impl Federation {
                 };
                 let record = match self.stored_keys(&server).filter(fresh) {
                     Some(r) => r,
-                    None => match self.fetch_keys(&server).await {
+                    None => match self.fetch_keys(&server, false).await {
                         Ok(r) => r,
                         Err(e) => {
                             tracing::debug!("notary: no keys for {server}: {e}");
