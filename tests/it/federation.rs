@@ -888,3 +888,112 @@ async fn keys_of_a_server_that_is_down_come_from_a_trusted_notary() {
         t.stop().await;
     }
 }
+
+#[tokio::test]
+async fn another_server_gets_a_join_event_to_sign_for_a_room_its_user_may_join() {
+    let Pair {
+        a,
+        a_name,
+        b,
+        b_name,
+        alice,
+        bob,
+    } = pair().await;
+    let open = a
+        .http
+        .create_room(&alice.token, serde_json::json!({ "preset": "public_chat" }))
+        .await;
+    let closed = a
+        .http
+        .create_room(
+            &alice.token,
+            serde_json::json!({ "preset": "private_chat" }),
+        )
+        .await;
+    let b_key = &b.server.services().core.signing_key;
+    let client = https_client(&a);
+    let make_join = |room: &str, user: &str, ver: &str| {
+        let uri = format!(
+            "/_matrix/federation/v1/make_join/{}/{}{ver}",
+            urlencode(room),
+            urlencode(user)
+        );
+        let header = x_matrix(b_key, &b_name, &a_name, &uri);
+        let request = client
+            .get(format!("https://{a_name}{uri}"))
+            .header("authorization", header);
+        async move {
+            let res = request.send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+
+    let (status, res) = make_join(&open, &bob.id, "?ver=11&ver=12").await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(res["room_version"], "12", "{res}");
+    let event = &res["event"];
+    assert_eq!(event["type"], "m.room.member");
+    assert_eq!(event["state_key"], bob.id.as_str());
+    assert_eq!(event["sender"], bob.id.as_str());
+    assert_eq!(event["room_id"], open.as_str());
+    assert_eq!(event["content"]["membership"], "join");
+    assert!(event["depth"].as_u64().unwrap() > 1, "{event}");
+    assert_eq!(
+        event["prev_events"].as_array().map(Vec::len),
+        Some(1),
+        "{event}"
+    );
+    assert!(
+        event["auth_events"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{event}"
+    );
+    assert!(
+        event.get("signatures").is_none() && event.get("hashes").is_none(),
+        "{event}"
+    );
+
+    // A server that cannot read the room's version, a room the user may not join, a room the
+    // server is not in, and a user of another server than the one asking.
+    for (room, user, ver, status, errcode) in [
+        (
+            open.as_str(),
+            bob.id.as_str(),
+            "?ver=1",
+            400,
+            "M_INCOMPATIBLE_ROOM_VERSION",
+        ),
+        (
+            closed.as_str(),
+            bob.id.as_str(),
+            "?ver=12",
+            403,
+            "M_FORBIDDEN",
+        ),
+        (
+            "!nothing:elsewhere.example",
+            bob.id.as_str(),
+            "?ver=12",
+            404,
+            "M_NOT_FOUND",
+        ),
+        (
+            open.as_str(),
+            alice.id.as_str(),
+            "?ver=12",
+            403,
+            "M_FORBIDDEN",
+        ),
+    ] {
+        let (got, res) = make_join(room, user, ver).await;
+        assert_eq!(
+            (got, res["errcode"].as_str()),
+            (status, Some(errcode)),
+            "{room} {user}: {res}"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -17,6 +17,7 @@ use ruma::{
             get_server_keys, get_server_version,
         },
         keys::{claim_keys, get_keys},
+        membership::prepare_join_event,
         openid::get_openid_userinfo,
         query::{get_profile_information, get_room_information},
         transactions::send_transaction_message,
@@ -49,6 +50,41 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(media_thumbnail)
         .ruma(public_rooms)
         .ruma(public_rooms_filtered)
+        .ruma(make_join)
+}
+
+/// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`: the join event of another
+/// server's user for their server to sign, when the room's rules let them join. (Its
+/// counterpart, `send_join`, is not served yet: rooms do not federate.)
+pub async fn make_join(
+    State(s): State<AppState>,
+    req: Ruma<prepare_join_event::v1::Request>,
+) -> ApiResult<prepare_join_event::v1::Response> {
+    let origin = origin(&req)?;
+    let b = &req.body;
+    if b.user_id.server_name() != origin {
+        return Err(Error::forbidden("The user is not on the asking server"));
+    }
+    let (version, event) = s.timeline.join_template(&b.room_id, &b.user_id)?;
+    // `ver` defaults to version 1 alone, as the spec says.
+    let supported = if b.ver.is_empty() {
+        version == ruma::RoomVersionId::V1
+    } else {
+        b.ver.contains(&version)
+    };
+    if !supported {
+        return Err(Error::new(
+            http::StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::IncompatibleRoomVersion(
+                ruma::api::error::IncompatibleRoomVersionErrorData::new(version),
+            ),
+            "Your server does not support this room's version",
+        ));
+    }
+    let event = serde_json::value::to_raw_value(&event)?;
+    let mut res = prepare_join_event::v1::Response::new(event);
+    res.room_version = Some(version);
+    Ok(RumaResponse(res))
 }
 
 /// `GET /_matrix/federation/v1/publicRooms`: this server's room directory.

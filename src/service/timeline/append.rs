@@ -291,6 +291,54 @@ impl Timeline {
         sender: &UserId,
         ev: &NewEvent,
     ) -> Result<(OwnedEventId, CanonicalJsonObject, u64)> {
+        let (mut obj, depth, made_up_id) = self.template(p, sender, ev)?;
+        let rules = &p.rules;
+        let too_large = |what: String| {
+            Error::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                ruma::api::error::ErrorKind::TooLarge,
+                what,
+            )
+        };
+        ruma::signatures::hash_and_sign_event(
+            self.core.server_name().as_str(),
+            &self.core.signing_key,
+            &mut obj,
+            &rules.redaction,
+        )
+        .map_err(|e| match e {
+            ruma::signatures::JsonError::PduTooLarge => {
+                too_large(format!("Events are at most {MAX_PDU_BYTES} bytes"))
+            }
+            e => Error::bad_json(format!("cannot sign event: {e}")),
+        })?;
+        let size = serde_json::to_vec(&obj)?.len();
+        if size > MAX_PDU_BYTES {
+            return Err(too_large(format!(
+                "The event is {size} bytes; events are at most {MAX_PDU_BYTES}"
+            )));
+        }
+        let event_id = match made_up_id {
+            Some(id) => id,
+            None => {
+                let hash = ruma::signatures::reference_hash(&obj, rules)
+                    .map_err(|e| too_large(e.to_string()))?;
+                format!("${hash}")
+            }
+        };
+        let event_id = OwnedEventId::try_from(event_id).map_err(Error::internal)?;
+        Ok((event_id, obj, depth))
+    }
+
+    /// The event before it is hashed and signed: auth events, prev events, depth, content
+    /// (what `make_join` hands another server to sign), its depth, and for room versions 1
+    /// and 2 the made-up event ID it carries.
+    fn template(
+        &self,
+        p: &Pending,
+        sender: &UserId,
+        ev: &NewEvent,
+    ) -> Result<(CanonicalJsonObject, u64, Option<String>)> {
         let too_large = |what: String| {
             Error::new(
                 http::StatusCode::PAYLOAD_TOO_LARGE,
@@ -388,34 +436,38 @@ impl Timeline {
                 c.insert("redacts".into(), string(redacts.to_string()));
             }
         }
-        ruma::signatures::hash_and_sign_event(
-            self.core.server_name().as_str(),
-            &self.core.signing_key,
-            &mut obj,
-            &rules.redaction,
-        )
-        .map_err(|e| match e {
-            ruma::signatures::JsonError::PduTooLarge => {
-                too_large(format!("Events are at most {MAX_PDU_BYTES} bytes"))
-            }
-            e => Error::bad_json(format!("cannot sign event: {e}")),
-        })?;
-        let size = serde_json::to_vec(&obj)?.len();
-        if size > MAX_PDU_BYTES {
-            return Err(too_large(format!(
-                "The event is {size} bytes; events are at most {MAX_PDU_BYTES}"
-            )));
-        }
-        let event_id = match made_up_id {
-            Some(id) => id,
-            None => {
-                let hash = ruma::signatures::reference_hash(&obj, rules)
-                    .map_err(|e| too_large(e.to_string()))?;
-                format!("${hash}")
-            }
+        Ok((obj, depth, made_up_id))
+    }
+
+    /// `make_join`: the join event of another server's user, for their server to sign, if
+    /// the room's rules let them join now (checked as the event would be): its room version
+    /// and the event. 404 for a room this server is not in.
+    pub fn join_template(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<(RoomVersionId, CanonicalJsonObject)> {
+        let record = self.known_room(room_id)?;
+        let p = Pending {
+            room_id: Some(room_id.to_owned()),
+            stored: true,
+            version: record.version.clone(),
+            rules: rules_for(&record.version)?,
+            record: Some(record),
+            state: BTreeMap::new(),
+            built: Vec::new(),
         };
-        let event_id = OwnedEventId::try_from(event_id).map_err(Error::internal)?;
-        Ok((event_id, obj, depth))
+        let ev = NewEvent::state(
+            TimelineEventType::RoomMember,
+            user.as_str(),
+            serde_json::json!({ "membership": "join" }),
+        );
+        let (obj, _, made_up_id) = self.template(&p, user, &ev)?;
+        // Checked as the event would be (a stand-in ID: it has no hash yet).
+        let id = made_up_id.unwrap_or_else(|| "$template".to_owned());
+        let id = OwnedEventId::try_from(id).map_err(Error::internal)?;
+        self.authorize(&p, &Pdu::from_object(id, &obj)?)?;
+        Ok((p.version, obj))
     }
 
     /// How an event names another in `prev_events` and `auth_events`: its ID, or (room
