@@ -49,6 +49,9 @@ pub struct DirectoryPage {
     pub total: usize,
 }
 
+/// Most rooms one `/hierarchy` request looks at (a space of spaces can be large).
+pub const MAX_HIERARCHY_ROOMS: usize = 500;
+
 fn bad_alias(message: impl Into<String>) -> Error {
     Error::new(http::StatusCode::BAD_REQUEST, ErrorKind::BadAlias, message)
 }
@@ -333,6 +336,84 @@ impl Directory {
                 .unwrap_or_else(|| "invite".into()),
             room_id,
         })
+    }
+
+    /// The rooms of a space and of its subspaces that `user` may see (`/hierarchy`), breadth
+    /// first from `root`, down to `max_depth` levels: each room's summary and its
+    /// `m.space.child` events. Children this server is not in, or the user may not see, are
+    /// left out (their `m.space.child` event still lists them). At most [`MAX_HIERARCHY_ROOMS`]
+    /// rooms are looked at. A root the user may not see is 403.
+    pub async fn hierarchy(
+        &self,
+        root: &RoomId,
+        user: &UserId,
+        max_depth: usize,
+        suggested_only: bool,
+    ) -> Result<Vec<(RoomSummary, Vec<JsonValue>)>> {
+        if self.timeline.room(root)?.is_none() {
+            return Err(Error::not_found("Room not found"));
+        }
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut queue = std::collections::VecDeque::from([(root.to_owned(), 0usize)]);
+        while let Some((room_id, depth)) = queue.pop_front() {
+            if out.len() >= MAX_HIERARCHY_ROOMS || !seen.insert(room_id.clone()) {
+                continue;
+            }
+            let as_target: &ruma::RoomOrAliasId = (&*room_id).into();
+            let summary = match self.summary(as_target, Some(user)).await {
+                Ok((summary, _)) => summary,
+                Err(_) if room_id == root => {
+                    return Err(Error::forbidden("You may not see this room"));
+                }
+                Err(_) => continue,
+            };
+            let mut children: Vec<_> = self
+                .timeline
+                .state_of_type(&room_id, "m.space.child")?
+                .into_iter()
+                .filter(|ev| {
+                    let content = ev.content();
+                    content["via"].as_array().is_some_and(|v| !v.is_empty())
+                        && (!suggested_only || content["suggested"] == true)
+                })
+                .collect();
+            // The spec's order: `order` (those with one first), then time, then room ID.
+            children.sort_by_key(|ev| {
+                let order = ev.content()["order"]
+                    .as_str()
+                    .filter(|o| o.len() <= 50 && o.chars().all(|c| (' '..='~').contains(&c)))
+                    .map(str::to_owned);
+                (
+                    order.is_none(),
+                    order,
+                    ev.origin_server_ts(),
+                    ev.state_key().map(str::to_owned),
+                )
+            });
+            let children_state = children
+                .iter()
+                .map(|ev| {
+                    serde_json::json!({
+                        "type": "m.space.child",
+                        "state_key": ev.state_key(),
+                        "content": ev.content(),
+                        "sender": ev.sender(),
+                        "origin_server_ts": ev.origin_server_ts(),
+                    })
+                })
+                .collect();
+            if depth < max_depth {
+                for ev in &children {
+                    if let Some(child) = ev.state_key().and_then(|k| OwnedRoomId::try_from(k).ok())
+                    {
+                        queue.push_back((child, depth + 1));
+                    }
+                }
+            }
+            out.push((summary, children_state));
+        }
+        Ok(out)
     }
 
     /// The room summary (`/v1/room_summary`, MSC3266) of a room, and the caller's membership

@@ -1,6 +1,6 @@
 //! Rooms with raw HTTP: what the server advertises (versions, capabilities, well-known), room
 //! versions, what `/createRoom` applies, aliases, the public room directory, `/context`,
-//! `/members`, fetching one event, and unbanning.
+//! `/members`, fetching one event, unbanning, and the hierarchy of a space.
 
 use crate::common;
 
@@ -663,5 +663,141 @@ async fn reports_reach_the_admins_and_reveal_nothing() {
     let (_, event_report) = &reports[1];
     assert_eq!(event_report.event_id.as_ref().unwrap().as_str(), rude);
     assert_eq!(event_report.reporter, alice.id);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_space_lists_the_rooms_a_member_may_see_breadth_first() {
+    let t = TestServer::start().await;
+    let alice = t.http.register("alice").await;
+    let bob = t.http.register("bob").await;
+    let create = |name: &str, preset: &str, space: bool| {
+        let mut body = json!({ "name": name, "preset": preset });
+        if space {
+            body["creation_content"] = json!({ "type": "m.space" });
+        }
+        let (http, token) = (&t.http, alice.token.clone());
+        async move { http.create_room(&token, body).await }
+    };
+    let space = create("Alumni", "public_chat", true).await;
+    let coffee = create("Coffee", "public_chat", false).await;
+    let board = create("Board", "private_chat", false).await;
+    let berlin = create("Berlin", "public_chat", true).await;
+    let meetups = create("Berlin meetups", "public_chat", false).await;
+    let gone = create("Gone", "public_chat", false).await;
+    let child = |parent: &str, room: &str, content: serde_json::Value| {
+        let (http, token) = (&t.http, alice.token.clone());
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/m.space.child/{}",
+            common::http::urlencode(parent),
+            common::http::urlencode(room)
+        );
+        async move {
+            let (status, res) = http.json("PUT", &path, Some(&token), content).await;
+            assert_eq!(status, 200, "{res}");
+        }
+    };
+    child(
+        &space,
+        &coffee,
+        json!({ "via": ["localhost"], "order": "b", "suggested": true }),
+    )
+    .await;
+    child(
+        &space,
+        &board,
+        json!({ "via": ["localhost"], "order": "a" }),
+    )
+    .await;
+    child(&space, &berlin, json!({ "via": ["localhost"] })).await;
+    child(&space, &gone, json!({})).await; // no `via`: not a child any more
+    child(&berlin, &meetups, json!({ "via": ["localhost"] })).await;
+
+    let hierarchy = |who: &Account, room: &str, query: &str| {
+        let (http, token) = (&t.http, who.token.clone());
+        let path = format!(
+            "/_matrix/client/v1/rooms/{}/hierarchy{query}",
+            common::http::urlencode(room)
+        );
+        async move { http.call("GET", &path, Some(&token), None).await }
+    };
+    let ids = |res: &serde_json::Value| -> Vec<String> {
+        res["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["room_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // Bob does not see the private board; the rest comes breadth first, in the spec's order.
+    let (status, res) = hierarchy(&bob, &space, "").await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(
+        ids(&res),
+        [
+            space.as_str(),
+            coffee.as_str(),
+            berlin.as_str(),
+            meetups.as_str()
+        ],
+        "{res}"
+    );
+    let root = &res["rooms"][0];
+    assert_eq!(root["room_type"], "m.space");
+    assert_eq!(root["name"], "Alumni");
+    assert_eq!(
+        root["children_state"].as_array().map(Vec::len),
+        Some(3),
+        "{root}"
+    );
+    assert_eq!(
+        root["children_state"][0]["state_key"],
+        board.as_str(),
+        "{root}"
+    );
+    assert_eq!(res["rooms"][1]["name"], "Coffee");
+    // Alice, in every room, sees the board too.
+    let (_, res) = hierarchy(&alice, &space, "").await;
+    assert_eq!(
+        ids(&res),
+        [
+            space.as_str(),
+            board.as_str(),
+            coffee.as_str(),
+            berlin.as_str(),
+            meetups.as_str()
+        ],
+        "{res}"
+    );
+    // Suggested rooms only; one level only.
+    let (_, res) = hierarchy(&bob, &space, "?suggested_only=true").await;
+    assert_eq!(ids(&res), [space.as_str(), coffee.as_str()], "{res}");
+    let (_, res) = hierarchy(&bob, &space, "?max_depth=1").await;
+    assert_eq!(
+        ids(&res),
+        [space.as_str(), coffee.as_str(), berlin.as_str()],
+        "{res}"
+    );
+    // Pages.
+    let (_, first) = hierarchy(&bob, &space, "?limit=2").await;
+    assert_eq!(ids(&first), [space.as_str(), coffee.as_str()], "{first}");
+    let next = first["next_batch"].as_str().expect("next_batch").to_owned();
+    let (_, rest) = hierarchy(&bob, &space, &format!("?limit=2&from={next}")).await;
+    assert_eq!(ids(&rest), [berlin.as_str(), meetups.as_str()], "{rest}");
+    assert!(rest.get("next_batch").is_none(), "{rest}");
+    // A private room Bob is not in, and a room that does not exist.
+    let (status, res) = hierarchy(&bob, &board, "").await;
+    assert_eq!(
+        (status, res["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{res}"
+    );
+    let (status, res) = hierarchy(&bob, "!nothing:localhost", "").await;
+    assert_eq!(
+        (status, res["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{res}"
+    );
     t.stop().await;
 }

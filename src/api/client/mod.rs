@@ -79,6 +79,7 @@ pub fn routes(mut router: Router<AppState>) -> Router<AppState> {
         .ruma(room::create_room)
         .ruma(room::upgrade_room)
         .ruma(room::get_summary)
+        .ruma(room::get_hierarchy)
         .ruma(report::report_content)
         .ruma(report::report_room)
         .ruma(membership::join_room_by_id_or_alias)

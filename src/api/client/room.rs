@@ -1,7 +1,10 @@
 //! Room creation, upgrades and summaries.
 
 use axum::extract::State;
-use ruma::api::client::room::{Visibility, create_room, get_summary, upgrade_room};
+use ruma::api::client::{
+    room::{Visibility, create_room, get_summary, upgrade_room},
+    space::{SpaceHierarchyRoomsChunk, get_hierarchy},
+};
 use serde_json::Value as JsonValue;
 
 use crate::{
@@ -82,5 +85,49 @@ pub async fn get_summary(
         .await?;
     let mut res = get_summary::v1::Response::new(summary);
     res.membership = membership;
+    Ok(RumaResponse(res))
+}
+
+/// Most rooms in one page of `/hierarchy`, and how deep it goes at most.
+const HIERARCHY_PAGE: u64 = 100;
+const HIERARCHY_DEPTH: u64 = 10;
+
+/// `GET /_matrix/client/v1/rooms/{roomId}/hierarchy`: the rooms of a space and its subspaces
+/// the caller may see (rooms of other servers are not asked for yet), a page at a time.
+pub async fn get_hierarchy(
+    State(s): State<AppState>,
+    req: Ruma<get_hierarchy::v1::Request>,
+) -> ApiResult<get_hierarchy::v1::Response> {
+    let b = &req.body;
+    let max_depth = b
+        .max_depth
+        .map_or(HIERARCHY_DEPTH, u64::from)
+        .min(HIERARCHY_DEPTH);
+    let limit = b.limit.map_or(50, u64::from).clamp(1, HIERARCHY_PAGE) as usize;
+    let from: usize = match &b.from {
+        Some(token) => token
+            .parse()
+            .map_err(|_| Error::invalid_param("Unknown `from` token"))?,
+        None => 0,
+    };
+    let rooms = s
+        .directory
+        .hierarchy(
+            &b.room_id,
+            req.sender()?,
+            max_depth as usize,
+            b.suggested_only,
+        )
+        .await?;
+    let total = rooms.len();
+    let mut res = get_hierarchy::v1::Response::new();
+    for (summary, children) in rooms.into_iter().skip(from).take(limit) {
+        let children = children.iter().map(crate::json::to_raw).collect();
+        res.rooms
+            .push(SpaceHierarchyRoomsChunk::new(summary, children));
+    }
+    if from + limit < total {
+        res.next_batch = Some((from + limit).to_string());
+    }
     Ok(RumaResponse(res))
 }

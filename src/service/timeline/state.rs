@@ -129,6 +129,18 @@ impl Timeline {
             .collect()
     }
 
+    /// The current state events of one type in a room (`m.space.child`, ...), by state key.
+    pub fn state_of_type(&self, room_id: &RoomId, ty: &str) -> Result<Vec<StoredEvent>> {
+        let mut out = Vec::new();
+        for item in self.core.store.scan(ROOM_STATE.prefix2(room_id, ty)) {
+            let (_, id) = item?;
+            if let Some(ev) = self.event(&id)? {
+                out.push(ev);
+            }
+        }
+        Ok(out)
+    }
+
     /// Members of a room with their membership, from the current state.
     pub fn members(
         &self,
