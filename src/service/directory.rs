@@ -340,13 +340,14 @@ impl Directory {
 
     /// The rooms of a space and of its subspaces that `user` may see (`/hierarchy`), breadth
     /// first from `root`, down to `max_depth` levels: each room's summary and its
-    /// `m.space.child` events. Children this server is not in, or the user may not see, are
+    /// `m.space.child` events. Without a user (another server asks), the rooms anyone may
+    /// see. Children this server is not in, or the user may not see, are
     /// left out (their `m.space.child` event still lists them). At most [`MAX_HIERARCHY_ROOMS`]
     /// rooms are looked at. A root the user may not see is 403.
     pub async fn hierarchy(
         &self,
         root: &RoomId,
-        user: &UserId,
+        user: Option<&UserId>,
         max_depth: usize,
         suggested_only: bool,
     ) -> Result<Vec<(RoomSummary, Vec<JsonValue>)>> {
@@ -361,7 +362,7 @@ impl Directory {
                 continue;
             }
             let as_target: &ruma::RoomOrAliasId = (&*room_id).into();
-            let summary = match self.summary(as_target, Some(user)).await {
+            let summary = match self.summary(as_target, user).await {
                 Ok((summary, _)) => summary,
                 Err(_) if room_id == root => {
                     return Err(Error::forbidden("You may not see this room"));

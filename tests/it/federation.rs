@@ -997,3 +997,78 @@ async fn another_server_gets_a_join_event_to_sign_for_a_room_its_user_may_join()
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn another_server_sees_the_public_part_of_a_space() {
+    let Pair {
+        a,
+        a_name,
+        b,
+        b_name,
+        alice,
+        ..
+    } = pair().await;
+    let create = |body: serde_json::Value| {
+        let (http, token) = (&a.http, alice.token.clone());
+        async move { http.create_room(&token, body).await }
+    };
+    let space = create(serde_json::json!({
+        "name": "Alumni", "preset": "public_chat", "creation_content": { "type": "m.space" },
+    }))
+    .await;
+    let open = create(serde_json::json!({ "name": "Coffee", "preset": "public_chat" })).await;
+    let closed = create(serde_json::json!({ "name": "Board", "preset": "private_chat" })).await;
+    for room in [&open, &closed] {
+        let (status, res) = a
+            .http
+            .json(
+                "PUT",
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/state/m.space.child/{}",
+                    urlencode(&space),
+                    urlencode(room)
+                ),
+                Some(&alice.token),
+                serde_json::json!({ "via": [&a_name] }),
+            )
+            .await;
+        assert_eq!(status, 200, "{res}");
+    }
+    let b_key = &b.server.services().core.signing_key;
+    let ask = |room: &str| {
+        let uri = format!("/_matrix/federation/v1/hierarchy/{}", urlencode(room));
+        let header = x_matrix(b_key, &b_name, &a_name, &uri);
+        let request = https_client(&a)
+            .get(format!("https://{a_name}{uri}"))
+            .header("authorization", header);
+        async move {
+            let res = request.send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, res) = ask(&space).await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(res["room"]["room_id"], space.as_str(), "{res}");
+    assert_eq!(res["room"]["room_type"], "m.space", "{res}");
+    assert_eq!(
+        res["room"]["children_state"].as_array().map(Vec::len),
+        Some(2),
+        "{res}"
+    );
+    assert_eq!(res["children"].as_array().map(Vec::len), Some(1), "{res}");
+    assert_eq!(res["children"][0]["name"], "Coffee", "{res}");
+    assert_eq!(
+        res["inaccessible_children"],
+        serde_json::json!([closed]),
+        "{res}"
+    );
+    let (status, res) = ask(&closed).await;
+    assert_eq!(
+        (status, res["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{res}"
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -114,7 +114,7 @@ pub async fn get_hierarchy(
         .directory
         .hierarchy(
             &b.room_id,
-            req.sender()?,
+            Some(req.sender()?.as_ref()),
             max_depth as usize,
             b.suggested_only,
         )

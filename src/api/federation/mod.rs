@@ -20,6 +20,7 @@ use ruma::{
         membership::prepare_join_event,
         openid::get_openid_userinfo,
         query::{get_profile_information, get_room_information},
+        space::{SpaceHierarchyParentSummary, get_hierarchy},
         transactions::send_transaction_message,
     },
     serde::Raw,
@@ -51,6 +52,42 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(public_rooms)
         .ruma(public_rooms_filtered)
         .ruma(make_join)
+        .ruma(hierarchy)
+}
+
+/// `GET /_matrix/federation/v1/hierarchy/{roomId}`: a space and its direct children as anyone
+/// may see them (public or world-readable rooms), and which of its children the asking server
+/// may not see.
+pub async fn hierarchy(
+    State(s): State<AppState>,
+    req: Ruma<get_hierarchy::v1::Request>,
+) -> ApiResult<get_hierarchy::v1::Response> {
+    origin(&req)?;
+    let b = &req.body;
+    let mut rooms = s
+        .directory
+        .hierarchy(&b.room_id, None, 1, b.suggested_only)
+        .await?
+        .into_iter();
+    let (summary, children_state) = rooms
+        .next()
+        .ok_or_else(|| Error::not_found("Room not found"))?;
+    let children: Vec<_> = rooms.map(|(summary, _)| summary).collect();
+    let inaccessible = children_state
+        .iter()
+        .filter_map(|c| c["state_key"].as_str())
+        .filter_map(|id| ruma::OwnedRoomId::try_from(id).ok())
+        .filter(|id| !children.iter().any(|c| &c.room_id == id))
+        .filter(|id| s.timeline.room(id).ok().flatten().is_some())
+        .collect();
+    let parent = SpaceHierarchyParentSummary::new(
+        summary,
+        children_state.iter().map(crate::json::to_raw).collect(),
+    );
+    let mut res = get_hierarchy::v1::Response::new(parent);
+    res.children = children;
+    res.inaccessible_children = inaccessible;
+    Ok(RumaResponse(res))
 }
 
 /// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`: the join event of another
