@@ -20,6 +20,7 @@ use serde_json::Value as JsonValue;
 use super::{
     appservice::Appservices,
     core::Core,
+    federation::Federation,
     timeline::{NewEvent, Timeline},
     users::Users,
 };
@@ -51,6 +52,8 @@ pub struct DirectoryPage {
 
 /// Most rooms one `/hierarchy` request looks at (a space of spaces can be large).
 pub const MAX_HIERARCHY_ROOMS: usize = 500;
+/// Most rooms of other servers one `/hierarchy` request asks about.
+pub const MAX_REMOTE_HIERARCHY_ROOMS: usize = 20;
 
 fn bad_alias(message: impl Into<String>) -> Error {
     Error::new(http::StatusCode::BAD_REQUEST, ErrorKind::BadAlias, message)
@@ -63,6 +66,8 @@ pub struct Directory {
     users: Arc<Users>,
     timeline: Arc<Timeline>,
     appservices: Arc<Appservices>,
+    /// Asks other servers about the rooms of a space this server is not in.
+    federation: Arc<Federation>,
 }
 
 impl Directory {
@@ -71,12 +76,14 @@ impl Directory {
         users: Arc<Users>,
         timeline: Arc<Timeline>,
         appservices: Arc<Appservices>,
+        federation: Arc<Federation>,
     ) -> Self {
         Self {
             core,
             users,
             timeline,
             appservices,
+            federation,
         }
     }
 
@@ -356,9 +363,45 @@ impl Directory {
         }
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        let mut queue = std::collections::VecDeque::from([(root.to_owned(), 0usize)]);
-        while let Some((room_id, depth)) = queue.pop_front() {
+        let mut remote_asks = 0;
+        let mut queue = std::collections::VecDeque::from([(root.to_owned(), 0usize, Vec::new())]);
+        let via = |ev: &JsonValue| -> Vec<ruma::OwnedServerName> {
+            ev["content"]["via"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str()?.try_into().ok())
+                .collect()
+        };
+        while let Some((room_id, depth, servers)) = queue.pop_front() {
             if out.len() >= MAX_HIERARCHY_ROOMS || !seen.insert(room_id.clone()) {
+                continue;
+            }
+            if self.timeline.room(&room_id)?.is_none() {
+                // A room this server is not in: asked of the servers its `m.space.child`
+                // names, for a user's request only (another server asks them itself).
+                if user.is_none() || remote_asks >= MAX_REMOTE_HIERARCHY_ROOMS {
+                    continue;
+                }
+                remote_asks += 1;
+                let Some((summary, children_state)) = self
+                    .federation
+                    .remote_hierarchy(&room_id, &servers, suggested_only)
+                    .await
+                else {
+                    continue;
+                };
+                if depth < max_depth {
+                    for ev in &children_state {
+                        if let Some(child) = ev["state_key"]
+                            .as_str()
+                            .and_then(|k| OwnedRoomId::try_from(k).ok())
+                        {
+                            queue.push_back((child, depth + 1, via(ev)));
+                        }
+                    }
+                }
+                out.push((summary, children_state));
                 continue;
             }
             let as_target: &ruma::RoomOrAliasId = (&*room_id).into();
@@ -392,7 +435,7 @@ impl Directory {
                     ev.state_key().map(str::to_owned),
                 )
             });
-            let children_state = children
+            let children_state: Vec<JsonValue> = children
                 .iter()
                 .map(|ev| {
                     serde_json::json!({
@@ -405,10 +448,12 @@ impl Directory {
                 })
                 .collect();
             if depth < max_depth {
-                for ev in &children {
-                    if let Some(child) = ev.state_key().and_then(|k| OwnedRoomId::try_from(k).ok())
+                for ev in &children_state {
+                    if let Some(child) = ev["state_key"]
+                        .as_str()
+                        .and_then(|k| OwnedRoomId::try_from(k).ok())
                     {
-                        queue.push_back((child, depth + 1));
+                        queue.push_back((child, depth + 1, via(ev)));
                     }
                 }
             }

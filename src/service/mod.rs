@@ -90,11 +90,13 @@ impl Services {
         let account_data = Arc::new(account_data::AccountData::new(core.clone()));
         let timeline = Arc::new(timeline::Timeline::new(core.clone(), account_data.clone()));
         let ephemeral = Arc::new(ephemeral::Ephemeral::new(core.clone(), timeline.clone()));
+        let federation = Arc::new(federation::Federation::new(core.clone())?);
         let directory = Arc::new(directory::Directory::new(
             core.clone(),
             users.clone(),
             timeline.clone(),
             appservices.clone(),
+            federation.clone(),
         ));
         let push = Arc::new(push::Push::new(
             core.clone(),
@@ -112,7 +114,6 @@ impl Services {
             timeline.clone(),
         ));
         let presence = Arc::new(presence::Presence::new(core.clone(), timeline.clone()));
-        let federation = Arc::new(federation::Federation::new(core.clone())?);
         let services = Arc::new(Self {
             uiaa: uiaa::Uiaa::new(core.clone(), users.clone()),
             rate_limiter: ratelimit::RateLimiter::new(

@@ -1072,3 +1072,58 @@ async fn another_server_sees_the_public_part_of_a_space() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_space_lists_a_room_of_another_server() {
+    let Pair {
+        a,
+        b,
+        b_name,
+        alice,
+        bob,
+        ..
+    } = pair().await;
+    let space = a
+        .http
+        .create_room(
+            &alice.token,
+            serde_json::json!({
+                "name": "Alumni", "preset": "public_chat", "creation_content": { "type": "m.space" },
+            }),
+        )
+        .await;
+    let theirs = b
+        .http
+        .create_room(
+            &bob.token,
+            serde_json::json!({ "name": "Berlin meetups", "preset": "public_chat" }),
+        )
+        .await;
+    let (status, res) = a
+        .http
+        .json(
+            "PUT",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.space.child/{}",
+                urlencode(&space),
+                urlencode(&theirs)
+            ),
+            Some(&alice.token),
+            serde_json::json!({ "via": [&b_name] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    let res = a
+        .http
+        .get_ok(
+            &format!("/_matrix/client/v1/rooms/{}/hierarchy", urlencode(&space)),
+            Some(&alice.token),
+        )
+        .await;
+    let rooms = res["rooms"].as_array().unwrap();
+    assert_eq!(rooms.len(), 2, "{res}");
+    assert_eq!(rooms[1]["room_id"], theirs.as_str(), "{res}");
+    assert_eq!(rooms[1]["name"], "Berlin meetups", "{res}");
+    a.stop().await;
+    b.stop().await;
+}

@@ -556,6 +556,36 @@ impl Federation {
         }
     }
 
+    /// A room of another server as its space hierarchy shows it (`/hierarchy`, one level):
+    /// its summary and `m.space.child` events, from the first of `via` (at most three asked)
+    /// that answers.
+    pub async fn remote_hierarchy(
+        &self,
+        room_id: &ruma::RoomId,
+        via: &[OwnedServerName],
+        suggested_only: bool,
+    ) -> Option<(ruma::room::RoomSummary, Vec<JsonValue>)> {
+        use ruma::api::federation::space::get_hierarchy;
+        for server in via.iter().take(3) {
+            let mut request = get_hierarchy::v1::Request::new(room_id.to_owned());
+            request.suggested_only = suggested_only;
+            match self.client.send(server, request).await {
+                Ok(r) if r.room.summary.room_id == room_id => {
+                    let children = r
+                        .room
+                        .children_state
+                        .iter()
+                        .filter_map(|c| c.deserialize_as_unchecked::<JsonValue>().ok())
+                        .collect();
+                    return Some((r.room.summary, children));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("hierarchy of {room_id} from {server}: {e}"),
+            }
+        }
+        None
+    }
+
     /// A page of another server's public room directory.
     pub async fn remote_public_rooms(
         &self,
