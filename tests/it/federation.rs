@@ -994,6 +994,28 @@ async fn another_server_gets_a_join_event_to_sign_for_a_room_its_user_may_join()
             "{room} {user}: {res}"
         );
     }
+
+    // A server the room's ACL leaves out gets nothing (the tests' servers are all on the
+    // host `localhost`; the ACL matches hosts, not ports).
+    let (status, res) = a
+        .http
+        .json(
+            "PUT",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.server_acl/",
+                urlencode(&open)
+            ),
+            Some(&alice.token),
+            serde_json::json!({ "allow": ["*"], "deny": ["localhost"] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    let (got, res) = make_join(&open, &bob.id, "?ver=12").await;
+    assert_eq!(
+        (got, res["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{res}"
+    );
     a.stop().await;
     b.stop().await;
 }

@@ -62,8 +62,9 @@ pub async fn hierarchy(
     State(s): State<AppState>,
     req: Ruma<get_hierarchy::v1::Request>,
 ) -> ApiResult<get_hierarchy::v1::Response> {
-    origin(&req)?;
+    let origin = origin(&req)?;
     let b = &req.body;
+    room_acl(&s, &b.room_id, origin)?;
     let mut rooms = s
         .directory
         .hierarchy(&b.room_id, None, 1, b.suggested_only)
@@ -102,6 +103,7 @@ pub async fn make_join(
     if b.user_id.server_name() != origin {
         return Err(Error::forbidden("The user is not on the asking server"));
     }
+    room_acl(&s, &b.room_id, origin)?;
     let (version, event) = s.timeline.join_template(&b.room_id, &b.user_id)?;
     // `ver` defaults to version 1 alone, as the spec says.
     let supported = if b.ver.is_empty() {
@@ -242,6 +244,20 @@ fn origin<T>(req: &Ruma<T>) -> Result<&ruma::OwnedServerName, Error> {
     req.origin
         .as_ref()
         .ok_or_else(|| Error::forbidden("Only other servers may call this"))
+}
+
+/// 403 when the room's server ACL (`m.room.server_acl`) leaves `server` out.
+fn room_acl(s: &AppState, room_id: &ruma::RoomId, server: &ruma::ServerName) -> Result<(), Error> {
+    let acl =
+        s.timeline
+            .state_content(room_id, &ruma::events::StateEventType::RoomServerAcl, "")?;
+    if crate::service::federation::acl_allows(acl.as_ref(), server) {
+        Ok(())
+    } else {
+        Err(Error::forbidden(
+            "The room's server ACL does not allow your server",
+        ))
+    }
 }
 
 /// Most PDUs and EDUs in one transaction (the spec's limits).

@@ -782,3 +782,80 @@ mod tests {
         assert!(checked_keys(server, &unsigned).is_err());
     }
 }
+
+/// Whether a room's server ACL (`m.room.server_acl` content; None: the room has none) lets
+/// `server` take part: its host (the port does not count) matches no `deny` glob and some
+/// `allow` glob, and it is not an IP literal unless `allow_ip_literals`.
+pub fn acl_allows(acl: Option<&JsonValue>, server: &ServerName) -> bool {
+    let Some(acl) = acl else {
+        return true;
+    };
+    let host = server.host().to_ascii_lowercase();
+    let globs = |key: &str| -> Vec<String> {
+        acl[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g.as_str().map(str::to_ascii_lowercase))
+            .collect()
+    };
+    if server.is_ip_literal() && acl["allow_ip_literals"] == false {
+        return false;
+    }
+    if globs("deny").iter().any(|g| glob_matches(g, &host)) {
+        return false;
+    }
+    globs("allow").iter().any(|g| glob_matches(g, &host))
+}
+
+/// `*` matches any run of characters, `?` one character.
+fn glob_matches(glob: &str, text: &str) -> bool {
+    let (g, t): (Vec<char>, Vec<char>) = (glob.chars().collect(), text.chars().collect());
+    // Greedy matching with backtracking to the last `*`.
+    let (mut gi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if gi < g.len() && (g[gi] == '?' || g[gi] == t[ti]) {
+            gi += 1;
+            ti += 1;
+        } else if gi < g.len() && g[gi] == '*' {
+            star = Some((gi, ti));
+            gi += 1;
+        } else if let Some((sg, st)) = star {
+            gi = sg + 1;
+            ti = st + 1;
+            star = Some((sg, st + 1));
+        } else {
+            return false;
+        }
+    }
+    g[gi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod acl_tests {
+    use super::*;
+
+    #[test]
+    fn server_acls_match_hosts_by_glob() {
+        let name = |s: &str| <&ServerName>::try_from(s).unwrap().to_owned();
+        let acl = json!({ "allow": ["*"], "deny": ["*.evil.example", "bad?.example"] });
+        assert!(acl_allows(Some(&acl), &name("good.example")));
+        assert!(acl_allows(Some(&acl), &name("good.example:8448")));
+        assert!(!acl_allows(Some(&acl), &name("a.evil.example")));
+        assert!(!acl_allows(Some(&acl), &name("A.EVIL.example")));
+        assert!(!acl_allows(Some(&acl), &name("bad1.example")));
+        assert!(acl_allows(Some(&acl), &name("bad12.example")));
+        // IP literals only when allowed; nothing allowed without an `allow` match.
+        assert!(acl_allows(Some(&acl), &name("1.2.3.4")));
+        let no_ips = json!({ "allow": ["*"], "allow_ip_literals": false });
+        assert!(!acl_allows(Some(&no_ips), &name("1.2.3.4")));
+        assert!(!acl_allows(
+            Some(&json!({ "allow": ["only.example"] })),
+            &name("other.example")
+        ));
+        assert!(acl_allows(None, &name("anyone.example")));
+        assert!(glob_matches("*a*b", "xxaybb"));
+        assert!(!glob_matches("a*c", "abd"));
+    }
+}
