@@ -377,76 +377,22 @@ impl Directory {
             if out.len() >= MAX_HIERARCHY_ROOMS || !seen.insert(room_id.clone()) {
                 continue;
             }
-            if self.timeline.room(&room_id)?.is_none() {
+            let found = if self.timeline.room(&room_id)?.is_some() {
+                self.local_hierarchy_room(&room_id, root, user, suggested_only)
+                    .await?
+            } else if user.is_some() && remote_asks < MAX_REMOTE_HIERARCHY_ROOMS {
                 // A room this server is not in: asked of the servers its `m.space.child`
                 // names, for a user's request only (another server asks them itself).
-                if user.is_none() || remote_asks >= MAX_REMOTE_HIERARCHY_ROOMS {
-                    continue;
-                }
                 remote_asks += 1;
-                let Some((summary, children_state)) = self
-                    .federation
+                self.federation
                     .remote_hierarchy(&room_id, &servers, suggested_only)
                     .await
-                else {
-                    continue;
-                };
-                if depth < max_depth {
-                    for ev in &children_state {
-                        if let Some(child) = ev["state_key"]
-                            .as_str()
-                            .and_then(|k| OwnedRoomId::try_from(k).ok())
-                        {
-                            queue.push_back((child, depth + 1, via(ev)));
-                        }
-                    }
-                }
-                out.push((summary, children_state));
-                continue;
-            }
-            let as_target: &ruma::RoomOrAliasId = (&*room_id).into();
-            let summary = match self.summary(as_target, user).await {
-                Ok((summary, _)) => summary,
-                Err(_) if room_id == root => {
-                    return Err(Error::forbidden("You may not see this room"));
-                }
-                Err(_) => continue,
+            } else {
+                None
             };
-            let mut children: Vec<_> = self
-                .timeline
-                .state_of_type(&room_id, "m.space.child")?
-                .into_iter()
-                .filter(|ev| {
-                    let content = ev.content();
-                    content["via"].as_array().is_some_and(|v| !v.is_empty())
-                        && (!suggested_only || content["suggested"] == true)
-                })
-                .collect();
-            // The spec's order: `order` (those with one first), then time, then room ID.
-            children.sort_by_key(|ev| {
-                let order = ev.content()["order"]
-                    .as_str()
-                    .filter(|o| o.len() <= 50 && o.chars().all(|c| (' '..='~').contains(&c)))
-                    .map(str::to_owned);
-                (
-                    order.is_none(),
-                    order,
-                    ev.origin_server_ts(),
-                    ev.state_key().map(str::to_owned),
-                )
-            });
-            let children_state: Vec<JsonValue> = children
-                .iter()
-                .map(|ev| {
-                    serde_json::json!({
-                        "type": "m.space.child",
-                        "state_key": ev.state_key(),
-                        "content": ev.content(),
-                        "sender": ev.sender(),
-                        "origin_server_ts": ev.origin_server_ts(),
-                    })
-                })
-                .collect();
+            let Some((summary, children_state)) = found else {
+                continue;
+            };
             if depth < max_depth {
                 for ev in &children_state {
                     if let Some(child) = ev["state_key"]
@@ -460,6 +406,62 @@ impl Directory {
             out.push((summary, children_state));
         }
         Ok(out)
+    }
+
+    /// One room of this server in a `/hierarchy`: its summary and its `m.space.child` events
+    /// (with `via`, suggested only if asked), in the spec's order. None when `user` may not
+    /// see it (403 for the root).
+    async fn local_hierarchy_room(
+        &self,
+        room_id: &RoomId,
+        root: &RoomId,
+        user: Option<&UserId>,
+        suggested_only: bool,
+    ) -> Result<Option<(RoomSummary, Vec<JsonValue>)>> {
+        let as_target: &ruma::RoomOrAliasId = room_id.into();
+        let summary = match self.summary(as_target, user).await {
+            Ok((summary, _)) => summary,
+            Err(_) if room_id == root => {
+                return Err(Error::forbidden("You may not see this room"));
+            }
+            Err(_) => return Ok(None),
+        };
+        let mut children: Vec<_> = self
+            .timeline
+            .state_of_type(room_id, "m.space.child")?
+            .into_iter()
+            .filter(|ev| {
+                let content = ev.content();
+                content["via"].as_array().is_some_and(|v| !v.is_empty())
+                    && (!suggested_only || content["suggested"] == true)
+            })
+            .collect();
+        // The spec's order: `order` (those with one first), then time, then room ID.
+        children.sort_by_key(|ev| {
+            let order = ev.content()["order"]
+                .as_str()
+                .filter(|o| o.len() <= 50 && o.chars().all(|c| (' '..='~').contains(&c)))
+                .map(str::to_owned);
+            (
+                order.is_none(),
+                order,
+                ev.origin_server_ts(),
+                ev.state_key().map(str::to_owned),
+            )
+        });
+        let children_state: Vec<JsonValue> = children
+            .iter()
+            .map(|ev| {
+                serde_json::json!({
+                    "type": "m.space.child",
+                    "state_key": ev.state_key(),
+                    "content": ev.content(),
+                    "sender": ev.sender(),
+                    "origin_server_ts": ev.origin_server_ts(),
+                })
+            })
+            .collect();
+        Ok(Some((summary, children_state)))
     }
 
     /// The room summary (`/v1/room_summary`, MSC3266) of a room, and the caller's membership

@@ -1041,20 +1041,10 @@ async fn another_server_sees_the_public_part_of_a_space() {
     let open = create(serde_json::json!({ "name": "Coffee", "preset": "public_chat" })).await;
     let closed = create(serde_json::json!({ "name": "Board", "preset": "private_chat" })).await;
     for room in [&open, &closed] {
-        let (status, res) = a
-            .http
-            .json(
-                "PUT",
-                &format!(
-                    "/_matrix/client/v3/rooms/{}/state/m.space.child/{}",
-                    urlencode(&space),
-                    urlencode(room)
-                ),
-                Some(&alice.token),
-                serde_json::json!({ "via": [&a_name] }),
-            )
+        let via = serde_json::json!({ "via": [&a_name] });
+        a.http
+            .add_space_child(&alice.token, &space, room, via)
             .await;
-        assert_eq!(status, 200, "{res}");
     }
     let b_key = &b.server.services().core.signing_key;
     let ask = |room: &str| {
@@ -1121,20 +1111,10 @@ async fn a_space_lists_a_room_of_another_server() {
             serde_json::json!({ "name": "Berlin meetups", "preset": "public_chat" }),
         )
         .await;
-    let (status, res) = a
-        .http
-        .json(
-            "PUT",
-            &format!(
-                "/_matrix/client/v3/rooms/{}/state/m.space.child/{}",
-                urlencode(&space),
-                urlencode(&theirs)
-            ),
-            Some(&alice.token),
-            serde_json::json!({ "via": [&b_name] }),
-        )
+    let via = serde_json::json!({ "via": [&b_name] });
+    a.http
+        .add_space_child(&alice.token, &space, &theirs, via)
         .await;
-    assert_eq!(status, 200, "{res}");
     let res = a
         .http
         .get_ok(

@@ -685,33 +685,41 @@ async fn a_space_lists_the_rooms_a_member_may_see_breadth_first() {
     let berlin = create("Berlin", "public_chat", true).await;
     let meetups = create("Berlin meetups", "public_chat", false).await;
     let gone = create("Gone", "public_chat", false).await;
-    let child = |parent: &str, room: &str, content: serde_json::Value| {
-        let (http, token) = (&t.http, alice.token.clone());
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/state/m.space.child/{}",
-            common::http::urlencode(parent),
-            common::http::urlencode(room)
-        );
-        async move {
-            let (status, res) = http.json("PUT", &path, Some(&token), content).await;
-            assert_eq!(status, 200, "{res}");
-        }
-    };
-    child(
-        &space,
-        &coffee,
-        json!({ "via": ["localhost"], "order": "b", "suggested": true }),
-    )
-    .await;
-    child(
-        &space,
-        &board,
-        json!({ "via": ["localhost"], "order": "a" }),
-    )
-    .await;
-    child(&space, &berlin, json!({ "via": ["localhost"] })).await;
-    child(&space, &gone, json!({})).await; // no `via`: not a child any more
-    child(&berlin, &meetups, json!({ "via": ["localhost"] })).await;
+    t.http
+        .add_space_child(
+            &alice.token,
+            &space,
+            &coffee,
+            json!({ "via": ["localhost"], "order": "b", "suggested": true }),
+        )
+        .await;
+    t.http
+        .add_space_child(
+            &alice.token,
+            &space,
+            &board,
+            json!({ "via": ["localhost"], "order": "a" }),
+        )
+        .await;
+    t.http
+        .add_space_child(
+            &alice.token,
+            &space,
+            &berlin,
+            json!({ "via": ["localhost"] }),
+        )
+        .await;
+    t.http
+        .add_space_child(&alice.token, &space, &gone, json!({}))
+        .await; // no `via`: not a child any more
+    t.http
+        .add_space_child(
+            &alice.token,
+            &berlin,
+            &meetups,
+            json!({ "via": ["localhost"] }),
+        )
+        .await;
 
     let hierarchy = |who: &Account, room: &str, query: &str| {
         let (http, token) = (&t.http, who.token.clone());

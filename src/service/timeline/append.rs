@@ -199,8 +199,16 @@ impl Timeline {
                 return Ok(id);
             }
         }
+        let mut pending = self.pending_stored(room_id)?;
+        let event_id = self.add(&mut pending, sender, ev, txn)?;
+        self.persist(pending).await?;
+        Ok(event_id)
+    }
+
+    /// A stored room, with nothing built in it yet.
+    fn pending_stored(&self, room_id: &RoomId) -> Result<Pending> {
         let record = self.known_room(room_id)?;
-        let mut pending = Pending {
+        Ok(Pending {
             room_id: Some(room_id.to_owned()),
             stored: true,
             version: record.version.clone(),
@@ -208,10 +216,7 @@ impl Timeline {
             record: Some(record),
             state: BTreeMap::new(),
             built: Vec::new(),
-        };
-        let event_id = self.add(&mut pending, sender, ev, txn)?;
-        self.persist(pending).await?;
-        Ok(event_id)
+        })
     }
 
     /// The state event of `(ty, state_key)` in the pending room.
@@ -447,16 +452,7 @@ impl Timeline {
         room_id: &RoomId,
         user: &UserId,
     ) -> Result<(RoomVersionId, CanonicalJsonObject)> {
-        let record = self.known_room(room_id)?;
-        let p = Pending {
-            room_id: Some(room_id.to_owned()),
-            stored: true,
-            version: record.version.clone(),
-            rules: rules_for(&record.version)?,
-            record: Some(record),
-            state: BTreeMap::new(),
-            built: Vec::new(),
-        };
+        let p = self.pending_stored(room_id)?;
         let ev = NewEvent::state(
             TimelineEventType::RoomMember,
             user.as_str(),

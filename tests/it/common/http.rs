@@ -119,6 +119,17 @@ impl Http {
         Account::from_answer(&res)
     }
 
+    /// Makes `room` a child of the space `parent` (`m.space.child` with `content`).
+    pub async fn add_space_child(&self, token: &str, parent: &str, room: &str, content: Value) {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/m.space.child/{}",
+            urlencode(parent),
+            urlencode(room)
+        );
+        let (status, res) = self.json("PUT", &path, Some(token), content).await;
+        assert_eq!(status, 200, "m.space.child: {res}");
+    }
+
     /// Creates a room with a `/createRoom` body and returns its ID.
     pub async fn create_room(&self, token: &str, body: Value) -> String {
         let (status, res) = self
