@@ -78,6 +78,7 @@ pub struct Services {
     pub notifier: Arc<pusher::Notifier>,
     pub openid: openid::OpenId,
     pub federation: Arc<federation::Federation>,
+    pub federated_rooms: Arc<federation::rooms::FederatedRooms>,
     pub reports: reports::Reports,
 }
 
@@ -91,6 +92,12 @@ impl Services {
         let timeline = Arc::new(timeline::Timeline::new(core.clone(), account_data.clone()));
         let ephemeral = Arc::new(ephemeral::Ephemeral::new(core.clone(), timeline.clone()));
         let federation = Arc::new(federation::Federation::new(core.clone())?);
+        let federated_rooms = Arc::new(federation::rooms::FederatedRooms::new(
+            core.clone(),
+            federation.clone(),
+            timeline.clone(),
+        ));
+        federation.listen_to_outbox(&timeline);
         let directory = Arc::new(directory::Directory::new(
             core.clone(),
             users.clone(),
@@ -126,10 +133,12 @@ impl Services {
                 timeline.clone(),
                 directory.clone(),
                 appservices.clone(),
+                federated_rooms.clone(),
             ),
             backup: backup::Backup::new(core.clone()),
             openid: openid::OpenId::new(core.clone()),
             federation: federation.clone(),
+            federated_rooms,
             reports: reports::Reports::new(core.clone(), timeline.clone()),
             search: search::Search::new(core.clone(), timeline.clone()),
             presence: presence.clone(),
@@ -249,10 +258,9 @@ impl Services {
         Ok(())
     }
 
-    /// Moves a joined user's fully-read marker (`m.fully_read` room account data) to an event
-    /// they may see.
-    /// A read receipt (`m.read` or `m.read.private`): stored and sent to the room, then the
-    /// user's unread count in the room moves up to it.
+    /// A read receipt (`m.read` or `m.read.private`): stored and sent to the room (a public
+    /// one also to the other servers in it), then the user's unread count in the room moves up
+    /// to it.
     pub async fn set_receipt(
         &self,
         room_id: &ruma::RoomId,
@@ -262,11 +270,18 @@ impl Services {
         thread_id: Option<String>,
     ) -> Result<()> {
         self.ephemeral
-            .set_receipt(room_id, user, receipt_type, event_id, thread_id)
+            .set_receipt(room_id, user, receipt_type, event_id, thread_id.clone())
             .await?;
+        if receipt_type == "m.read" {
+            self.federated_rooms
+                .send_receipt(room_id, user, event_id, thread_id)
+                .await?;
+        }
         self.push.rebase_unread(user, room_id).await
     }
 
+    /// Moves a joined user's fully-read marker (`m.fully_read` room account data) to an event
+    /// they may see.
     pub async fn set_fully_read(
         &self,
         user: &UserId,

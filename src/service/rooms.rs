@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use ruma::{
-    EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
+    EventId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId,
+    UserId,
     events::{StateEventType, TimelineEventType, room::member::MembershipState},
 };
 use serde_json::{Value as JsonValue, json};
@@ -14,6 +15,7 @@ use super::{
     appservice::Appservices,
     core::Core,
     directory::Directory,
+    federation::rooms::FederatedRooms,
     timeline::{NewEvent, Timeline, append::Txn, rules_for},
     users::Users,
 };
@@ -42,6 +44,7 @@ pub struct Rooms {
     timeline: Arc<Timeline>,
     directory: Arc<Directory>,
     appservices: Arc<Appservices>,
+    federated: Arc<FederatedRooms>,
 }
 
 /// What a client asked for in `/createRoom`, already parsed.
@@ -67,6 +70,7 @@ impl Rooms {
         timeline: Arc<Timeline>,
         directory: Arc<Directory>,
         appservices: Arc<Appservices>,
+        federated: Arc<FederatedRooms>,
     ) -> Self {
         Self {
             core,
@@ -74,6 +78,7 @@ impl Rooms {
             timeline,
             directory,
             appservices,
+            federated,
         }
     }
 
@@ -325,18 +330,47 @@ impl Rooms {
     /// Joins a room the server knows and someone is still in (as Synapse: a room everyone
     /// left is gone, M_NOT_FOUND).
     pub async fn join(&self, user_id: &UserId, room_id: &RoomId) -> Result<()> {
-        if self.timeline.room(room_id)?.is_none() {
-            return Err(Error::not_found(
-                "Room not found (rooms on other servers need federation)",
-            ));
-        }
-        if self.timeline.is_joined(user_id, room_id)? {
+        self.join_via(user_id, room_id, &[]).await
+    }
+
+    /// Joins a room: one this server is in on the spot, else (federation on) through the
+    /// servers `via` names, the room ID's server and those of its members this server knows.
+    pub async fn join_via(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+    ) -> Result<()> {
+        let known = self.timeline.room(room_id)?.is_some();
+        if known && self.timeline.is_joined(user_id, room_id)? {
             return Ok(());
         }
-        if self.timeline.joined_members(room_id)?.is_empty() {
+        let content = self.member_content(user_id, MembershipState::Join)?;
+        let members = if known {
+            self.timeline.joined_members(room_id)?
+        } else {
+            Vec::new()
+        };
+        let local_member = members.iter().any(|m| self.users.is_local(m));
+        if !local_member && self.core.config.federates() {
+            let mut servers: Vec<OwnedServerName> = via.to_vec();
+            servers.extend(room_id.server_name().map(ToOwned::to_owned));
+            servers.extend(members.iter().map(|m| m.server_name().to_owned()));
+            let mut seen = std::collections::HashSet::new();
+            servers.retain(|s| seen.insert(s.clone()));
+            if !servers.is_empty() {
+                return self
+                    .federated
+                    .join_remote(user_id, room_id, &servers, content)
+                    .await;
+            }
+        }
+        if !known {
+            return Err(Error::not_found("Room not found"));
+        }
+        if members.is_empty() {
             return Err(Error::not_found("Everyone has left this room"));
         }
-        let content = self.member_content(user_id, MembershipState::Join)?;
         self.append(
             room_id,
             user_id,
@@ -352,12 +386,19 @@ impl Rooms {
         &self,
         user_id: &UserId,
         room: &ruma::RoomOrAliasId,
+        via: &[OwnedServerName],
     ) -> Result<OwnedRoomId> {
+        let mut via = via.to_vec();
         let room_id = match <&RoomId>::try_from(room) {
             Ok(id) => id.to_owned(),
+            Err(alias) if alias.server_name() != self.core.server_name() => {
+                let (room_id, servers) = self.federated.resolve_remote_alias(alias).await?;
+                via.extend(servers);
+                room_id
+            }
             Err(alias) => self.directory.require_alias(alias).await?,
         };
-        self.join(user_id, &room_id).await?;
+        self.join_via(user_id, &room_id, &via).await?;
         Ok(room_id)
     }
 

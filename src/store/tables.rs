@@ -62,6 +62,7 @@ pub enum TableId {
     ServerKeys = 42,
     FederationQueue = 43,
     FederationTransactions = 44,
+    FederationPdus = 45,
 }
 
 /// A typed table: keys of layout `K` (a tuple of parts) to records `V`.
@@ -453,6 +454,10 @@ pub const SERVER_KEYS: Table<(OwnedServerName,), ServerKeysRecord> =
 /// destination server, sequence -> an EDU waiting to go out to it, oldest first.
 pub const FEDERATION_QUEUE: Table<(OwnedServerName, u64), JsonValue> =
     Table::new(TableId::FederationQueue);
+/// destination server, stream position -> an event of this server waiting to go out to it
+/// (oldest first; written in the batch that persists the event).
+pub const FEDERATION_PDUS: Table<(OwnedServerName, u64), OwnedEventId> =
+    Table::new(TableId::FederationPdus);
 /// origin server, transaction ID -> when it was received (ms), for the newest transactions
 /// received from each server (`federation::KEPT_TRANSACTIONS` of them).
 pub const FEDERATION_TRANSACTIONS: Table<(OwnedServerName, String), u64> =

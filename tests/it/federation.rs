@@ -1129,3 +1129,327 @@ async fn a_space_lists_a_room_of_another_server() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The messages of a room as `who` reads them on `t` (`/messages`, oldest first).
+async fn room_bodies(t: &TestServer, who: &common::Account, room: &str) -> Vec<String> {
+    let res = t
+        .http
+        .get_ok(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
+                urlencode(room)
+            ),
+            Some(&who.token),
+        )
+        .await;
+    let mut out = common::http::bodies(&res["chunk"]);
+    out.reverse();
+    out
+}
+
+/// Waits until `who` on `t` reads `bodies` in the room, in this order (with anything between).
+async fn sees_in_order(t: &TestServer, who: &common::Account, room: &str, wanted: &[&str]) {
+    common::eventually(30, &format!("{} to see {wanted:?}", who.id), || async {
+        let got = room_bodies(t, who, room).await;
+        let mut at = got.iter();
+        wanted.iter().all(|w| at.any(|g| g == w)).then_some(())
+    })
+    .await;
+}
+
+/// The joined members of a room as `who` sees them on `t`.
+async fn joined(t: &TestServer, who: &common::Account, room: &str) -> Vec<String> {
+    let res = t
+        .http
+        .get_ok(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/joined_members",
+                urlencode(room)
+            ),
+            Some(&who.token),
+        )
+        .await;
+    let mut out: Vec<String> = res["joined"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Alice's public room on A, with the alias `#alumni:A`, and Bob of B joined to it by that
+/// alias (his server asks A, joins through it and keeps the room's state).
+async fn shared_room(p: &Pair) -> String {
+    let room =
+        p.a.http
+            .create_room(
+                &p.alice.token,
+                serde_json::json!({
+                    "room_alias_name": "alumni",
+                    "preset": "public_chat",
+                    "name": "Alumni of the old team",
+                }),
+            )
+            .await;
+    let alias = format!("%23alumni:{}", p.a_name);
+    let (status, res) = p.b.http.join(&p.bob.token, &alias).await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(res["room_id"], room.as_str());
+    room
+}
+
+#[tokio::test]
+async fn people_on_two_servers_share_a_room_and_nothing_is_lost_when_one_restarts() {
+    let p = pair().await;
+    let room = shared_room(&p).await;
+    let mut members = vec![p.alice.id.clone(), p.bob.id.clone()];
+    members.sort();
+    // Both servers know the room and who is in it.
+    assert_eq!(joined(&p.b, &p.bob, &room).await, members);
+    common::eventually(30, "A to see Bob joined", || async {
+        (joined(&p.a, &p.alice, &room).await == members).then_some(())
+    })
+    .await;
+    let state =
+        p.b.http
+            .get_ok(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/state/m.room.name/",
+                    urlencode(&room)
+                ),
+                Some(&p.bob.token),
+            )
+            .await;
+    assert_eq!(state["name"], "Alumni of the old team");
+
+    // Messages cross both ways, and each side sees the other's in its timeline.
+    p.a.http
+        .send_text(&p.alice.token, &room, "Welcome, Bob!")
+        .await;
+    sees_in_order(&p.b, &p.bob, &room, &["Welcome, Bob!"]).await;
+    p.b.http
+        .send_text(&p.bob.token, &room, "Glad to be here")
+        .await;
+    sees_in_order(&p.a, &p.alice, &room, &["Welcome, Bob!", "Glad to be here"]).await;
+
+    // B goes down; what Alice says meanwhile waits in A's queue, and arrives in order once B
+    // is back.
+    let Pair {
+        a, b, alice, bob, ..
+    } = p;
+    let stopped = b.stop_keeping_data().await;
+    for text in ["one", "two", "three"] {
+        a.http.send_text(&alice.token, &room, text).await;
+    }
+    let b = stopped.start_again().await;
+    sees_in_order(
+        &b,
+        &bob,
+        &room,
+        &["Welcome, Bob!", "Glad to be here", "one", "two", "three"],
+    )
+    .await;
+    // And B's server keeps sending after its restart.
+    b.http.send_text(&bob.token, &room, "back again").await;
+    sees_in_order(&a, &alice, &room, &["three", "back again"]).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn typing_and_read_receipts_cross_servers() {
+    let p = pair().await;
+    let room = shared_room(&p).await;
+    let said =
+        p.a.http
+            .send_text(&p.alice.token, &room, "Anyone there?")
+            .await;
+    sees_in_order(&p.b, &p.bob, &room, &["Anyone there?"]).await;
+    let (status, res) =
+        p.b.http
+            .json(
+                "PUT",
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/typing/{}",
+                    urlencode(&room),
+                    urlencode(&p.bob.id)
+                ),
+                Some(&p.bob.token),
+                serde_json::json!({ "typing": true, "timeout": 30000 }),
+            )
+            .await;
+    assert_eq!(status, 200, "{res}");
+    let (status, res) =
+        p.b.http
+            .json(
+                "POST",
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+                    urlencode(&room),
+                    urlencode(&said)
+                ),
+                Some(&p.bob.token),
+                serde_json::json!({}),
+            )
+            .await;
+    assert_eq!(status, 200, "{res}");
+    // Alice's sync on A shows Bob typing and Bob's receipt on her message.
+    common::eventually(30, "Alice to see Bob typing and his receipt", || async {
+        let sync = p.a.http.sync(&p.alice.token, "timeout=0").await;
+        let ephemeral = &sync["rooms"]["join"][&room]["ephemeral"]["events"];
+        let events = ephemeral.as_array()?;
+        let typing = events.iter().any(|e| {
+            e["type"] == "m.typing"
+                && e["content"]["user_ids"]
+                    .as_array()
+                    .is_some_and(|u| u.iter().any(|u| u == p.bob.id.as_str()))
+        });
+        let receipt = events.iter().any(|e| {
+            e["type"] == "m.receipt" && !e["content"][&said]["m.read"][&p.bob.id].is_null()
+        });
+        (typing && receipt).then_some(())
+    })
+    .await;
+    p.a.stop().await;
+    p.b.stop().await;
+}
+
+/// The room's current power levels event on `t`, as `who` reads the room's state.
+async fn power_levels_event(
+    t: &TestServer,
+    who: &common::Account,
+    room: &str,
+) -> serde_json::Value {
+    let state = t
+        .http
+        .get_ok(
+            &format!("/_matrix/client/v3/rooms/{}/state", urlencode(room)),
+            Some(&who.token),
+        )
+        .await;
+    state
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.room.power_levels")
+        .cloned()
+        .unwrap()
+}
+
+/// Sets the room's power levels to its current ones with `field` changed; returns the event ID.
+async fn change_power_levels(
+    t: &TestServer,
+    who: &common::Account,
+    room: &str,
+    field: &str,
+    value: serde_json::Value,
+) -> String {
+    let mut content = power_levels_event(t, who, room).await["content"].clone();
+    content[field] = value;
+    let (status, res) = t
+        .http
+        .json(
+            "PUT",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+                urlencode(room)
+            ),
+            Some(&who.token),
+            content,
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    res["event_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn concurrent_power_level_changes_resolve_the_same_on_both_servers() {
+    let p = pair().await;
+    let room = shared_room(&p).await;
+    // Alice makes Bob an admin, and B learns of it.
+    let mut content = power_levels_event(&p.a, &p.alice, &room).await["content"].clone();
+    content["users"][&p.bob.id] = 100.into();
+    let (status, res) =
+        p.a.http
+            .json(
+                "PUT",
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+                    urlencode(&room)
+                ),
+                Some(&p.alice.token),
+                content,
+            )
+            .await;
+    assert_eq!(status, 200, "{res}");
+    let promoted = res["event_id"].as_str().unwrap().to_owned();
+    common::eventually(30, "B to see Bob promoted", || async {
+        (power_levels_event(&p.b, &p.bob, &room).await["event_id"] == promoted.as_str())
+            .then_some(())
+    })
+    .await;
+
+    // Each changes the power levels while the other server is down: the room forks.
+    let Pair {
+        a, b, alice, bob, ..
+    } = p;
+    let a_stopped = a.stop_keeping_data().await;
+    let by_bob = change_power_levels(&b, &bob, &room, "invite", 50.into()).await;
+    let b_stopped = b.stop_keeping_data().await;
+    let a = a_stopped.start_again().await;
+    let by_alice = change_power_levels(&a, &alice, &room, "kick", 60.into()).await;
+    let b = b_stopped.start_again().await;
+
+    // Both servers get the other's change and resolve the fork to the same state.
+    let resolved = common::eventually(30, "both servers to resolve the fork alike", || async {
+        let on_a = power_levels_event(&a, &alice, &room).await;
+        let on_b = power_levels_event(&b, &bob, &room).await;
+        let both_known = a
+            .http
+            .json(
+                "GET",
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/event/{}",
+                    urlencode(&room),
+                    urlencode(&by_bob)
+                ),
+                Some(&alice.token),
+                serde_json::Value::Null,
+            )
+            .await
+            .0
+            == 200
+            && b.http
+                .json(
+                    "GET",
+                    &format!(
+                        "/_matrix/client/v3/rooms/{}/event/{}",
+                        urlencode(&room),
+                        urlencode(&by_alice)
+                    ),
+                    Some(&bob.token),
+                    serde_json::Value::Null,
+                )
+                .await
+                .0
+                == 200;
+        (both_known && on_a["event_id"] == on_b["event_id"]).then_some(on_a)
+    })
+    .await;
+    let winner = resolved["event_id"].as_str().unwrap();
+    assert!(winner == by_alice || winner == by_bob, "{resolved}");
+
+    // The fork is merged by the next message, which crosses as before.
+    a.http
+        .send_text(&alice.token, &room, "after the fork")
+        .await;
+    sees_in_order(&b, &bob, &room, &["after the fork"]).await;
+    b.http.send_text(&bob.token, &room, "agreed").await;
+    sees_in_order(&a, &alice, &room, &["after the fork", "agreed"]).await;
+    assert_eq!(
+        power_levels_event(&a, &alice, &room).await["event_id"],
+        power_levels_event(&b, &bob, &room).await["event_id"]
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -25,7 +25,7 @@ pub async fn join_room_by_id_or_alias(
 ) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
     let room_id = s
         .rooms
-        .join_by_id_or_alias(req.sender()?, &req.body.room_id_or_alias)
+        .join_by_id_or_alias(req.sender()?, &req.body.room_id_or_alias, &req.body.via)
         .await?;
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
         room_id,

@@ -35,5 +35,8 @@ pub async fn create_typing_event(
         _ => None,
     };
     s.ephemeral.set_typing(&b.room_id, &b.user_id, timeout)?;
+    s.federated_rooms
+        .send_typing(&b.room_id, &b.user_id, timeout)
+        .await?;
     Ok(RumaResponse(create_typing_event::v3::Response::new()))
 }

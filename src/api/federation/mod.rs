@@ -5,31 +5,37 @@
 
 use axum::{Router, extract::State};
 use ruma::{
-    CanonicalJsonObject,
+    CanonicalJsonObject, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, RoomId, ServerName,
     api::federation::{
         authenticated_media::{
             Content, ContentMetadata, FileOrLocation, get_content, get_content_thumbnail,
         },
+        authorization::get_event_authorization,
+        backfill::get_backfill,
         device::get_devices,
         directory::{get_public_rooms, get_public_rooms_filtered},
         discovery::{
             discover_homeserver, get_remote_server_keys, get_remote_server_keys_batch,
             get_server_keys, get_server_version,
         },
+        event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
         keys::{claim_keys, get_keys},
-        membership::prepare_join_event,
+        membership::{create_join_event, prepare_join_event},
         openid::get_openid_userinfo,
         query::{get_profile_information, get_room_information},
         space::{SpaceHierarchyParentSummary, get_hierarchy},
         transactions::send_transaction_message,
     },
+    events::StateEventType,
     serde::Raw,
 };
+use serde_json::value::RawValue as RawJsonValue;
 
 use super::{ApiResult, AppState, RouterExt, Ruma, RumaResponse};
 use crate::{
     error::Error,
     service::federation::{RemoteProfile, profile_json},
+    store::StoredEvent,
 };
 
 /// Every Server-Server endpoint the server implements.
@@ -52,7 +58,197 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(public_rooms)
         .ruma(public_rooms_filtered)
         .ruma(make_join)
+        .ruma(send_join)
+        .ruma(get_event)
+        .ruma(get_room_state)
+        .ruma(get_room_state_ids)
+        .ruma(get_event_authorization)
+        .ruma(get_missing_events)
+        .ruma(get_backfill)
         .ruma(hierarchy)
+}
+
+/// An event as it goes to another server.
+fn pdu_raw(ev: &StoredEvent) -> Result<Box<RawJsonValue>, Error> {
+    Ok(serde_json::value::to_raw_value(&ev.pdu)?)
+}
+
+fn pdus_raw(events: &[StoredEvent]) -> Result<Vec<Box<RawJsonValue>>, Error> {
+    events.iter().map(pdu_raw).collect()
+}
+
+/// 403 unless `server` may read the room's events: it has a member in it, or the room is
+/// world-readable; and the room's server ACL lets it in. 404 for a room this server is not in.
+fn server_reads_room(s: &AppState, room_id: &RoomId, server: &ServerName) -> Result<(), Error> {
+    s.timeline.known_room(room_id)?;
+    room_acl(s, room_id, server)?;
+    let member = s
+        .timeline
+        .joined_members(room_id)?
+        .iter()
+        .any(|u| u.server_name() == server);
+    let world_readable = s
+        .timeline
+        .state_str(
+            room_id,
+            StateEventType::RoomHistoryVisibility,
+            "history_visibility",
+        )?
+        .as_deref()
+        == Some("world_readable");
+    if member || world_readable {
+        Ok(())
+    } else {
+        Err(Error::forbidden("Your server has no member in this room"))
+    }
+}
+
+/// An event of a room `server` may read, or 404.
+fn readable_event(
+    s: &AppState,
+    room_id: Option<&RoomId>,
+    event_id: &EventId,
+    server: &ServerName,
+) -> Result<StoredEvent, Error> {
+    let ev = s
+        .timeline
+        .event(event_id)?
+        .filter(|e| room_id.is_none_or(|r| e.room_id == r))
+        .ok_or_else(|| Error::not_found("Event not found"))?;
+    server_reads_room(s, &ev.room_id, server)?;
+    Ok(ev)
+}
+
+/// Most events `/get_missing_events` and `/backfill` answer with.
+const MAX_EVENTS_ANSWERED: usize = 100;
+
+/// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`: another server's user joins a
+/// room of this server with the event its server signed. Answers the room's state before the
+/// join and its auth chain.
+pub async fn send_join(
+    State(s): State<AppState>,
+    req: Ruma<create_join_event::v2::Request>,
+) -> ApiResult<create_join_event::v2::Response> {
+    let origin = origin(&req)?;
+    let b = &req.body;
+    let answer = s
+        .federated_rooms
+        .accept_join(origin, &b.room_id, &b.event_id, &b.pdu)
+        .await?;
+    let mut state = create_join_event::v2::RoomState::new();
+    state.state = pdus_raw(&answer.state)?;
+    state.auth_chain = pdus_raw(&answer.auth_chain)?;
+    Ok(RumaResponse(create_join_event::v2::Response::new(state)))
+}
+
+/// `GET /_matrix/federation/v1/event/{eventId}`
+pub async fn get_event(
+    State(s): State<AppState>,
+    req: Ruma<get_event::v1::Request>,
+) -> ApiResult<get_event::v1::Response> {
+    let ev = readable_event(&s, None, &req.body.event_id, origin(&req)?)?;
+    Ok(RumaResponse(get_event::v1::Response::new(
+        s.core.server_name().clone(),
+        MilliSecondsSinceUnixEpoch::now(),
+        pdu_raw(&ev)?,
+    )))
+}
+
+/// The room's state before an event and that state's auth chain.
+fn state_and_chain(
+    s: &AppState,
+    ev: &StoredEvent,
+) -> Result<(Vec<StoredEvent>, Vec<StoredEvent>), Error> {
+    let ids: Vec<OwnedEventId> = s.timeline.state_before(ev)?.into_values().collect();
+    let mut state = Vec::with_capacity(ids.len());
+    for id in &ids {
+        if let Some(e) = s.timeline.event(id)? {
+            state.push(e);
+        }
+    }
+    Ok((state, s.timeline.auth_chain(ids)?))
+}
+
+/// `GET /_matrix/federation/v1/state/{roomId}?event_id=`: the room's state before the event.
+pub async fn get_room_state(
+    State(s): State<AppState>,
+    req: Ruma<get_room_state::v1::Request>,
+) -> ApiResult<get_room_state::v1::Response> {
+    let b = &req.body;
+    let ev = readable_event(&s, Some(&b.room_id), &b.event_id, origin(&req)?)?;
+    let (state, chain) = state_and_chain(&s, &ev)?;
+    Ok(RumaResponse(get_room_state::v1::Response::new(
+        pdus_raw(&chain)?,
+        pdus_raw(&state)?,
+    )))
+}
+
+/// `GET /_matrix/federation/v1/state_ids/{roomId}?event_id=`
+pub async fn get_room_state_ids(
+    State(s): State<AppState>,
+    req: Ruma<get_room_state_ids::v1::Request>,
+) -> ApiResult<get_room_state_ids::v1::Response> {
+    let b = &req.body;
+    let ev = readable_event(&s, Some(&b.room_id), &b.event_id, origin(&req)?)?;
+    let (state, chain) = state_and_chain(&s, &ev)?;
+    let ids = |v: Vec<StoredEvent>| v.into_iter().map(|e| e.event_id).collect();
+    Ok(RumaResponse(get_room_state_ids::v1::Response::new(
+        ids(chain),
+        ids(state),
+    )))
+}
+
+/// `GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}`
+pub async fn get_event_authorization(
+    State(s): State<AppState>,
+    req: Ruma<get_event_authorization::v1::Request>,
+) -> ApiResult<get_event_authorization::v1::Response> {
+    let b = &req.body;
+    let ev = readable_event(&s, Some(&b.room_id), &b.event_id, origin(&req)?)?;
+    let chain = s.timeline.auth_chain([ev.event_id])?;
+    Ok(RumaResponse(get_event_authorization::v1::Response::new(
+        pdus_raw(&chain)?,
+    )))
+}
+
+/// `POST /_matrix/federation/v1/get_missing_events/{roomId}`
+pub async fn get_missing_events(
+    State(s): State<AppState>,
+    req: Ruma<get_missing_events::v1::Request>,
+) -> ApiResult<get_missing_events::v1::Response> {
+    let b = &req.body;
+    server_reads_room(&s, &b.room_id, origin(&req)?)?;
+    let limit = usize::try_from(u64::from(b.limit))
+        .unwrap_or(MAX_EVENTS_ANSWERED)
+        .min(MAX_EVENTS_ANSWERED);
+    let events = s.timeline.missing_events(
+        &b.room_id,
+        &b.earliest_events,
+        &b.latest_events,
+        limit,
+        b.min_depth.into(),
+    )?;
+    Ok(RumaResponse(get_missing_events::v1::Response::new(
+        pdus_raw(&events)?,
+    )))
+}
+
+/// `GET /_matrix/federation/v1/backfill/{roomId}?v=&limit=`
+pub async fn get_backfill(
+    State(s): State<AppState>,
+    req: Ruma<get_backfill::v1::Request>,
+) -> ApiResult<get_backfill::v1::Response> {
+    let b = &req.body;
+    server_reads_room(&s, &b.room_id, origin(&req)?)?;
+    let limit = usize::try_from(u64::from(b.limit))
+        .unwrap_or(MAX_EVENTS_ANSWERED)
+        .min(MAX_EVENTS_ANSWERED);
+    let events = s.timeline.backfill(&b.room_id, &b.v, limit)?;
+    Ok(RumaResponse(get_backfill::v1::Response::new(
+        s.core.server_name().clone(),
+        MilliSecondsSinceUnixEpoch::now(),
+        pdus_raw(&events)?,
+    )))
 }
 
 /// `GET /_matrix/federation/v1/hierarchy/{roomId}`: a space and its direct children as anyone
@@ -247,26 +443,17 @@ fn origin<T>(req: &Ruma<T>) -> Result<&ruma::OwnedServerName, Error> {
 }
 
 /// 403 when the room's server ACL (`m.room.server_acl`) leaves `server` out.
-fn room_acl(s: &AppState, room_id: &ruma::RoomId, server: &ruma::ServerName) -> Result<(), Error> {
-    let acl =
-        s.timeline
-            .state_content(room_id, &ruma::events::StateEventType::RoomServerAcl, "")?;
-    if crate::service::federation::acl_allows(acl.as_ref(), server) {
-        Ok(())
-    } else {
-        Err(Error::forbidden(
-            "The room's server ACL does not allow your server",
-        ))
-    }
+fn room_acl(s: &AppState, room_id: &RoomId, server: &ServerName) -> Result<(), Error> {
+    s.federated_rooms.check_acl(room_id, server)
 }
 
 /// Most PDUs and EDUs in one transaction (the spec's limits).
 const MAX_TXN_PDUS: usize = 50;
 const MAX_TXN_EDUS: usize = 100;
 
-/// `PUT /_matrix/federation/v1/send/{txnId}`: EDUs another server pushes (to-device messages;
-/// typing, receipts and presence concern shared rooms, which do not exist yet, and are
-/// ignored). PDUs are not taken: rooms do not federate yet, so no room's events can come.
+/// `PUT /_matrix/federation/v1/send/{txnId}`: the events (PDUs) and EDUs another server
+/// pushes. Each PDU is checked and admitted to its room (an answer per PDU says which were
+/// refused and why); EDUs: to-device messages.
 pub async fn send_transaction_message(
     State(s): State<AppState>,
     req: Ruma<send_transaction_message::v1::Request>,
@@ -284,25 +471,99 @@ pub async fn send_transaction_message(
         )));
     }
     let txn = b.transaction_id.as_str();
+    let mut pdus = Default::default();
     if !s.federation.already_received(&origin, txn)? {
+        pdus = s.federated_rooms.receive_pdus(&origin, &b.pdus).await;
         for edu in &b.edus {
             let Ok(edu) = edu.deserialize_as_unchecked::<serde_json::Value>() else {
                 continue;
             };
-            if edu["edu_type"] == "m.direct_to_device"
-                && let Err(e) = s
-                    .keys
-                    .receive_remote_to_device(&origin, &edu["content"])
-                    .await
-            {
-                tracing::debug!("federation: to-device EDU from {origin} refused: {e:?}");
+            let taken = match edu["edu_type"].as_str() {
+                Some("m.direct_to_device") => {
+                    s.keys
+                        .receive_remote_to_device(&origin, &edu["content"])
+                        .await
+                }
+                Some("m.typing") => remote_typing(&s, &origin, &edu["content"]),
+                Some("m.receipt") => remote_receipts(&s, &origin, &edu["content"]).await,
+                _ => Ok(()),
+            };
+            if let Err(e) = taken {
+                tracing::debug!("federation: an EDU from {origin} refused: {e:?}");
             }
         }
         s.federation.received(&origin, txn).await?;
     }
     Ok(RumaResponse(send_transaction_message::v1::Response::new(
-        Default::default(),
+        pdus,
     )))
+}
+
+/// The user an EDU speaks for, who must be of the server that sent it.
+fn origin_user(origin: &ServerName, user: &serde_json::Value) -> Result<ruma::OwnedUserId, Error> {
+    let user = user
+        .as_str()
+        .and_then(|u| ruma::OwnedUserId::try_from(u).ok())
+        .ok_or_else(|| Error::bad_json("No user ID"))?;
+    if user.server_name() != origin {
+        return Err(Error::forbidden("The user is not of the sending server"));
+    }
+    Ok(user)
+}
+
+/// An `m.typing` EDU: another server's user typing (or stopping) in a room shared with it.
+fn remote_typing(
+    s: &AppState,
+    origin: &ServerName,
+    content: &serde_json::Value,
+) -> Result<(), Error> {
+    let user = origin_user(origin, &content["user_id"])?;
+    let room_id = content["room_id"]
+        .as_str()
+        .and_then(|r| ruma::OwnedRoomId::try_from(r).ok())
+        .ok_or_else(|| Error::bad_json("No room ID"))?;
+    room_acl(s, &room_id, origin)?;
+    let timeout = (content["typing"] == true).then(|| {
+        let ms = content["timeout"].as_u64().unwrap_or(30_000);
+        std::time::Duration::from_millis(ms)
+    });
+    s.ephemeral.set_typing(&room_id, &user, timeout)
+}
+
+/// An `m.receipt` EDU: other servers' users' read receipts in rooms shared with them.
+async fn remote_receipts(
+    s: &AppState,
+    origin: &ServerName,
+    content: &serde_json::Value,
+) -> Result<(), Error> {
+    let rooms = content.as_object().into_iter().flatten();
+    for (room_id, receipts) in rooms {
+        let Ok(room_id) = ruma::OwnedRoomId::try_from(room_id.as_str()) else {
+            continue;
+        };
+        room_acl(s, &room_id, origin)?;
+        let users = receipts["m.read"].as_object().into_iter().flatten();
+        for (user, receipt) in users {
+            let Ok(user) = origin_user(origin, &serde_json::Value::from(user.as_str())) else {
+                continue;
+            };
+            let thread = receipt["data"]["thread_id"].as_str().map(str::to_owned);
+            let ids = receipt["event_ids"].as_array().into_iter().flatten();
+            for id in ids.filter_map(|i| i.as_str()) {
+                let Ok(id) = OwnedEventId::try_from(id) else {
+                    continue;
+                };
+                if let Err(e) = s
+                    .ephemeral
+                    .set_receipt(&room_id, &user, "m.read", &id, thread.clone())
+                    .await
+                {
+                    tracing::debug!("federation: a receipt of {user} refused: {e:?}");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Only the users of this server out of a request's map.

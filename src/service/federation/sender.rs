@@ -1,9 +1,12 @@
-//! What this server sends other servers unasked: EDUs (to-device messages so far) queued in
-//! the store per destination and delivered in order, in transactions of at most 100, by one
-//! background task. A queue survives a restart; a destination that fails is retried after
-//! 1, 2, 4, ... seconds, at most `failure_backoff_secs` apart. Each queue holds at most
-//! `max_queued_per_server` EDUs: past it new ones are dropped (to-device messages are best
-//! effort in the spec; a server gone for good must not fill the disk).
+//! What this server sends other servers unasked: its rooms' events (PDUs, queued by the
+//! timeline in the batch that persists them) and EDUs (to-device messages so far), queued in
+//! the store per destination and delivered in order, in transactions of at most 50 PDUs and
+//! 100 EDUs, by one background task. A queue survives a restart; a destination that fails is
+//! retried after 1, 2, 4, ... seconds, at most `failure_backoff_secs` apart. Each queue holds
+//! at most `max_queued_per_server` EDUs (past it new ones are dropped: to-device messages are
+//! best effort in the spec) and as many PDUs (past it the oldest are dropped: a server that
+//! comes back asks for what it lacks with `/get_missing_events`). A server gone for good must
+//! not fill the disk.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -15,7 +18,7 @@ use std::{
 };
 
 use ruma::{
-    MilliSecondsSinceUnixEpoch, OwnedServerName, OwnedTransactionId, ServerName,
+    MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedServerName, OwnedTransactionId, ServerName,
     api::federation::transactions::send_transaction_message,
 };
 use serde_json::Value as JsonValue;
@@ -25,11 +28,14 @@ use super::Federation;
 use crate::{
     error::Result,
     json::to_raw,
-    store::{Batch, FEDERATION_QUEUE},
+    service::timeline::Timeline,
+    store::{Batch, EVENTS, FEDERATION_PDUS, FEDERATION_QUEUE},
 };
 
 /// Most EDUs in one transaction (the spec's limit).
 const EDUS_PER_TRANSACTION: usize = 100;
+/// Most PDUs in one transaction (the spec's limit).
+const PDUS_PER_TRANSACTION: usize = 50;
 
 /// The outgoing queues' bookkeeping in memory (the queues themselves are in the store).
 pub(super) struct Queues {
@@ -87,10 +93,51 @@ impl Federation {
         Ok(true)
     }
 
+    /// Has the timeline tell the sender which servers it queued events for.
+    pub fn listen_to_outbox(self: &Arc<Self>, timeline: &Timeline) {
+        let this = Arc::downgrade(self);
+        timeline.set_outbox_listener(Box::new(move |servers| {
+            if let Some(this) = this.upgrade() {
+                this.queues
+                    .state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pending
+                    .extend(servers.iter().cloned());
+                this.queues.wake.notify_one();
+            }
+        }));
+    }
+
+    /// Sends `destination` an EDU at once, in a transaction of its own, without queueing it
+    /// (typing notices: worth nothing later). Dropped when the server cannot be reached.
+    pub fn send_edu_now(self: &Arc<Self>, destination: &ServerName, edu: JsonValue) {
+        let this = self.clone();
+        let destination = destination.to_owned();
+        self.core.spawn_task(async move {
+            let txn_id =
+                OwnedTransactionId::from(format!("now{}", crate::service::core::random_token(16)));
+            let mut request = send_transaction_message::v1::Request::new(
+                txn_id,
+                this.core.server_name().clone(),
+                MilliSecondsSinceUnixEpoch::now(),
+            );
+            request.edus = vec![to_raw(&edu)];
+            if let Err(e) = this.client.send(&destination, request).await {
+                tracing::debug!("federation: an EDU to {destination} was dropped: {e}");
+            }
+        });
+    }
+
     /// Starts the sender: it delivers what is queued (also what an earlier run left).
     pub fn start_sender(self: &Arc<Self>) {
         let mut last = None;
-        let mut pending = HashSet::new();
+        let mut pending: HashSet<OwnedServerName> = self
+            .core
+            .store
+            .scan(FEDERATION_PDUS.all())
+            .filter_map(|item| item.ok().map(|((server, _), _)| server))
+            .collect();
         for item in self.core.store.scan(FEDERATION_QUEUE.all()) {
             let Ok(((server, seq), _)) = item else {
                 continue;
@@ -176,11 +223,32 @@ impl Federation {
     }
 
     fn queue_is_empty(&self, server: &ServerName) -> bool {
-        self.core
+        let store = &self.core.store;
+        store.scan(FEDERATION_QUEUE.prefix(server)).next().is_none()
+            && store.scan(FEDERATION_PDUS.prefix(server)).next().is_none()
+    }
+
+    /// Drops the oldest PDUs queued for `server` past `max_queued_per_server`.
+    async fn trim_pdus(&self, server: &ServerName) -> Result<()> {
+        let max = self.core.config.federation.max_queued_per_server;
+        let queued: Vec<u64> = self
+            .core
             .store
-            .scan(FEDERATION_QUEUE.prefix(server))
-            .next()
-            .is_none()
+            .scan(FEDERATION_PDUS.prefix(server))
+            .filter_map(|item| item.ok().map(|((_, pos), _)| pos))
+            .collect();
+        if queued.len() <= max {
+            return Ok(());
+        }
+        let mut drop = Batch::default();
+        for pos in &queued[..queued.len() - max] {
+            drop.delete(&FEDERATION_PDUS, (server, *pos));
+        }
+        tracing::warn!(
+            "federation: {} events queued for {server} dropped (it asks for them when back)",
+            queued.len() - max
+        );
+        self.core.write(drop).await
     }
 
     /// Sends `server` its queued EDUs, a transaction at a time, until its queue is empty.
@@ -197,9 +265,25 @@ impl Federation {
             {
                 drop.delete(&FEDERATION_QUEUE, (server, seq));
             }
+            for ((_, pos), _) in self
+                .core
+                .store
+                .scan(FEDERATION_PDUS.prefix(server))
+                .flatten()
+            {
+                drop.delete(&FEDERATION_PDUS, (server, pos));
+            }
             return self.core.write(drop).await.map_err(|e| e.to_string());
         }
+        self.trim_pdus(server).await.map_err(|e| e.to_string())?;
         loop {
+            let pdus: Vec<(u64, OwnedEventId)> = self
+                .core
+                .store
+                .scan(FEDERATION_PDUS.prefix(server))
+                .take(PDUS_PER_TRANSACTION)
+                .filter_map(|item| item.ok().map(|((_, pos), id)| (pos, id)))
+                .collect();
             let batch: Vec<(u64, JsonValue)> = self
                 .core
                 .store
@@ -207,24 +291,48 @@ impl Federation {
                 .take(EDUS_PER_TRANSACTION)
                 .filter_map(|item| item.ok().map(|((_, seq), edu)| (seq, edu)))
                 .collect();
-            let (Some((first, _)), Some((last, _))) = (batch.first(), batch.last()) else {
+            if pdus.is_empty() && batch.is_empty() {
                 return Ok(());
+            }
+            // The same events go out under the same ID when a transaction is retried.
+            let span = |ids: &mut dyn Iterator<Item = u64>| {
+                let ids: Vec<u64> = ids.collect();
+                format!("{}-{}", ids.first().unwrap_or(&0), ids.last().unwrap_or(&0))
             };
-            // The same EDUs go out under the same ID when a transaction is retried.
-            let txn_id = OwnedTransactionId::from(format!("{first}-{last}"));
+            let txn_id = OwnedTransactionId::from(format!(
+                "p{}e{}",
+                span(&mut pdus.iter().map(|(p, _)| *p)),
+                span(&mut batch.iter().map(|(s, _)| *s))
+            ));
             let mut request = send_transaction_message::v1::Request::new(
                 txn_id,
                 self.core.server_name().clone(),
                 MilliSecondsSinceUnixEpoch::now(),
             );
+            for (_, id) in &pdus {
+                if let Ok(Some(ev)) = self.core.store.get(&EVENTS, id) {
+                    let raw =
+                        serde_json::value::to_raw_value(&ev.pdu).map_err(|e| e.to_string())?;
+                    request.pdus.push(raw);
+                }
+            }
             request.edus = batch.iter().map(|(_, edu)| to_raw(edu)).collect();
-            self.client
+            let answer = self
+                .client
                 .send(server, request)
                 .await
                 .map_err(|e| e.to_string())?;
+            for (id, outcome) in answer.pdus {
+                if let Err(e) = outcome {
+                    tracing::info!("federation: {server} refused {id}: {e}");
+                }
+            }
             let mut done = Batch::default();
             for (seq, _) in &batch {
                 done.delete(&FEDERATION_QUEUE, (server, *seq));
+            }
+            for (pos, _) in &pdus {
+                done.delete(&FEDERATION_PDUS, (server, *pos));
             }
             self.core.write(done).await.map_err(|e| e.to_string())?;
         }

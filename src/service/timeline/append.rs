@@ -13,9 +13,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedUserId,
-    RoomId, RoomVersionId, UserId,
-    events::{StateEventType, TimelineEventType},
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedServerName,
+    OwnedUserId, RoomId, RoomVersionId, UserId,
+    events::{StateEventType, TimelineEventType, room::member::MembershipState},
     room_version_rules::{EventIdFormatVersion, EventsReferenceFormatVersion, RoomVersionRules},
     state_res,
 };
@@ -31,9 +31,9 @@ use crate::{
     error::{Error, Result},
     service::core::now_ms,
     store::{
-        EVENTS, MEMBERSHIPS, MembershipRecord, PUSH_ACTIONS, PushFlags, ROOM_STATE, ROOMS,
-        RoomRecord, SEARCH, STATE_HISTORY, StoredEvent, StreamEntry, TIMELINE, TRANSACTIONS,
-        TxnInfo, TxnScope, UNREAD_COUNTS, UnreadSummary, scoped_txn,
+        EVENTS, FEDERATION_PDUS, MEMBERSHIPS, MembershipRecord, PUSH_ACTIONS, PushFlags,
+        ROOM_STATE, ROOMS, RoomRecord, SEARCH, STATE_HISTORY, StoredEvent, StreamEntry, TIMELINE,
+        TRANSACTIONS, TxnInfo, TxnScope, UNREAD_COUNTS, UnreadSummary, scoped_txn,
     },
 };
 
@@ -110,31 +110,55 @@ impl Txn {
     }
 }
 
+/// Where an event is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// In the room's timeline: shown to clients, indexed, counted.
+    Timeline,
+    /// Kept for the room's DAG only (a remote room's state and auth chain at a join, a
+    /// soft-failed event): found by ID, never shown in the timeline.
+    Outlier,
+}
+
+/// Which other servers a persisted event goes out to (over federation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// Every server with a member in the room, but for the one named (an event of this
+    /// server, or a join another server's user made through this one).
+    ToRoomBut(Option<OwnedServerName>),
+    /// None: it came from another server, which sends its own events.
+    No,
+}
+
 /// A signed, authorized PDU waiting to be persisted.
-struct Built {
-    event_id: OwnedEventId,
-    obj: CanonicalJsonObject,
-    pdu: Pdu,
-    replaces_state: Option<OwnedEventId>,
-    txn: Option<Txn>,
+pub(super) struct Built {
+    pub(super) event_id: OwnedEventId,
+    pub(super) obj: CanonicalJsonObject,
+    pub(super) pdu: Pdu,
+    pub(super) replaces_state: Option<OwnedEventId>,
+    pub(super) txn: Option<Txn>,
+    pub(super) placement: Placement,
+    /// The room's state keys this event sets (its own, or what state resolution chose).
+    pub(super) state_writes: Vec<((String, String), OwnedEventId)>,
+    pub(super) forward: Forward,
 }
 
 /// A room as it will be once the events built so far are persisted.
 pub struct Pending {
     /// None until a version 12 room's create event is built (its hash is the room's ID).
-    room_id: Option<OwnedRoomId>,
+    pub(super) room_id: Option<OwnedRoomId>,
     /// The room is in the store (else it is being created by these events).
-    stored: bool,
-    version: RoomVersionId,
-    rules: RoomVersionRules,
-    record: Option<RoomRecord>,
+    pub(super) stored: bool,
+    pub(super) version: RoomVersionId,
+    pub(super) rules: RoomVersionRules,
+    pub(super) record: Option<RoomRecord>,
     /// State keys the built events set.
-    state: BTreeMap<(String, String), OwnedEventId>,
-    built: Vec<Built>,
+    pub(super) state: BTreeMap<(String, String), OwnedEventId>,
+    pub(super) built: Vec<Built>,
 }
 
 impl Pending {
-    fn room_id(&self) -> Result<&RoomId> {
+    pub(super) fn room_id(&self) -> Result<&RoomId> {
         self.room_id
             .as_deref()
             .ok_or_else(|| Error::internal("the room has no create event yet"))
@@ -206,7 +230,7 @@ impl Timeline {
     }
 
     /// A stored room, with nothing built in it yet.
-    fn pending_stored(&self, room_id: &RoomId) -> Result<Pending> {
+    pub(super) fn pending_stored(&self, room_id: &RoomId) -> Result<Pending> {
         let record = self.known_room(room_id)?;
         Ok(Pending {
             room_id: Some(room_id.to_owned()),
@@ -220,7 +244,7 @@ impl Timeline {
     }
 
     /// The state event of `(ty, state_key)` in the pending room.
-    fn pending_state(
+    pub(super) fn pending_state(
         &self,
         p: &Pending,
         ty: &str,
@@ -236,7 +260,7 @@ impl Timeline {
     }
 
     /// An event of the pending room, built or stored.
-    fn pending_pdu(&self, p: &Pending, id: &EventId) -> Option<Pdu> {
+    pub(super) fn pending_pdu(&self, p: &Pending, id: &EventId) -> Option<Pdu> {
         match p.built.iter().find(|b| b.event_id == id) {
             Some(b) => Some(b.pdu.clone()),
             None => self.pdu(id),
@@ -263,9 +287,11 @@ impl Timeline {
             Some(sk) => self.pending_state(p, ev.kind.to_string().as_str(), sk)?,
             None => None,
         };
+        let mut state_writes = Vec::new();
         if let Some(sk) = &ev.state_key {
-            p.state
-                .insert((ev.kind.to_string(), sk.clone()), event_id.clone());
+            let key = (ev.kind.to_string(), sk.clone());
+            p.state.insert(key.clone(), event_id.clone());
+            state_writes.push((key, event_id.clone()));
         }
         let create_event_id = p
             .record
@@ -284,6 +310,9 @@ impl Timeline {
             pdu,
             replaces_state,
             txn,
+            placement: Placement::Timeline,
+            state_writes,
+            forward: Forward::ToRoomBut(None),
         });
         Ok(event_id)
     }
@@ -492,7 +521,7 @@ impl Timeline {
     /// Step 2: the spec's authorization rules (ruma state-res) against the pending room's
     /// state, and the redaction rule: only the original sender or someone with the `redact`
     /// power level may redact an event.
-    fn authorize(&self, p: &Pending, pdu: &Pdu) -> Result<()> {
+    pub(super) fn authorize(&self, p: &Pending, pdu: &Pdu) -> Result<()> {
         let rules = &p.rules.authorization;
         let fetch_event = |id: &EventId| self.pending_pdu(p, id);
         state_res::check_state_independent_auth_rules(rules, pdu, fetch_event)
@@ -539,15 +568,20 @@ impl Timeline {
     }
 
     /// Step 3: everything the built events change, in one atomic batch, one stream position
-    /// per event.
-    async fn persist(&self, p: Pending) -> Result<()> {
+    /// per event. Events for other servers are queued for them in the same batch.
+    pub(super) async fn persist(&self, p: Pending) -> Result<()> {
         let room_id = p.room_id()?.to_owned();
         let record = p
             .record
+            .clone()
             .ok_or_else(|| Error::internal("nothing was built"))?;
         // Redactions rewrite their targets; load them before taking the writer.
         let mut targets: HashMap<OwnedEventId, StoredEvent> = HashMap::new();
-        for b in &p.built {
+        for b in p
+            .built
+            .iter()
+            .filter(|b| b.placement == Placement::Timeline)
+        {
             if b.pdu.kind == TimelineEventType::RoomRedaction
                 && let Some(target) = &b.pdu.redacts
                 && let Some(ev) = self.event(target)?.filter(|t| t.room_id == room_id)
@@ -555,50 +589,117 @@ impl Timeline {
                 targets.insert(target.clone(), ev);
             }
         }
-        // The members' current memberships, to tell a change from a repeat.
+        // The membership each event sets, and the members' current ones (to tell a change
+        // from a repeat).
+        let mut member_writes: Vec<Vec<(OwnedUserId, MembershipState, OwnedEventId)>> =
+            Vec::with_capacity(p.built.len());
         let mut memberships: HashMap<OwnedUserId, MembershipRecord> = HashMap::new();
-        for target in p.built.iter().filter_map(|b| member_target(&b.pdu)) {
-            if let Some(m) = self.membership(&target, &room_id)? {
-                memberships.insert(target, m);
+        for b in &p.built {
+            let mut writes = Vec::new();
+            for ((ty, sk), id) in &b.state_writes {
+                if ty != "m.room.member" {
+                    continue;
+                }
+                let Ok(target) = OwnedUserId::try_from(sk.as_str()) else {
+                    continue;
+                };
+                let content = match p.built.iter().find(|o| o.event_id == *id) {
+                    Some(o) => serde_json::from_str(o.pdu.content.get()).unwrap_or_default(),
+                    None => self.event(id)?.map(|e| e.content()).unwrap_or_default(),
+                };
+                if let Some(m) = self.membership(&target, &room_id)? {
+                    memberships.insert(target.clone(), m);
+                }
+                writes.push((target, super::pdu::membership_of(&content), id.clone()));
             }
+            member_writes.push(writes);
         }
         let entries = p
             .built
             .iter()
-            .map(|b| StreamEntry {
+            .zip(&member_writes)
+            .map(|(b, writes)| StreamEntry {
                 room: Some(room_id.clone()),
-                user: member_target(&b.pdu),
+                user: member_target(&b.pdu).or_else(|| writes.first().map(|w| w.0.clone())),
                 ..Default::default()
             })
             .collect();
-        // Who each event notifies, judged before the writer is taken.
-        let notified = match self.observer.get().and_then(std::sync::Weak::upgrade) {
-            Some(observer) => {
-                let preview: Vec<StoredEvent> = p
-                    .built
-                    .iter()
-                    .map(|b| StoredEvent {
-                        event_id: b.event_id.clone(),
-                        room_id: room_id.clone(),
-                        pos: 0,
-                        pdu: b.obj.clone(),
-                        txn: None,
-                        replaces_state: None,
-                        redacted_because: None,
-                    })
-                    .collect();
-                observer.notified(&room_id, &preview).await?
+        // Who each timeline event notifies, judged before the writer is taken.
+        let shown: Vec<usize> = (0..p.built.len())
+            .filter(|i| p.built[*i].placement == Placement::Timeline)
+            .collect();
+        let mut notified: Vec<Vec<super::Notified>> = vec![Vec::new(); p.built.len()];
+        if let Some(observer) = self.observer.get().and_then(std::sync::Weak::upgrade) {
+            let preview: Vec<StoredEvent> = shown
+                .iter()
+                .map(|i| &p.built[*i])
+                .map(|b| StoredEvent {
+                    event_id: b.event_id.clone(),
+                    room_id: room_id.clone(),
+                    pos: 0,
+                    pdu: b.obj.clone(),
+                    txn: None,
+                    replaces_state: None,
+                    redacted_because: None,
+                })
+                .collect();
+            for (i, n) in shown
+                .iter()
+                .zip(observer.notified(&room_id, &preview).await?)
+            {
+                notified[*i] = n;
             }
-            None => Vec::new(),
-        };
+        }
+        let destinations = self.destinations(&room_id, &p.built, &member_writes)?;
         let rules = p.rules;
         self.core
             .commit_many(entries, |first, batch| {
                 let mut aggregations = AggregationWrites::default();
                 let mut unread: HashMap<OwnedUserId, UnreadSummary> = HashMap::new();
-                for (i, b) in p.built.into_iter().enumerate() {
+                for (i, (b, writes)) in p.built.into_iter().zip(member_writes).enumerate() {
                     let pos = first + i as u64;
-                    for n in notified.get(i).into_iter().flatten() {
+                    for ((ty, sk), id) in &b.state_writes {
+                        batch.put(&ROOM_STATE, (&room_id, ty.as_str(), sk.as_str()), id);
+                        batch.put(
+                            &STATE_HISTORY,
+                            (&room_id, ty.as_str(), sk.as_str(), pos),
+                            id,
+                        );
+                    }
+                    for (target, membership, event_id) in writes {
+                        // A join that stays a join (a new display name) keeps its start.
+                        let since = memberships
+                            .get(&target)
+                            .filter(|m| m.membership == membership)
+                            .map(MembershipRecord::changed_at);
+                        let record = MembershipRecord {
+                            membership,
+                            event_id,
+                            pos,
+                            since,
+                        };
+                        batch.put(&MEMBERSHIPS, (&target, &room_id), &record);
+                        memberships.insert(target, record);
+                    }
+                    if let Some(servers) = destinations.get(i) {
+                        for server in servers {
+                            batch.put(&FEDERATION_PDUS, (server, pos), &b.event_id);
+                        }
+                    }
+                    let stored = StoredEvent {
+                        event_id: b.event_id.clone(),
+                        room_id: room_id.clone(),
+                        pos,
+                        pdu: b.obj,
+                        txn: b.txn.as_ref().map(|t| t.info.clone()),
+                        replaces_state: b.replaces_state,
+                        redacted_because: None,
+                    };
+                    if b.placement == Placement::Outlier {
+                        batch.put(&EVENTS, &b.event_id, &stored);
+                        continue;
+                    }
+                    for n in &notified[i] {
                         batch.put(
                             &PUSH_ACTIONS,
                             (&n.user, &room_id, pos),
@@ -632,37 +733,6 @@ impl Timeline {
                     for word in event_words(&b.pdu.kind.to_string(), &content) {
                         batch.put(&SEARCH, (&room_id, word.as_str(), pos), &b.event_id);
                     }
-                    if let Some(sk) = &b.pdu.state_key {
-                        let ty = b.pdu.kind.to_string();
-                        batch.put(
-                            &ROOM_STATE,
-                            (&room_id, ty.as_str(), sk.as_str()),
-                            &b.event_id,
-                        );
-                        batch.put(
-                            &STATE_HISTORY,
-                            (&room_id, ty.as_str(), sk.as_str(), pos),
-                            &b.event_id,
-                        );
-                    }
-                    if let Some(target) = member_target(&b.pdu) {
-                        let content: JsonValue =
-                            serde_json::from_str(b.pdu.content.get()).unwrap_or_default();
-                        let membership = super::pdu::membership_of(&content);
-                        // A join that stays a join (a new display name) keeps its start.
-                        let since = memberships
-                            .get(&target)
-                            .filter(|m| m.membership == membership)
-                            .map(MembershipRecord::changed_at);
-                        let record = MembershipRecord {
-                            membership,
-                            event_id: b.event_id.clone(),
-                            pos,
-                            since,
-                        };
-                        batch.put(&MEMBERSHIPS, (&target, &room_id), &record);
-                        memberships.insert(target, record);
-                    }
                     if let Some(t) = &b.txn {
                         let key = t.key(&room_id);
                         batch.put(
@@ -687,15 +757,6 @@ impl Timeline {
                             batch.put(&EVENTS, &target.event_id, &target);
                         }
                     }
-                    let stored = StoredEvent {
-                        event_id: b.event_id.clone(),
-                        room_id: room_id.clone(),
-                        pos,
-                        pdu: b.obj,
-                        txn: b.txn.map(|t| t.info),
-                        replaces_state: b.replaces_state,
-                        redacted_because: None,
-                    };
                     batch.put(&EVENTS, &b.event_id, &stored);
                     batch.put(&TIMELINE, (&room_id, pos), &b.event_id);
                 }
@@ -707,7 +768,60 @@ impl Timeline {
                 Ok(())
             })
             .await?;
+        let mut servers: Vec<OwnedServerName> = destinations.into_iter().flatten().collect();
+        servers.sort();
+        servers.dedup();
+        if !servers.is_empty()
+            && let Some(listener) = self.outbox.get()
+        {
+            listener(&servers);
+        }
         Ok(())
+    }
+
+    /// For each built event, the other servers it goes out to: those with a member joined
+    /// after the batch, and a member event's target's server (a remote user kicked or
+    /// banned hears of it). Nothing when federation is off.
+    fn destinations(
+        &self,
+        room_id: &RoomId,
+        built: &[Built],
+        member_writes: &[Vec<(OwnedUserId, MembershipState, OwnedEventId)>],
+    ) -> Result<Vec<Vec<OwnedServerName>>> {
+        if !self.core.config.federates() || built.iter().all(|b| b.forward == Forward::No) {
+            return Ok(Vec::new());
+        }
+        let own = self.core.server_name();
+        let mut joined: BTreeMap<OwnedUserId, bool> = self
+            .member_records(room_id)?
+            .into_iter()
+            .map(|(u, m)| (u, m.membership == MembershipState::Join))
+            .collect();
+        let mut targets = Vec::new();
+        for (user, membership, _) in member_writes.iter().flatten() {
+            joined.insert(user.clone(), *membership == MembershipState::Join);
+            targets.push(user.server_name().to_owned());
+        }
+        let mut servers: Vec<OwnedServerName> = joined
+            .into_iter()
+            .filter(|(_, j)| *j)
+            .map(|(u, _)| u.server_name().to_owned())
+            .collect();
+        servers.extend(targets);
+        servers.sort();
+        servers.dedup();
+        servers.retain(|s| s != own);
+        Ok(built
+            .iter()
+            .map(|b| match &b.forward {
+                Forward::No => Vec::new(),
+                Forward::ToRoomBut(except) => servers
+                    .iter()
+                    .filter(|s| Some(*s) != except.as_ref())
+                    .cloned()
+                    .collect(),
+            })
+            .collect())
     }
 }
 

@@ -30,6 +30,7 @@ pub trait AppendObserver: Send + Sync {
 pub mod pagination;
 pub mod pdu;
 pub mod relations;
+pub mod remote;
 pub mod search_index;
 pub mod state;
 pub mod visibility;
@@ -59,7 +60,13 @@ pub struct Timeline {
     observer: std::sync::OnceLock<std::sync::Weak<dyn AppendObserver>>,
     /// History reads running at once (`limits.history_reads`).
     history_reads: tokio::sync::Semaphore,
+    /// Told which servers have events queued for them, after each batch (the federation
+    /// sender: it lives above the timeline).
+    outbox: std::sync::OnceLock<OutboxListener>,
 }
+
+/// Called with the servers a persisted batch queued events for.
+pub type OutboxListener = Box<dyn Fn(&[ruma::OwnedServerName]) + Send + Sync>;
 
 /// The rules of a room version, or an internal error for a version without rules.
 pub fn rules_for(version: &RoomVersionId) -> Result<RoomVersionRules> {
@@ -76,12 +83,18 @@ impl Timeline {
             account_data,
             observer: Default::default(),
             history_reads,
+            outbox: Default::default(),
         }
     }
 
     /// Sets who learns of appended events before they are written (once, at start).
     pub fn set_append_observer(&self, observer: &Arc<dyn AppendObserver>) {
         let _ = self.observer.set(Arc::downgrade(observer));
+    }
+
+    /// Sets who learns that events were queued for other servers (once, at start).
+    pub fn set_outbox_listener(&self, listener: OutboxListener) {
+        let _ = self.outbox.set(listener);
     }
 
     /// Runs a history read (`/messages`, `/context`, `/members?at=`) on the blocking pool,

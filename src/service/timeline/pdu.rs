@@ -150,6 +150,11 @@ impl StoredEvent {
             .unwrap_or_else(|| JsonValue::Object(Default::default()))
     }
 
+    /// The event's depth in the room's DAG.
+    pub fn depth(&self) -> u64 {
+        self.field("depth").and_then(|v| v.as_u64()).unwrap_or(0)
+    }
+
     pub fn origin_server_ts(&self) -> u64 {
         self.field("origin_server_ts")
             .and_then(|v| v.as_u64())

@@ -1,0 +1,556 @@
+//! Rooms shared with other servers: checking the events they send (format, size, the
+//! signatures of every server that must sign, content hashes), joining a room through
+//! another server (`make_join`, `send_join`), letting another server's user join through this
+//! one, and taking the events of `/send` transactions. Every event then enters the room
+//! through the timeline's one append path ([`Timeline::admit`]).
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedServerName,
+    RoomId, RoomVersionId, ServerName, UserId,
+    api::federation::{
+        event::get_missing_events,
+        membership::{create_join_event, prepare_join_event},
+    },
+    room_version_rules::{EventIdFormatVersion, RoomVersionRules},
+    signatures::{PublicKeyMap, PublicKeySet, Verified},
+    state_res,
+};
+use serde_json::{Value as JsonValue, value::RawValue as RawJsonValue};
+
+use super::{Federation, acl_allows, remote_error};
+use crate::{
+    error::{Error, Result},
+    service::{
+        core::{Core, now_ms, random_token},
+        timeline::{
+            Timeline,
+            append::{Forward, MAX_PDU_BYTES},
+            remote::{Admitted, RemotePdu},
+            rules_for,
+        },
+    },
+    store::StoredEvent,
+};
+
+/// Most servers a join tries, in order, before it gives up.
+const MAX_JOIN_SERVERS: usize = 5;
+
+/// Most missing events asked for before an event whose prev events are unknown.
+const MAX_MISSING_EVENTS: u64 = 20;
+
+/// The room state another server answered `send_join` with, as it goes back to it.
+pub struct JoinAnswer {
+    pub state: Vec<StoredEvent>,
+    pub auth_chain: Vec<StoredEvent>,
+}
+
+/// Rooms shared with other servers. Depends on [`Federation`] and [`Timeline`].
+pub struct FederatedRooms {
+    core: Arc<Core>,
+    federation: Arc<Federation>,
+    timeline: Arc<Timeline>,
+}
+
+impl FederatedRooms {
+    pub fn new(core: Arc<Core>, federation: Arc<Federation>, timeline: Arc<Timeline>) -> Self {
+        Self {
+            core,
+            federation,
+            timeline,
+        }
+    }
+
+    /// The room another server's alias points at, and servers that can join it.
+    pub async fn resolve_remote_alias(
+        &self,
+        alias: &ruma::RoomAliasId,
+    ) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+        self.federation.remote_alias(alias).await
+    }
+
+    /// Checks an event another server sent for a room of version `version`: the spec's
+    /// format and size limits, the signature of every server that must sign it (their keys
+    /// fetched as needed), and its content hash: an event whose hash does not match is kept
+    /// redacted, as the spec says. Returns its ID and the object to keep.
+    pub async fn verify_pdu(
+        &self,
+        version: &RoomVersionId,
+        raw: &RawJsonValue,
+    ) -> Result<RemotePdu> {
+        let rules = rules_for(version)?;
+        if raw.get().len() > MAX_PDU_BYTES {
+            return Err(Error::bad_json(format!(
+                "Events are at most {MAX_PDU_BYTES} bytes"
+            )));
+        }
+        let obj: CanonicalJsonObject = serde_json::from_str(raw.get())
+            .map_err(|e| Error::bad_json(format!("The event is not canonical JSON: {e}")))?;
+        state_res::check_pdu_format(&obj, &rules.event_format).map_err(Error::bad_json)?;
+        let event_id = id_of(&rules, &obj)?;
+        let servers =
+            ruma::signatures::required_server_signatures_to_verify_event(&obj, &rules.signatures)
+                .map_err(|e| Error::bad_json(e.to_string()))?;
+        let ts = match obj.get("origin_server_ts") {
+            Some(CanonicalJsonValue::Integer(n)) => u64::try_from(i64::from(*n)).unwrap_or(0),
+            _ => 0,
+        };
+        let mut keys = PublicKeyMap::new();
+        for server in servers {
+            let Some(CanonicalJsonValue::Object(signatures)) = obj
+                .get("signatures")
+                .and_then(|s| s.as_object())
+                .and_then(|s| s.get(server.as_str()))
+            else {
+                return Err(Error::forbidden(format!(
+                    "The event is not signed by {server}"
+                )));
+            };
+            let mut set = PublicKeySet::new();
+            for key_id in signatures.keys() {
+                if let Ok(key) = self.federation.verify_key(&server, key_id, ts).await {
+                    set.insert(key_id.clone(), key);
+                }
+            }
+            keys.insert(server.to_string(), set);
+        }
+        let obj = match ruma::signatures::verify_event(&keys, &obj, &rules) {
+            Ok(Verified::All) => obj,
+            Ok(Verified::Signatures) => {
+                tracing::info!(
+                    "federation: {event_id}'s content hash does not match; kept redacted"
+                );
+                ruma::canonical_json::redact(obj, &rules.redaction, None)
+                    .map_err(|e| Error::bad_json(e.to_string()))?
+            }
+            Err(e) => {
+                return Err(Error::forbidden(format!(
+                    "The event's signatures do not verify: {e}"
+                )));
+            }
+        };
+        Ok((event_id, obj))
+    }
+
+    /// Joins `user` to a room this server is not in, through the first of `via` that lets
+    /// them (`make_join`, then `send_join` with the signed event): the room's state and
+    /// auth chain are checked and kept, and the join enters the timeline. `content` is the
+    /// member event's content (display name and avatar).
+    pub async fn join_remote(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+        content: JsonValue,
+    ) -> Result<()> {
+        let own = self.core.server_name();
+        let mut last = Error::not_found("No server to join the room through");
+        for server in via.iter().filter(|s| *s != own).take(MAX_JOIN_SERVERS) {
+            match self.join_through(server, user, room_id, &content).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!("federation: joining {room_id} through {server} failed: {e:?}");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn join_through(
+        &self,
+        server: &ServerName,
+        user: &UserId,
+        room_id: &RoomId,
+        content: &JsonValue,
+    ) -> Result<()> {
+        let mut ask = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+        ask.ver = crate::config::SUPPORTED_ROOM_VERSIONS.to_vec();
+        let template = self
+            .federation
+            .client
+            .send(server, ask)
+            .await
+            .map_err(|e| remote_error(e, "The room is not known there"))?;
+        let version = template.room_version.unwrap_or(RoomVersionId::V1);
+        let rules = rules_for(&version)
+            .map_err(|_| Error::bad_json(format!("Room version {version} is not supported")))?;
+        let mut obj: CanonicalJsonObject = serde_json::from_str(template.event.get())
+            .map_err(|e| Error::bad_json(format!("{server} answered an unusable template: {e}")))?;
+        let is_join = obj.get("type").and_then(|v| v.as_str()) == Some("m.room.member")
+            && obj.get("state_key").and_then(|v| v.as_str()) == Some(user.as_str())
+            && obj.get("sender").and_then(|v| v.as_str()) == Some(user.as_str())
+            && obj.get("room_id").and_then(|v| v.as_str()) == Some(room_id.as_str());
+        if !is_join {
+            return Err(Error::bad_json(format!(
+                "{server} answered a template that is not this user's join"
+            )));
+        }
+        let mut content = content.clone();
+        content["membership"] = "join".into();
+        // A restricted room's template names who authorises the join.
+        if let Some(via) = obj
+            .get("content")
+            .and_then(|c| c.as_object())
+            .and_then(|c| c.get("join_authorised_via_users_server"))
+        {
+            content["join_authorised_via_users_server"] = JsonValue::from(via.clone());
+        }
+        obj.insert("content".into(), to_canonical(content)?);
+        obj.insert(
+            "origin".into(),
+            CanonicalJsonValue::String(self.core.server_name().to_string()),
+        );
+        obj.insert(
+            "origin_server_ts".into(),
+            CanonicalJsonValue::Integer(
+                i64::try_from(now_ms())
+                    .unwrap_or(0)
+                    .try_into()
+                    .map_err(Error::internal)?,
+            ),
+        );
+        obj.remove("event_id");
+        obj.remove("hashes");
+        obj.remove("signatures");
+        obj.remove("unsigned");
+        if rules.event_id_format == EventIdFormatVersion::V1 {
+            let id = format!("${}:{}", random_token(12), self.core.server_name());
+            obj.insert("event_id".into(), CanonicalJsonValue::String(id));
+        }
+        ruma::signatures::hash_and_sign_event(
+            self.core.server_name().as_str(),
+            &self.core.signing_key,
+            &mut obj,
+            &rules.redaction,
+        )
+        .map_err(|e| Error::bad_json(format!("cannot sign the join: {e}")))?;
+        let event_id = id_of(&rules, &obj)?;
+        let pdu = serde_json::value::to_raw_value(&obj)?;
+        let answer = self
+            .federation
+            .client
+            .send(
+                server,
+                create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), pdu),
+            )
+            .await
+            .map_err(|e| remote_error(e, "The room is not known there"))?;
+        let room_state = answer.room_state;
+        // The resident server's countersigned copy, for restricted rooms.
+        let join_obj = match &room_state.event {
+            Some(raw) => {
+                let (id, signed) = self.verify_pdu(&version, raw).await?;
+                if id != event_id {
+                    return Err(Error::bad_json(format!(
+                        "{server} answered another join event"
+                    )));
+                }
+                signed
+            }
+            None => obj,
+        };
+        let mut state = Vec::with_capacity(room_state.state.len());
+        for raw in &room_state.state {
+            match self.verify_pdu(&version, raw).await {
+                Ok(ev) => state.push(ev),
+                Err(e) => tracing::info!("federation: a state event of {room_id} left out: {e:?}"),
+            }
+        }
+        let mut auth_chain = Vec::with_capacity(room_state.auth_chain.len());
+        for raw in &room_state.auth_chain {
+            match self.verify_pdu(&version, raw).await {
+                Ok(ev) => auth_chain.push(ev),
+                Err(e) => tracing::info!("federation: an auth event of {room_id} left out: {e:?}"),
+            }
+        }
+        self.timeline
+            .admit_joined_room(room_id, &version, state, auth_chain, (event_id, join_obj))
+            .await
+    }
+
+    /// `send_join`: another server's user joins a room of this server with the event they
+    /// signed (from `make_join`). It is checked like any event, must be that user's own join
+    /// under the ID the request names, and goes out to the other servers in the room. Answers
+    /// the room's state before the join and its auth chain.
+    pub async fn accept_join(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        raw: &RawJsonValue,
+    ) -> Result<JoinAnswer> {
+        let record = self.timeline.known_room(room_id)?;
+        self.check_acl(room_id, origin)?;
+        let (id, obj) = self.verify_pdu(&record.version, raw).await?;
+        let field = |k: &str| obj.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        let membership = obj
+            .get("content")
+            .and_then(|c| c.as_object())
+            .and_then(|c| c.get("membership"))
+            .and_then(|m| m.as_str());
+        let sender = field("sender").unwrap_or_default();
+        let sender_server = UserId::parse(&sender)
+            .map(|u| u.server_name().to_owned())
+            .ok();
+        if id != event_id
+            || field("type").as_deref() != Some("m.room.member")
+            || membership != Some("join")
+            || field("state_key").as_deref() != Some(sender.as_str())
+            || field("room_id").as_deref() != Some(room_id.as_str())
+            || sender_server.as_deref() != Some(origin)
+        {
+            return Err(Error::bad_json(
+                "The event is not the asking server's user's join to this room under this ID",
+            ));
+        }
+        match self
+            .timeline
+            .admit(
+                room_id,
+                (id.clone(), obj),
+                Forward::ToRoomBut(Some(origin.to_owned())),
+            )
+            .await?
+        {
+            Admitted::SoftFailed => {
+                return Err(Error::forbidden(
+                    "The join is not allowed by the room's state",
+                ));
+            }
+            Admitted::Timeline | Admitted::Known => {}
+        }
+        let join = self
+            .timeline
+            .event(&id)?
+            .ok_or_else(|| Error::internal("the join was just kept"))?;
+        let state_ids = self.timeline.state_before(&join)?;
+        let mut state = Vec::with_capacity(state_ids.len());
+        for state_id in state_ids.values() {
+            if let Some(ev) = self.timeline.event(state_id)? {
+                state.push(ev);
+            }
+        }
+        let mut chain_of: Vec<OwnedEventId> = state_ids.into_values().collect();
+        chain_of.push(id);
+        let auth_chain = self.timeline.auth_chain(chain_of)?;
+        Ok(JoinAnswer { state, auth_chain })
+    }
+
+    /// The PDUs of a `/send` transaction from `origin`: each checked and admitted, after the
+    /// events it follows that this server lacks (asked of `origin`, at most
+    /// [`MAX_MISSING_EVENTS`]). Per event, its outcome (an error message when refused).
+    /// Events of rooms this server is not in are ignored.
+    pub async fn receive_pdus(
+        &self,
+        origin: &ServerName,
+        pdus: &[Box<RawJsonValue>],
+    ) -> BTreeMap<OwnedEventId, std::result::Result<(), String>> {
+        let mut out = BTreeMap::new();
+        for raw in pdus {
+            #[derive(serde::Deserialize)]
+            struct RoomOf {
+                room_id: OwnedRoomId,
+            }
+            let Ok(RoomOf { room_id }) = serde_json::from_str::<RoomOf>(raw.get()) else {
+                continue;
+            };
+            let Ok(Some(record)) = self.timeline.room(&room_id) else {
+                continue;
+            };
+            let outcome = async {
+                self.check_acl(&room_id, origin)?;
+                let pdu = self.verify_pdu(&record.version, raw).await?;
+                self.fetch_missing(origin, &room_id, &record.version, &pdu)
+                    .await;
+                let id = pdu.0.clone();
+                self.timeline.admit(&room_id, pdu, Forward::No).await?;
+                Ok::<_, Error>(id)
+            }
+            .await;
+            match outcome {
+                Ok(id) => {
+                    out.insert(id, Ok(()));
+                }
+                Err(e) => {
+                    tracing::info!("federation: a PDU from {origin} refused: {e:?}");
+                    if let Ok(id) = event_id_of(&record.version, raw) {
+                        out.insert(id, Err(e.to_string()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Asks `origin` for the events between the room's forward extremities and `pdu` that
+    /// this server lacks, and admits them oldest first. Best effort: what cannot be had is
+    /// passed over (the event then counts its unknown prev events as the current state).
+    async fn fetch_missing(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        (event_id, obj): &RemotePdu,
+    ) {
+        let Ok(pdu) = crate::service::timeline::Pdu::from_object(event_id.clone(), obj) else {
+            return;
+        };
+        let missing = pdu
+            .prev_events
+            .iter()
+            .any(|id| self.timeline.event(id).ok().flatten().is_none());
+        if !missing {
+            return;
+        }
+        let Ok(Some(record)) = self.timeline.room(room_id) else {
+            return;
+        };
+        let mut ask = get_missing_events::v1::Request::new(
+            room_id.to_owned(),
+            record.extremities.clone(),
+            vec![event_id.clone()],
+        );
+        ask.limit = MAX_MISSING_EVENTS.try_into().unwrap_or_default();
+        let answer = match self.federation.client.send(origin, ask).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!(
+                    "federation: {origin} did not give the events before {event_id}: {e}"
+                );
+                return;
+            }
+        };
+        // Oldest first, by depth.
+        let mut events = Vec::new();
+        for raw in answer.events.iter().take(MAX_MISSING_EVENTS as usize) {
+            if let Ok(ev) = self.verify_pdu(version, raw).await {
+                let depth = ev.1.get("depth").and_then(|d| match d {
+                    CanonicalJsonValue::Integer(n) => Some(i64::from(*n)),
+                    _ => None,
+                });
+                events.push((depth.unwrap_or(0), ev));
+            }
+        }
+        events.sort_by_key(|(depth, _)| *depth);
+        for (_, ev) in events {
+            if let Err(e) = self.timeline.admit(room_id, ev, Forward::No).await {
+                tracing::info!("federation: a missing event of {room_id} refused: {e:?}");
+            }
+        }
+    }
+
+    /// The other servers with a member joined to the room.
+    pub fn servers_in_room(&self, room_id: &RoomId) -> Result<Vec<OwnedServerName>> {
+        let own = self.core.server_name();
+        let mut servers: Vec<OwnedServerName> = self
+            .timeline
+            .joined_members(room_id)?
+            .into_iter()
+            .map(|u| u.server_name().to_owned())
+            .filter(|s| s != own)
+            .collect();
+        servers.sort();
+        servers.dedup();
+        Ok(servers)
+    }
+
+    /// Tells the other servers in the room that a local user is typing (or stopped): at once
+    /// and not kept (a typing notice is worth nothing later).
+    pub async fn send_typing(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<()> {
+        if !self.core.config.federates() {
+            return Ok(());
+        }
+        let mut content = serde_json::json!({
+            "room_id": room_id,
+            "user_id": user,
+            "typing": timeout.is_some(),
+        });
+        if let Some(t) = timeout {
+            content["timeout"] = u64::try_from(t.as_millis()).unwrap_or(u64::MAX).into();
+        }
+        let edu = serde_json::json!({ "edu_type": "m.typing", "content": content });
+        for server in self.servers_in_room(room_id)? {
+            self.federation.send_edu_now(&server, edu.clone());
+        }
+        Ok(())
+    }
+
+    /// Queues a local user's public read receipt for the other servers in the room.
+    pub async fn send_receipt(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        event_id: &EventId,
+        thread_id: Option<String>,
+    ) -> Result<()> {
+        if !self.core.config.federates() {
+            return Ok(());
+        }
+        let mut data = serde_json::json!({ "ts": now_ms() });
+        if let Some(thread) = thread_id {
+            data["thread_id"] = thread.into();
+        }
+        let edu = serde_json::json!({
+            "edu_type": "m.receipt",
+            "content": { room_id.as_str(): { "m.read": { user.as_str(): {
+                "event_ids": [event_id],
+                "data": data,
+            } } } },
+        });
+        for server in self.servers_in_room(room_id)? {
+            self.federation.queue_edu(&server, edu.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// 403 when the room's server ACL leaves `server` out.
+    pub fn check_acl(&self, room_id: &RoomId, server: &ServerName) -> Result<()> {
+        let acl = self.timeline.state_content(
+            room_id,
+            &ruma::events::StateEventType::RoomServerAcl,
+            "",
+        )?;
+        if acl_allows(acl.as_ref(), server) {
+            Ok(())
+        } else {
+            Err(Error::forbidden(
+                "The room's server ACL does not allow your server",
+            ))
+        }
+    }
+}
+
+/// An event's ID as the room version computes it, without checking the event.
+fn event_id_of(version: &RoomVersionId, raw: &RawJsonValue) -> Result<OwnedEventId> {
+    let obj: CanonicalJsonObject =
+        serde_json::from_str(raw.get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    id_of(&rules_for(version)?, &obj)
+}
+
+/// An event's ID: its reference hash, or (room versions 1 and 2) the ID it carries.
+fn id_of(rules: &RoomVersionRules, obj: &CanonicalJsonObject) -> Result<OwnedEventId> {
+    let id = match rules.event_id_format {
+        EventIdFormatVersion::V1 => obj
+            .get("event_id")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .unwrap_or_default(),
+        _ => format!(
+            "${}",
+            ruma::signatures::reference_hash(obj, rules)
+                .map_err(|e| Error::bad_json(e.to_string()))?
+        ),
+    };
+    OwnedEventId::try_from(id).map_err(|e| Error::bad_json(e.to_string()))
+}
+
+fn to_canonical(value: JsonValue) -> Result<CanonicalJsonValue> {
+    crate::service::timeline::append::to_canonical(&value)
+}
