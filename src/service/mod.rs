@@ -94,6 +94,7 @@ impl Services {
         let federation = Arc::new(federation::Federation::new(core.clone())?);
         let federated_rooms = Arc::new(federation::rooms::FederatedRooms::new(
             core.clone(),
+            users.clone(),
             federation.clone(),
             timeline.clone(),
         ));

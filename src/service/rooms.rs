@@ -295,19 +295,33 @@ impl Rooms {
                 json!({ "topic": topic }),
             ));
         }
-        // 8. invites
-        for user in &req.invite {
+        // 8. invites (of other servers' users: once the room exists, as their servers must
+        // countersign them)
+        let invite_content = || {
             let mut c = json!({ "membership": MembershipState::Invite });
             if req.is_direct {
                 c["is_direct"] = true.into();
             }
+            c
+        };
+        let (local, remote): (Vec<&OwnedUserId>, Vec<&OwnedUserId>) =
+            req.invite.iter().partition(|u| self.users.is_local(u));
+        for user in local {
             events.push(NewEvent::state(
                 TimelineEventType::RoomMember,
                 user.as_str(),
-                c,
+                invite_content(),
             ));
         }
         let room_id = self.timeline.create_room(creator, &version, events).await?;
+        for user in remote {
+            if let Err(e) = self
+                .invite_with(creator, &room_id, user, invite_content(), None)
+                .await
+            {
+                tracing::warn!(%room_id, "inviting {user} failed: {e:?}");
+            }
+        }
         if let Some(alias) = alias {
             self.directory.set_alias(&alias, &room_id, creator).await?;
         }
@@ -354,6 +368,7 @@ impl Rooms {
         let local_member = members.iter().any(|m| self.users.is_local(m));
         if !local_member && self.core.config.federates() {
             let mut servers: Vec<OwnedServerName> = via.to_vec();
+            servers.extend(self.inviter_server(user_id, room_id)?);
             servers.extend(room_id.server_name().map(ToOwned::to_owned));
             servers.extend(members.iter().map(|m| m.server_name().to_owned()));
             let mut seen = std::collections::HashSet::new();
@@ -437,8 +452,54 @@ impl Rooms {
             return Err(Error::forbidden(format!("{target} is already in the room")));
         }
         let content = self.member_content(target, MembershipState::Invite)?;
-        self.set_membership(sender, room_id, target, content, reason)
+        self.invite_with(sender, room_id, target, content, reason)
             .await
+    }
+
+    /// Sends an invite with this content: for another server's user, countersigned by their
+    /// server before it is kept.
+    async fn invite_with(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        mut content: JsonValue,
+        reason: Option<String>,
+    ) -> Result<()> {
+        if self.users.is_local(target) {
+            return self
+                .set_membership(sender, room_id, target, content, reason)
+                .await;
+        }
+        // Another server's user: their server countersigns the invite before it is kept.
+        if !self.core.config.federates() {
+            return Err(Error::forbidden("This server does not federate"));
+        }
+        if let Some(reason) = reason {
+            content["reason"] = reason.into();
+        }
+        let ev = NewEvent::state(TimelineEventType::RoomMember, target.as_str(), content);
+        self.timeline
+            .append_countersigned(room_id, sender, ev, |version, id, obj| {
+                self.federated.invite_remote(room_id, version, id, obj)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The server of whoever invited `user` to a room this server is not in.
+    fn inviter_server(&self, user: &UserId, room_id: &RoomId) -> Result<Option<OwnedServerName>> {
+        let Some(m) = self.timeline.membership(user, room_id)? else {
+            return Ok(None);
+        };
+        if m.membership != MembershipState::Invite {
+            return Ok(None);
+        }
+        Ok(self
+            .timeline
+            .event(&m.event_id)?
+            .and_then(|e| e.sender())
+            .map(|s| s.server_name().to_owned()))
     }
 
     /// Kicks, bans or unbans a user: a kick needs them in the room (or invited or knocking),
@@ -490,7 +551,19 @@ impl Rooms {
             Some(MembershipState::Leave) => return Ok(()),
             _ => return Err(Error::forbidden("You are not in this room")),
         }
-        let content = json!({ "membership": MembershipState::Leave });
+        let mut content = json!({ "membership": MembershipState::Leave });
+        // An invite to a room of another server is rejected through it.
+        if self.timeline.room(room_id)?.is_none()
+            && let Some(server) = self.inviter_server(user_id, room_id)?
+        {
+            if let Some(reason) = reason {
+                content["reason"] = reason.into();
+            }
+            return self
+                .federated
+                .leave_remote(user_id, room_id, &[server], content)
+                .await;
+        }
         self.set_membership(user_id, room_id, user_id, content, reason)
             .await
     }

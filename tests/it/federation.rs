@@ -1,8 +1,10 @@
-//! Federation as far as it goes: the server's identity (its signing key, self-signed, the same
-//! across restarts, replaced by `admin rotate-signing-key` with the old one still published;
-//! its software; its delegation), and between two in-process servers with TLS listeners on
-//! loopback: notary key queries, X-Matrix signatures checked, profile and alias lookups,
-//! device keys, and to-device messages queued across restarts. Rooms do not federate yet.
+//! Federation: the server's identity (its signing key, self-signed, the same across restarts,
+//! replaced by `admin rotate-signing-key` with the old one still published; its software; its
+//! delegation), and between two in-process servers with TLS listeners on loopback: notary key
+//! queries, X-Matrix signatures checked, profile and alias lookups, device keys, to-device
+//! messages queued across restarts, and shared rooms: joins, invites, messages both ways,
+//! typing and receipts, a restart with nothing lost, a fork resolved alike on both sides, and
+//! an encrypted room with real matrix-sdk clients on each server.
 
 use crate::common;
 
@@ -1450,6 +1452,41 @@ async fn concurrent_power_level_changes_resolve_the_same_on_both_servers() {
         power_levels_event(&a, &alice, &room).await["event_id"],
         power_levels_event(&b, &bob, &room).await["event_id"]
     );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn an_encrypted_room_is_shared_across_servers_with_real_clients() {
+    let (a, _) = federating(&[]).await;
+    let (b, _) = federating(&[]).await;
+    let alice = common::user(&a, "alice").await;
+    let bob = common::user(&b, "bob").await;
+    // Alice's private room (encrypted by default) with Bob invited from the other server; his
+    // client accepts, and joins through A.
+    let room_id = common::client::private_room(&alice, "Across two servers", &[&bob], &[]).await;
+    let room = alice.room(&room_id).await;
+    assert!(
+        room.latest_encryption_state().await.unwrap().is_encrypted(),
+        "the room is encrypted"
+    );
+    common::client::say(&room, "A secret from A").await;
+    bob.receives_encrypted("A secret from A").await;
+    let bob_room = bob.room(&room_id).await;
+    common::client::say(&bob_room, "And one from B").await;
+    alice.receives_encrypted("And one from B").await;
+    // Neither server holds the words: both keep ciphertext only.
+    for (server, who) in [(&a, "A"), (&b, "B")] {
+        let events = common::stored(&server.server, &room_id);
+        assert!(
+            events.iter().all(|e| {
+                let text = serde_json::to_string(&e.pdu).unwrap();
+                !text.contains("secret from A") && !text.contains("one from B")
+            }),
+            "server {who} stored a message in the clear"
+        );
+    }
+    drop((alice, bob));
     a.stop().await;
     b.stop().await;
 }

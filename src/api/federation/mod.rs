@@ -20,13 +20,16 @@ use ruma::{
         },
         event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
         keys::{claim_keys, get_keys},
-        membership::{create_join_event, prepare_join_event},
+        membership::{
+            create_invite, create_join_event, create_leave_event, prepare_join_event,
+            prepare_leave_event,
+        },
         openid::get_openid_userinfo,
         query::{get_profile_information, get_room_information},
         space::{SpaceHierarchyParentSummary, get_hierarchy},
         transactions::send_transaction_message,
     },
-    events::StateEventType,
+    events::{StateEventType, room::member::MembershipState},
     serde::Raw,
 };
 use serde_json::value::RawValue as RawJsonValue;
@@ -59,6 +62,9 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(public_rooms_filtered)
         .ruma(make_join)
         .ruma(send_join)
+        .ruma(make_leave)
+        .ruma(send_leave)
+        .ruma(invite)
         .ruma(get_event)
         .ruma(get_room_state)
         .ruma(get_room_state_ids)
@@ -139,6 +145,66 @@ pub async fn send_join(
     state.state = pdus_raw(&answer.state)?;
     state.auth_chain = pdus_raw(&answer.auth_chain)?;
     Ok(RumaResponse(create_join_event::v2::Response::new(state)))
+}
+
+/// `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}`: the leave event of another
+/// server's user (who is invited, or knocked), for their server to sign.
+pub async fn make_leave(
+    State(s): State<AppState>,
+    req: Ruma<prepare_leave_event::v1::Request>,
+) -> ApiResult<prepare_leave_event::v1::Response> {
+    let origin = origin(&req)?;
+    let b = &req.body;
+    if b.user_id.server_name() != origin {
+        return Err(Error::forbidden("The user is not on the asking server"));
+    }
+    room_acl(&s, &b.room_id, origin)?;
+    let (version, event) =
+        s.timeline
+            .membership_template(&b.room_id, &b.user_id, MembershipState::Leave)?;
+    let event = serde_json::value::to_raw_value(&event)?;
+    Ok(RumaResponse(prepare_leave_event::v1::Response::new(
+        Some(version),
+        event,
+    )))
+}
+
+/// `PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}`: another server's user leaves
+/// (rejects an invite) with the event its server signed.
+pub async fn send_leave(
+    State(s): State<AppState>,
+    req: Ruma<create_leave_event::v2::Request>,
+) -> ApiResult<create_leave_event::v2::Response> {
+    let origin = origin(&req)?;
+    let b = &req.body;
+    s.federated_rooms
+        .accept_membership(origin, &b.room_id, &b.event_id, &b.pdu, "leave")
+        .await?;
+    Ok(RumaResponse(create_leave_event::v2::Response::new()))
+}
+
+/// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`: a user of this server is invited to
+/// another server's room. Answers the event countersigned.
+pub async fn invite(
+    State(s): State<AppState>,
+    req: Ruma<create_invite::v2::Request>,
+) -> ApiResult<create_invite::v2::Response> {
+    let origin = origin(&req)?;
+    let b = &req.body;
+    let signed = s
+        .federated_rooms
+        .receive_invite(
+            origin,
+            &b.room_id,
+            &b.event_id,
+            &b.room_version,
+            &b.event,
+            &b.invite_room_state,
+        )
+        .await?;
+    Ok(RumaResponse(create_invite::v2::Response::new(
+        serde_json::value::to_raw_value(&signed)?,
+    )))
 }
 
 /// `GET /_matrix/federation/v1/event/{eventId}`
@@ -300,7 +366,9 @@ pub async fn make_join(
         return Err(Error::forbidden("The user is not on the asking server"));
     }
     room_acl(&s, &b.room_id, origin)?;
-    let (version, event) = s.timeline.join_template(&b.room_id, &b.user_id)?;
+    let (version, event) =
+        s.timeline
+            .membership_template(&b.room_id, &b.user_id, MembershipState::Join)?;
     // `ver` defaults to version 1 alone, as the spec says.
     let supported = if b.ver.is_empty() {
         version == ruma::RoomVersionId::V1

@@ -11,8 +11,12 @@ use ruma::{
     RoomId, RoomVersionId, ServerName, UserId,
     api::federation::{
         event::get_missing_events,
-        membership::{create_join_event, prepare_join_event},
+        membership::{
+            RawStrippedState, create_invite, create_join_event, create_leave_event,
+            prepare_join_event, prepare_leave_event,
+        },
     },
+    events::StateEventType,
     room_version_rules::{EventIdFormatVersion, RoomVersionRules},
     signatures::{PublicKeyMap, PublicKeySet, Verified},
     state_res,
@@ -30,9 +34,24 @@ use crate::{
             remote::{Admitted, RemotePdu},
             rules_for,
         },
+        users::Users,
     },
     store::StoredEvent,
 };
+
+/// The state events an invite shows of its room (with the inviter's member event).
+pub const STRIPPED_STATE: &[StateEventType] = &[
+    StateEventType::RoomCreate,
+    StateEventType::RoomJoinRules,
+    StateEventType::RoomName,
+    StateEventType::RoomAvatar,
+    StateEventType::RoomTopic,
+    StateEventType::RoomCanonicalAlias,
+    StateEventType::RoomEncryption,
+];
+
+/// Most stripped state events kept with an invite from another server.
+const MAX_STRIPPED_STATE: usize = 20;
 
 /// Most servers a join tries, in order, before it gives up.
 const MAX_JOIN_SERVERS: usize = 5;
@@ -46,17 +65,24 @@ pub struct JoinAnswer {
     pub auth_chain: Vec<StoredEvent>,
 }
 
-/// Rooms shared with other servers. Depends on [`Federation`] and [`Timeline`].
+/// Rooms shared with other servers. Depends on [`Users`], [`Federation`] and [`Timeline`].
 pub struct FederatedRooms {
     core: Arc<Core>,
+    users: Arc<Users>,
     federation: Arc<Federation>,
     timeline: Arc<Timeline>,
 }
 
 impl FederatedRooms {
-    pub fn new(core: Arc<Core>, federation: Arc<Federation>, timeline: Arc<Timeline>) -> Self {
+    pub fn new(
+        core: Arc<Core>,
+        users: Arc<Users>,
+        federation: Arc<Federation>,
+        timeline: Arc<Timeline>,
+    ) -> Self {
         Self {
             core,
+            users,
             federation,
             timeline,
         }
@@ -174,59 +200,8 @@ impl FederatedRooms {
             .await
             .map_err(|e| remote_error(e, "The room is not known there"))?;
         let version = template.room_version.unwrap_or(RoomVersionId::V1);
-        let rules = rules_for(&version)
-            .map_err(|_| Error::bad_json(format!("Room version {version} is not supported")))?;
-        let mut obj: CanonicalJsonObject = serde_json::from_str(template.event.get())
-            .map_err(|e| Error::bad_json(format!("{server} answered an unusable template: {e}")))?;
-        let is_join = obj.get("type").and_then(|v| v.as_str()) == Some("m.room.member")
-            && obj.get("state_key").and_then(|v| v.as_str()) == Some(user.as_str())
-            && obj.get("sender").and_then(|v| v.as_str()) == Some(user.as_str())
-            && obj.get("room_id").and_then(|v| v.as_str()) == Some(room_id.as_str());
-        if !is_join {
-            return Err(Error::bad_json(format!(
-                "{server} answered a template that is not this user's join"
-            )));
-        }
-        let mut content = content.clone();
-        content["membership"] = "join".into();
-        // A restricted room's template names who authorises the join.
-        if let Some(via) = obj
-            .get("content")
-            .and_then(|c| c.as_object())
-            .and_then(|c| c.get("join_authorised_via_users_server"))
-        {
-            content["join_authorised_via_users_server"] = JsonValue::from(via.clone());
-        }
-        obj.insert("content".into(), to_canonical(content)?);
-        obj.insert(
-            "origin".into(),
-            CanonicalJsonValue::String(self.core.server_name().to_string()),
-        );
-        obj.insert(
-            "origin_server_ts".into(),
-            CanonicalJsonValue::Integer(
-                i64::try_from(now_ms())
-                    .unwrap_or(0)
-                    .try_into()
-                    .map_err(Error::internal)?,
-            ),
-        );
-        obj.remove("event_id");
-        obj.remove("hashes");
-        obj.remove("signatures");
-        obj.remove("unsigned");
-        if rules.event_id_format == EventIdFormatVersion::V1 {
-            let id = format!("${}:{}", random_token(12), self.core.server_name());
-            obj.insert("event_id".into(), CanonicalJsonValue::String(id));
-        }
-        ruma::signatures::hash_and_sign_event(
-            self.core.server_name().as_str(),
-            &self.core.signing_key,
-            &mut obj,
-            &rules.redaction,
-        )
-        .map_err(|e| Error::bad_json(format!("cannot sign the join: {e}")))?;
-        let event_id = id_of(&rules, &obj)?;
+        let (event_id, obj) =
+            self.sign_template(server, user, room_id, &version, &template.event, content)?;
         let pdu = serde_json::value::to_raw_value(&obj)?;
         let answer = self
             .federation
@@ -270,6 +245,83 @@ impl FederatedRooms {
             .await
     }
 
+    /// The member event template another server handed out (`make_join`, `make_leave`),
+    /// checked to be `user`'s own in `room_id`, with `content` (its `membership` kept), hashed
+    /// and signed by this server: its ID and the event.
+    fn sign_template(
+        &self,
+        server: &ServerName,
+        user: &UserId,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        template: &RawJsonValue,
+        content: &JsonValue,
+    ) -> Result<RemotePdu> {
+        let rules = rules_for(version)
+            .map_err(|_| Error::bad_json(format!("Room version {version} is not supported")))?;
+        let mut obj: CanonicalJsonObject = serde_json::from_str(template.get())
+            .map_err(|e| Error::bad_json(format!("{server} answered an unusable template: {e}")))?;
+        let is_join = obj.get("type").and_then(|v| v.as_str()) == Some("m.room.member")
+            && obj.get("state_key").and_then(|v| v.as_str()) == Some(user.as_str())
+            && obj.get("sender").and_then(|v| v.as_str()) == Some(user.as_str())
+            && obj.get("room_id").and_then(|v| v.as_str()) == Some(room_id.as_str());
+        if !is_join {
+            return Err(Error::bad_json(format!(
+                "{server} answered a template that is not this user's join"
+            )));
+        }
+        let membership = obj
+            .get("content")
+            .and_then(|c| c.as_object())
+            .and_then(|c| c.get("membership"))
+            .and_then(|m| m.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Error::bad_json(format!("{server} answered a template without membership"))
+            })?;
+        let mut content = content.clone();
+        content["membership"] = membership.into();
+        // A restricted room's template names who authorises the join.
+        if let Some(via) = obj
+            .get("content")
+            .and_then(|c| c.as_object())
+            .and_then(|c| c.get("join_authorised_via_users_server"))
+        {
+            content["join_authorised_via_users_server"] = JsonValue::from(via.clone());
+        }
+        obj.insert("content".into(), to_canonical(content)?);
+        obj.insert(
+            "origin".into(),
+            CanonicalJsonValue::String(self.core.server_name().to_string()),
+        );
+        obj.insert(
+            "origin_server_ts".into(),
+            CanonicalJsonValue::Integer(
+                i64::try_from(now_ms())
+                    .unwrap_or(0)
+                    .try_into()
+                    .map_err(Error::internal)?,
+            ),
+        );
+        obj.remove("event_id");
+        obj.remove("hashes");
+        obj.remove("signatures");
+        obj.remove("unsigned");
+        if rules.event_id_format == EventIdFormatVersion::V1 {
+            let id = format!("${}:{}", random_token(12), self.core.server_name());
+            obj.insert("event_id".into(), CanonicalJsonValue::String(id));
+        }
+        ruma::signatures::hash_and_sign_event(
+            self.core.server_name().as_str(),
+            &self.core.signing_key,
+            &mut obj,
+            &rules.redaction,
+        )
+        .map_err(|e| Error::bad_json(format!("cannot sign the join: {e}")))?;
+        let event_id = id_of(&rules, &obj)?;
+        Ok((event_id, obj))
+    }
+
     /// `send_join`: another server's user joins a room of this server with the event they
     /// signed (from `make_join`). It is checked like any event, must be that user's own join
     /// under the ID the request names, and goes out to the other servers in the room. Answers
@@ -281,6 +333,33 @@ impl FederatedRooms {
         event_id: &EventId,
         raw: &RawJsonValue,
     ) -> Result<JoinAnswer> {
+        let join = self
+            .accept_membership(origin, room_id, event_id, raw, "join")
+            .await?;
+        let state_ids = self.timeline.state_before(&join)?;
+        let mut state = Vec::with_capacity(state_ids.len());
+        for state_id in state_ids.values() {
+            if let Some(ev) = self.timeline.event(state_id)? {
+                state.push(ev);
+            }
+        }
+        let mut chain_of: Vec<OwnedEventId> = state_ids.into_values().collect();
+        chain_of.push(join.event_id);
+        let auth_chain = self.timeline.auth_chain(chain_of)?;
+        Ok(JoinAnswer { state, auth_chain })
+    }
+
+    /// `send_join` and `send_leave`: the asking server's user's own member event with this
+    /// `membership`, under the ID the request names, checked like any event and sent on to
+    /// the other servers in the room. Returns it as kept.
+    pub async fn accept_membership(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        raw: &RawJsonValue,
+        wanted: &str,
+    ) -> Result<StoredEvent> {
         let record = self.timeline.known_room(room_id)?;
         self.check_acl(room_id, origin)?;
         let (id, obj) = self.verify_pdu(&record.version, raw).await?;
@@ -296,13 +375,13 @@ impl FederatedRooms {
             .ok();
         if id != event_id
             || field("type").as_deref() != Some("m.room.member")
-            || membership != Some("join")
+            || membership != Some(wanted)
             || field("state_key").as_deref() != Some(sender.as_str())
             || field("room_id").as_deref() != Some(room_id.as_str())
             || sender_server.as_deref() != Some(origin)
         {
             return Err(Error::bad_json(
-                "The event is not the asking server's user's join to this room under this ID",
+                "The event is not the asking server's user's own member event under this ID",
             ));
         }
         match self
@@ -316,26 +395,193 @@ impl FederatedRooms {
         {
             Admitted::SoftFailed => {
                 return Err(Error::forbidden(
-                    "The join is not allowed by the room's state",
+                    "The event is not allowed by the room's state",
                 ));
             }
             Admitted::Timeline | Admitted::Known => {}
         }
-        let join = self
-            .timeline
+        self.timeline
             .event(&id)?
-            .ok_or_else(|| Error::internal("the join was just kept"))?;
-        let state_ids = self.timeline.state_before(&join)?;
-        let mut state = Vec::with_capacity(state_ids.len());
-        for state_id in state_ids.values() {
-            if let Some(ev) = self.timeline.event(state_id)? {
-                state.push(ev);
+            .ok_or_else(|| Error::internal("the event was just kept"))
+    }
+
+    /// Invites another server's user: their server gets the event (and the room's state
+    /// that shows what the room is) and countersigns it. Returns the countersigned event.
+    pub async fn invite_remote(
+        &self,
+        room_id: &RoomId,
+        version: RoomVersionId,
+        event_id: OwnedEventId,
+        obj: CanonicalJsonObject,
+    ) -> Result<CanonicalJsonObject> {
+        let target = obj
+            .get("state_key")
+            .and_then(|v| v.as_str())
+            .and_then(|u| UserId::parse(u).ok())
+            .ok_or_else(|| Error::bad_json("An invite names its user"))?;
+        let sender = obj
+            .get("sender")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let mut shown = Vec::new();
+        for (ty, key) in STRIPPED_STATE
+            .iter()
+            .map(|t| (t.to_string(), ""))
+            .chain([("m.room.member".to_owned(), sender)])
+        {
+            if let Some(ev) = self
+                .timeline
+                .state_event(room_id, &ty.as_str().into(), key)?
+            {
+                shown.push(RawStrippedState::Pdu(serde_json::value::to_raw_value(
+                    &ev.pdu,
+                )?));
             }
         }
-        let mut chain_of: Vec<OwnedEventId> = state_ids.into_values().collect();
-        chain_of.push(id);
-        let auth_chain = self.timeline.auth_chain(chain_of)?;
-        Ok(JoinAnswer { state, auth_chain })
+        let rules = rules_for(&version)?;
+        let request = create_invite::v2::Request::new(
+            room_id.to_owned(),
+            event_id.clone(),
+            version,
+            serde_json::value::to_raw_value(&obj)?,
+            shown,
+        );
+        let answer = self
+            .federation
+            .client
+            .send(target.server_name(), request)
+            .await
+            .map_err(|e| remote_error(e, "The user's server does not know them"))?;
+        let signed: CanonicalJsonObject = serde_json::from_str(answer.event.get())
+            .map_err(|e| Error::bad_json(format!("The invited server answered: {e}")))?;
+        if id_of(&rules, &signed)? != event_id {
+            return Err(Error::bad_json("The invited server answered another event"));
+        }
+        Ok(signed)
+    }
+
+    /// `/invite` from another server: a local user is invited to one of its rooms. The event
+    /// is checked, countersigned, and kept (with the room's stripped state) so the user sees
+    /// the invite. Returns the countersigned event.
+    pub async fn receive_invite(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        version: &RoomVersionId,
+        raw: &RawJsonValue,
+        shown: &[RawStrippedState],
+    ) -> Result<CanonicalJsonObject> {
+        if !crate::config::SUPPORTED_ROOM_VERSIONS.contains(version) {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::IncompatibleRoomVersion(
+                    ruma::api::error::IncompatibleRoomVersionErrorData::new(version.clone()),
+                ),
+                "This server does not support the room's version",
+            ));
+        }
+        if self.timeline.room(room_id)?.is_some() {
+            self.check_acl(room_id, origin)?;
+        }
+        let (id, mut obj) = self.verify_pdu(version, raw).await?;
+        let field = |k: &str| obj.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        let membership = obj
+            .get("content")
+            .and_then(|c| c.as_object())
+            .and_then(|c| c.get("membership"))
+            .and_then(|m| m.as_str());
+        let sender_server = field("sender")
+            .and_then(|s| UserId::parse(s).ok())
+            .map(|u| u.server_name().to_owned());
+        if id != event_id
+            || field("type").as_deref() != Some("m.room.member")
+            || membership != Some("invite")
+            || field("room_id").as_deref() != Some(room_id.as_str())
+            || sender_server.as_deref() != Some(origin)
+        {
+            return Err(Error::bad_json(
+                "The event is not an invite by the asking server's user under this ID",
+            ));
+        }
+        let target = field("state_key")
+            .and_then(|u| UserId::parse(u).ok())
+            .filter(|u| self.users.is_local(u))
+            .ok_or_else(|| Error::bad_json("The invited user is not of this server"))?;
+        if self.users.account(&target)?.is_none_or(|a| a.deactivated) {
+            return Err(Error::not_found("Unknown user"));
+        }
+        let rules = rules_for(version)?;
+        ruma::signatures::hash_and_sign_event(
+            self.core.server_name().as_str(),
+            &self.core.signing_key,
+            &mut obj,
+            &rules.redaction,
+        )
+        .map_err(|e| Error::bad_json(format!("cannot sign the invite: {e}")))?;
+        let stripped: Vec<JsonValue> = shown
+            .iter()
+            .take(MAX_STRIPPED_STATE)
+            .filter_map(stripped_event)
+            .collect();
+        self.timeline
+            .admit_outside_membership(room_id, version, (id, obj.clone()), stripped)
+            .await?;
+        Ok(obj)
+    }
+
+    /// Leaves a room this server is not in (a local user rejects an invite from another
+    /// server) through the first of `via` that lets them: `make_leave`, then `send_leave`.
+    /// The leave is kept so the user's clients see the invite gone.
+    pub async fn leave_remote(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+        content: JsonValue,
+    ) -> Result<()> {
+        let own = self.core.server_name();
+        let mut last = Error::not_found("No server to leave the room through");
+        for server in via.iter().filter(|s| *s != own).take(MAX_JOIN_SERVERS) {
+            let attempt = async {
+                let template = self
+                    .federation
+                    .client
+                    .send(
+                        server,
+                        prepare_leave_event::v1::Request::new(room_id.to_owned(), user.to_owned()),
+                    )
+                    .await
+                    .map_err(|e| remote_error(e, "The room is not known there"))?;
+                let version = template.room_version.unwrap_or(RoomVersionId::V1);
+                let (event_id, obj) =
+                    self.sign_template(server, user, room_id, &version, &template.event, &content)?;
+                let pdu = serde_json::value::to_raw_value(&obj)?;
+                self.federation
+                    .client
+                    .send(
+                        server,
+                        create_leave_event::v2::Request::new(
+                            room_id.to_owned(),
+                            event_id.clone(),
+                            pdu,
+                        ),
+                    )
+                    .await
+                    .map_err(|e| remote_error(e, "The room is not known there"))?;
+                self.timeline
+                    .admit_outside_membership(room_id, &version, (event_id, obj), Vec::new())
+                    .await
+            };
+            match attempt.await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!("federation: leaving {room_id} through {server} failed: {e:?}");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
     }
 
     /// The PDUs of a `/send` transaction from `origin`: each checked and admitted, after the
@@ -525,6 +771,23 @@ impl FederatedRooms {
             ))
         }
     }
+}
+
+/// A stripped state event (type, state key, content, sender) of what another server sent
+/// with an invite: a full PDU or (before Matrix 1.16) a stripped event.
+fn stripped_event(shown: &RawStrippedState) -> Option<JsonValue> {
+    #[allow(deprecated)]
+    let raw = match shown {
+        RawStrippedState::Pdu(raw) => raw.get(),
+        RawStrippedState::Stripped(raw) => raw.json().get(),
+        _ => return None,
+    };
+    let v: JsonValue = serde_json::from_str(raw).ok()?;
+    let mut out = serde_json::Map::new();
+    for field in ["type", "state_key", "content", "sender"] {
+        out.insert(field.into(), v.get(field)?.clone());
+    }
+    Some(JsonValue::Object(out))
 }
 
 /// An event's ID as the room version computes it, without checking the event.

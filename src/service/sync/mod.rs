@@ -665,6 +665,23 @@ impl Sync {
         m: &MembershipRecord,
     ) -> Result<Vec<ruma::serde::Raw<ruma::events::AnyStrippedStateEvent>>> {
         let mut out = Vec::new();
+        // A room of another server this one is not in: the state its server sent.
+        if self.timeline.room(room_id)?.is_none()
+            && let Some(invite) = self.timeline.event(&m.event_id)?
+        {
+            let unsigned = invite
+                .pdu
+                .get("unsigned")
+                .cloned()
+                .map(serde_json::Value::from);
+            let shown = unsigned
+                .as_ref()
+                .and_then(|u| u["invite_room_state"].as_array().cloned())
+                .unwrap_or_default();
+            out.extend(shown.iter().map(crate::json::to_raw));
+            out.push(invite.stripped());
+            return Ok(out);
+        }
         for ty in [
             StateEventType::RoomCreate,
             StateEventType::RoomJoinRules,

@@ -268,7 +268,7 @@ impl Timeline {
     }
 
     /// Builds and authorizes one event against the pending room and adds it there.
-    fn add(
+    pub(super) fn add(
         &self,
         p: &mut Pending,
         sender: &UserId,
@@ -473,19 +473,21 @@ impl Timeline {
         Ok((obj, depth, made_up_id))
     }
 
-    /// `make_join`: the join event of another server's user, for their server to sign, if
-    /// the room's rules let them join now (checked as the event would be): its room version
-    /// and the event. 404 for a room this server is not in.
-    pub fn join_template(
+    /// `make_join` and `make_leave`: the member event (`membership`: join or leave) of another
+    /// server's user, for their server to sign, if the room's rules let them make it now
+    /// (checked as the event would be): its room version and the event. 404 for a room this
+    /// server is not in.
+    pub fn membership_template(
         &self,
         room_id: &RoomId,
         user: &UserId,
+        membership: MembershipState,
     ) -> Result<(RoomVersionId, CanonicalJsonObject)> {
         let p = self.pending_stored(room_id)?;
         let ev = NewEvent::state(
             TimelineEventType::RoomMember,
             user.as_str(),
-            serde_json::json!({ "membership": "join" }),
+            serde_json::json!({ "membership": membership }),
         );
         let (obj, _, made_up_id) = self.template(&p, user, &ev)?;
         // Checked as the event would be (a stand-in ID: it has no hash yet).
@@ -571,10 +573,11 @@ impl Timeline {
     /// per event. Events for other servers are queued for them in the same batch.
     pub(super) async fn persist(&self, p: Pending) -> Result<()> {
         let room_id = p.room_id()?.to_owned();
-        let record = p
-            .record
-            .clone()
-            .ok_or_else(|| Error::internal("nothing was built"))?;
+        if p.built.is_empty() {
+            return Err(Error::internal("nothing was built"));
+        }
+        // None for a room this server is not in (an invite from another server).
+        let record = p.record.clone();
         // Redactions rewrite their targets; load them before taking the writer.
         let mut targets: HashMap<OwnedEventId, StoredEvent> = HashMap::new();
         for b in p
@@ -760,7 +763,9 @@ impl Timeline {
                     batch.put(&EVENTS, &b.event_id, &stored);
                     batch.put(&TIMELINE, (&room_id, pos), &b.event_id);
                 }
-                batch.put(&ROOMS, &room_id, &record);
+                if let Some(record) = &record {
+                    batch.put(&ROOMS, &room_id, record);
+                }
                 for (user, summary) in unread {
                     batch.put(&UNREAD_COUNTS, (&user, &room_id), &summary);
                 }

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use ruma::{
-    CanonicalJsonObject, EventId, OwnedEventId, RoomId, RoomVersionId,
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, RoomId, RoomVersionId,
     events::{StateEventType, TimelineEventType},
     room_version_rules::StateResolutionVersion,
     state_res::{self, Event as _},
@@ -564,5 +564,93 @@ impl Timeline {
             }
         }
         Ok(out)
+    }
+}
+
+impl Timeline {
+    /// A local event that another server must countersign before it is kept (an invite of
+    /// its user): built and authorized as any local event, handed to `countersign` with the
+    /// room's lock held, then persisted with the signatures of other servers it came back
+    /// with (the event itself stays as built).
+    pub async fn append_countersigned<F, Fut>(
+        &self,
+        room_id: &RoomId,
+        sender: &ruma::UserId,
+        ev: super::NewEvent,
+        countersign: F,
+    ) -> Result<OwnedEventId>
+    where
+        F: FnOnce(RoomVersionId, OwnedEventId, CanonicalJsonObject) -> Fut,
+        Fut: Future<Output = Result<CanonicalJsonObject>>,
+    {
+        let lock = self.core.lock(room_id.as_str());
+        let _guard = lock.lock().await;
+        let mut p = self.pending_stored(room_id)?;
+        let id = self.add(&mut p, sender, ev, None)?;
+        let built = p
+            .built
+            .last_mut()
+            .ok_or_else(|| Error::internal("the event was just built"))?;
+        let signed = countersign(p.version.clone(), id.clone(), built.obj.clone()).await?;
+        let own = self.core.server_name().as_str();
+        if let (Some(CanonicalJsonValue::Object(theirs)), Some(CanonicalJsonValue::Object(ours))) =
+            (signed.get("signatures"), built.obj.get_mut("signatures"))
+        {
+            for (server, sigs) in theirs {
+                if server != own {
+                    ours.insert(server.clone(), sigs.clone());
+                }
+            }
+        }
+        self.persist(p).await?;
+        Ok(id)
+    }
+
+    /// A member event of a room this server is not in, kept so its local user sees it: an
+    /// invite from another server (with the room's stripped state it sent, kept in
+    /// `unsigned.invite_room_state`), or the user's rejection of one. For a room this server
+    /// is in, the event is admitted as any other.
+    pub async fn admit_outside_membership(
+        &self,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        (event_id, mut obj): RemotePdu,
+        invite_room_state: Vec<serde_json::Value>,
+    ) -> Result<()> {
+        if self.room(room_id)?.is_some() {
+            self.admit(room_id, (event_id, obj), Forward::No).await?;
+            return Ok(());
+        }
+        let lock = self.core.lock(room_id.as_str());
+        let _guard = lock.lock().await;
+        obj.remove("unsigned");
+        if !invite_room_state.is_empty() {
+            let unsigned = serde_json::json!({ "invite_room_state": invite_room_state });
+            obj.insert("unsigned".into(), super::append::to_canonical(&unsigned)?);
+        }
+        let pdu = Pdu::from_object(event_id.clone(), &obj)?;
+        let key = match (&pdu.kind, &pdu.state_key) {
+            (TimelineEventType::RoomMember, Some(sk)) => ("m.room.member".to_owned(), sk.clone()),
+            _ => return Err(Error::bad_json("Not a member event")),
+        };
+        let p = Pending {
+            room_id: Some(room_id.to_owned()),
+            stored: false,
+            version: version.clone(),
+            rules: rules_for(version)?,
+            record: None,
+            state: BTreeMap::new(),
+            built: vec![Built {
+                event_id: event_id.clone(),
+                obj,
+                pdu,
+                replaces_state: None,
+                txn: None,
+                placement: Placement::Outlier,
+                state_writes: vec![(key, event_id)],
+                forward: Forward::No,
+            }],
+        };
+        self.persist(p).await
     }
 }
