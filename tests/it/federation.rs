@@ -379,11 +379,34 @@ fn x_matrix(
     destination: &str,
     uri: &str,
 ) -> String {
+    x_matrix_request(key, origin, destination, "GET", uri, Vec::new())
+}
+
+/// The X-Matrix header for `PUT uri` with this JSON body.
+fn x_matrix_with_body(
+    key: &ruma::signatures::Ed25519KeyPair,
+    origin: &str,
+    destination: &str,
+    uri: &str,
+    body: &serde_json::Value,
+) -> String {
+    let body = serde_json::to_vec(body).unwrap();
+    x_matrix_request(key, origin, destination, "PUT", uri, body)
+}
+
+fn x_matrix_request(
+    key: &ruma::signatures::Ed25519KeyPair,
+    origin: &str,
+    destination: &str,
+    method: &str,
+    uri: &str,
+    body: Vec<u8>,
+) -> String {
     use ruma::api::federation::authentication::{ServerSignaturesInput, XMatrix};
     let request = http::Request::builder()
-        .method("GET")
+        .method(method)
         .uri(uri)
-        .body(Vec::<u8>::new())
+        .body(body)
         .unwrap();
     XMatrix::try_from_http_request(
         &request,
@@ -1489,4 +1512,91 @@ async fn an_encrypted_room_is_shared_across_servers_with_real_clients() {
     drop((alice, bob));
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test]
+async fn a_late_joiner_on_another_server_reads_the_history_before_they_joined() {
+    let p = pair().await;
+    let room =
+        p.a.http
+            .create_room(
+                &p.alice.token,
+                serde_json::json!({ "room_alias_name": "history", "preset": "public_chat" }),
+            )
+            .await;
+    let said: Vec<String> = (1..=5).map(|i| format!("old news {i}")).collect();
+    for text in &said {
+        p.a.http.send_text(&p.alice.token, &room, text).await;
+    }
+    let (status, res) =
+        p.b.http
+            .join(&p.bob.token, &format!("%23history:{}", p.a_name))
+            .await;
+    assert_eq!(status, 200, "{res}");
+    // At once, from his own server: what was said before, in order, then his join.
+    let got = room_bodies(&p.b, &p.bob, &room).await;
+    assert_eq!(got, said, "Bob's history of the room");
+    // And what was said before does not count as unread for him.
+    let sync = p.b.http.sync(&p.bob.token, "timeout=0").await;
+    let unread = &sync["rooms"]["join"][&room]["unread_notifications"]["notification_count"];
+    assert!(unread.is_null() || unread == 0, "{sync}");
+    p.a.stop().await;
+    p.b.stop().await;
+}
+
+#[tokio::test]
+async fn a_forged_event_in_a_transaction_is_refused_and_changes_nothing() {
+    let p = pair().await;
+    let room = shared_room(&p).await;
+    let said =
+        p.b.http
+            .send_text(&p.bob.token, &room, "a real message")
+            .await;
+    sees_in_order(&p.a, &p.alice, &room, &["a real message"]).await;
+    // B's real event with its text changed (so its signature no longer holds), sent by B as a
+    // new event: A refuses it, answering why, and no one sees it.
+    let original =
+        p.b.server
+            .services()
+            .timeline
+            .event(&ruma::OwnedEventId::try_from(said.as_str()).unwrap())
+            .unwrap()
+            .unwrap();
+    let mut forged = serde_json::to_value(&original.pdu).unwrap();
+    forged["content"]["body"] = "a forged message".into();
+    forged["origin_server_ts"] = (forged["origin_server_ts"].as_u64().unwrap() + 1).into();
+    // A message claiming to be Alice's (of A), sent by B with B's signature only.
+    let mut impostor = forged.clone();
+    impostor["sender"] = p.alice.id.as_str().into();
+    impostor["content"]["body"] = "an impostor's message".into();
+    let b_key = &p.b.server.services().core.signing_key;
+    let client = https_client(&p.a);
+    let uri = "/_matrix/federation/v1/send/forged1";
+    let body = serde_json::json!({
+        "origin": p.b_name,
+        "origin_server_ts": 1,
+        "pdus": [forged, impostor],
+    });
+    let header = x_matrix_with_body(b_key, &p.b_name, &p.a_name, uri, &body);
+    let res = client
+        .put(format!("https://{}{uri}", p.a_name))
+        .header("authorization", header)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let answer: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let refused = answer["pdus"].as_object().unwrap();
+    assert_eq!(refused.len(), 2, "{answer}");
+    assert!(refused.values().all(|r| r["error"].is_string()), "{answer}");
+    let got = room_bodies(&p.a, &p.alice, &room).await;
+    assert!(
+        !got.iter()
+            .any(|b| b.contains("forged") || b.contains("impostor")),
+        "{got:?}"
+    );
+    p.a.stop().await;
+    p.b.stop().await;
 }

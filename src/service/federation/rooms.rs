@@ -4,13 +4,17 @@
 //! one, and taking the events of `/send` transactions. Every event then enters the room
 //! through the timeline's one append path ([`Timeline::admit`]).
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+};
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedServerName,
     RoomId, RoomVersionId, ServerName, UserId,
     api::federation::{
-        event::get_missing_events,
+        backfill::get_backfill,
+        event::{get_event, get_missing_events},
         membership::{
             RawStrippedState, create_invite, create_join_event, create_leave_event,
             prepare_join_event, prepare_leave_event,
@@ -52,6 +56,10 @@ pub const STRIPPED_STATE: &[StateEventType] = &[
 
 /// Most stripped state events kept with an invite from another server.
 const MAX_STRIPPED_STATE: usize = 20;
+
+/// Most events of history a server fetches when it joins a room (so the newcomer reads what
+/// came before them); older history is not fetched.
+pub const JOIN_HISTORY: u64 = 50;
 
 /// Most servers a join tries, in order, before it gives up.
 const MAX_JOIN_SERVERS: usize = 5;
@@ -233,16 +241,96 @@ impl FederatedRooms {
                 Err(e) => tracing::info!("federation: a state event of {room_id} left out: {e:?}"),
             }
         }
-        let mut auth_chain = Vec::with_capacity(room_state.auth_chain.len());
+        let mut auth_chain: Vec<RemotePdu> = Vec::with_capacity(room_state.auth_chain.len());
         for raw in &room_state.auth_chain {
             match self.verify_pdu(&version, raw).await {
                 Ok(ev) => auth_chain.push(ev),
                 Err(e) => tracing::info!("federation: an auth event of {room_id} left out: {e:?}"),
             }
         }
+        let prev_events =
+            crate::service::timeline::Pdu::from_object(event_id.clone(), &join_obj)?.prev_events;
+        let known: HashSet<OwnedEventId> = state
+            .iter()
+            .chain(&auth_chain)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let (history, more_auth) = self
+            .fetch_history(server, room_id, &version, prev_events, &known)
+            .await;
+        auth_chain.extend(more_auth);
         self.timeline
-            .admit_joined_room(room_id, &version, state, auth_chain, (event_id, join_obj))
+            .admit_joined_room(
+                room_id,
+                &version,
+                state,
+                auth_chain,
+                history,
+                (event_id, join_obj),
+            )
             .await
+    }
+
+    /// Recent history of a room just joined, so the newcomer reads what came before them:
+    /// up to [`JOIN_HISTORY`] events before `prev_events`, asked of `server` (`/backfill`),
+    /// oldest first, and the auth events they name that are not `known` (asked one by one,
+    /// at most as many). Best effort: what cannot be had or checked is left out.
+    async fn fetch_history(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        prev_events: Vec<OwnedEventId>,
+        known: &HashSet<OwnedEventId>,
+    ) -> (Vec<RemotePdu>, Vec<RemotePdu>) {
+        let ask = get_backfill::v1::Request::new(
+            room_id.to_owned(),
+            prev_events,
+            JOIN_HISTORY.try_into().unwrap_or_default(),
+        );
+        let answer = match self.federation.client.send(server, ask).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!("federation: no history of {room_id} from {server}: {e}");
+                return (Vec::new(), Vec::new());
+            }
+        };
+        let mut history = Vec::new();
+        for raw in answer.pdus.iter().take(JOIN_HISTORY as usize) {
+            if let Ok(ev) = self.verify_pdu(version, raw).await {
+                history.push((depth_of(&ev.1), ev));
+            }
+        }
+        history.sort_by_key(|(depth, _)| *depth);
+        let history: Vec<RemotePdu> = history.into_iter().map(|(_, ev)| ev).collect();
+        let have: HashSet<&OwnedEventId> = history.iter().map(|(id, _)| id).chain(known).collect();
+        let mut missing: Vec<OwnedEventId> = Vec::new();
+        for (id, obj) in &history {
+            if let Ok(pdu) = crate::service::timeline::Pdu::from_object(id.clone(), obj) {
+                for a in pdu.auth_events {
+                    if !have.contains(&a) && !missing.contains(&a) {
+                        missing.push(a);
+                    }
+                }
+            }
+        }
+        let mut auth = Vec::new();
+        for id in missing.into_iter().take(JOIN_HISTORY as usize) {
+            let Ok(answer) = self
+                .federation
+                .client
+                .send(server, get_event::v1::Request::new(id.clone()))
+                .await
+            else {
+                continue;
+            };
+            if let Ok(ev) = self.verify_pdu(version, &answer.pdu).await
+                && ev.0 == id
+            {
+                auth.push(ev);
+            }
+        }
+        (history, auth)
     }
 
     /// The member event template another server handed out (`make_join`, `make_leave`),
@@ -672,11 +760,7 @@ impl FederatedRooms {
         let mut events = Vec::new();
         for raw in answer.events.iter().take(MAX_MISSING_EVENTS as usize) {
             if let Ok(ev) = self.verify_pdu(version, raw).await {
-                let depth = ev.1.get("depth").and_then(|d| match d {
-                    CanonicalJsonValue::Integer(n) => Some(i64::from(*n)),
-                    _ => None,
-                });
-                events.push((depth.unwrap_or(0), ev));
+                events.push((depth_of(&ev.1), ev));
             }
         }
         events.sort_by_key(|(depth, _)| *depth);
@@ -788,6 +872,14 @@ fn stripped_event(shown: &RawStrippedState) -> Option<JsonValue> {
         out.insert(field.into(), v.get(field)?.clone());
     }
     Some(JsonValue::Object(out))
+}
+
+/// An event's `depth` (0 when it has none).
+fn depth_of(obj: &CanonicalJsonObject) -> i64 {
+    match obj.get("depth") {
+        Some(CanonicalJsonValue::Integer(n)) => i64::from(*n),
+        _ => 0,
+    }
 }
 
 /// An event's ID as the room version computes it, without checking the event.

@@ -115,6 +115,9 @@ impl Txn {
 pub enum Placement {
     /// In the room's timeline: shown to clients, indexed, counted.
     Timeline,
+    /// History from before this server joined the room (backfilled): in the timeline and
+    /// indexed, but nobody is notified of it.
+    History,
     /// Kept for the room's DAG only (a remote room's state and auth chain at a join, a
     /// soft-failed event): found by ID, never shown in the timeline.
     Outlier,
@@ -580,11 +583,7 @@ impl Timeline {
         let record = p.record.clone();
         // Redactions rewrite their targets; load them before taking the writer.
         let mut targets: HashMap<OwnedEventId, StoredEvent> = HashMap::new();
-        for b in p
-            .built
-            .iter()
-            .filter(|b| b.placement == Placement::Timeline)
-        {
+        for b in p.built.iter().filter(|b| b.placement != Placement::Outlier) {
             if b.pdu.kind == TimelineEventType::RoomRedaction
                 && let Some(target) = &b.pdu.redacts
                 && let Some(ev) = self.event(target)?.filter(|t| t.room_id == room_id)

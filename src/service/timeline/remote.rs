@@ -145,16 +145,18 @@ impl Timeline {
     }
 
     /// A room joined through another server: the room's `state` and `auth_chain` as that
-    /// server answered `send_join` (signatures already checked), and this server's `join`
-    /// event. Each event is checked against its auth events (one that fails is left out), the
-    /// join against the state; then all are persisted at once: the state and auth chain as
-    /// outliers, the join in the timeline. A room already known gets the join only.
+    /// server answered `send_join`, recent `history` before the join (oldest first), and this
+    /// server's `join` event (signatures already checked). Each event is checked against its
+    /// auth events (one that fails is left out), the join against the state; then all are
+    /// persisted at once: the state and auth chain as outliers, the history in the timeline
+    /// (notifying nobody) and the join after it. A room already known gets the join only.
     pub async fn admit_joined_room(
         &self,
         room_id: &RoomId,
         version: &RoomVersionId,
         state: Vec<RemotePdu>,
         auth_chain: Vec<RemotePdu>,
+        history: Vec<RemotePdu>,
         join: RemotePdu,
     ) -> Result<()> {
         if self.room(room_id)?.is_some() {
@@ -238,6 +240,38 @@ impl Timeline {
                 txn: None,
                 placement: Placement::Outlier,
                 state_writes,
+                forward: Forward::No,
+            });
+        }
+        for (id, mut obj) in history {
+            if p.built.iter().any(|b| b.event_id == id) {
+                continue; // kept already, as state or an auth event
+            }
+            obj.remove("unsigned");
+            let Ok(pdu) = Pdu::from_object(id.clone(), &obj) else {
+                continue;
+            };
+            if pdu.room_id.as_deref().is_some_and(|r| r != room_id) {
+                continue;
+            }
+            let fetch = |id: &EventId| {
+                p.built
+                    .iter()
+                    .find(|b| b.event_id == id)
+                    .map(|b| b.pdu.clone())
+            };
+            if let Err(e) = self.check_against_auth_events(&p, &pdu, fetch) {
+                tracing::info!("federation: {id} of {room_id}'s history left out: {e:?}");
+                continue;
+            }
+            p.built.push(Built {
+                event_id: id,
+                obj,
+                pdu,
+                replaces_state: None,
+                txn: None,
+                placement: Placement::History,
+                state_writes: Vec::new(),
                 forward: Forward::No,
             });
         }
