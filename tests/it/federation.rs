@@ -77,7 +77,7 @@ async fn the_server_names_its_software() {
 
 /// One self-signed certificate for `localhost` (PEM files written into `dir`), which every
 /// test server presents on its federation listener and trusts as its one extra authority.
-fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+pub fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     static PEMS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
     let (cert, key) = PEMS.get_or_init(|| {
         let c = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
@@ -91,7 +91,7 @@ fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf
 }
 
 /// A server named `localhost:<port>` whose federation listener speaks TLS on that port.
-async fn federating(deny: &[&str]) -> (TestServer, String) {
+pub async fn federating(deny: &[&str]) -> (TestServer, String) {
     let deny: Vec<String> = deny.iter().map(|s| s.to_string()).collect();
     federating_with(move |c| c.federation.deny_servers = deny).await
 }

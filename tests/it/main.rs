@@ -27,5 +27,6 @@ mod refusals;
 mod rooms;
 mod search;
 mod sliding_sync;
+mod synapse;
 mod sync;
 mod threads;
