@@ -160,6 +160,13 @@ impl Keys {
         Ok(())
     }
 
+    /// Another server's user's devices or cross-signing keys changed (as their server
+    /// announced): local users who share a room with them see it in `device_lists.changed`
+    /// and ask for their keys again.
+    pub async fn remote_keys_changed(&self, user: &UserId) -> Result<()> {
+        self.commit_key_change(user, Batch::default()).await
+    }
+
     // ---- device keys -------------------------------------------------------------------
 
     pub fn device_keys(&self, user: &UserId, device: &DeviceId) -> Result<Option<JsonValue>> {

@@ -310,6 +310,7 @@ impl Services {
         self.presence.start_timeouts();
         self.notifier.start();
         self.federation.start_sender();
+        self.federated_rooms.start_announcer(self.presence.clone());
         self.core.start_memory_trim();
     }
 

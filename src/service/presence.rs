@@ -98,6 +98,20 @@ impl Presence {
         Ok(())
     }
 
+    /// Another server's user's presence, as their server announced it (`m.presence`).
+    pub async fn receive_remote(
+        &self,
+        user: &UserId,
+        presence: &PresenceState,
+        status_msg: Option<String>,
+    ) -> Result<()> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let status_msg = status_msg.map(|m| m.chars().take(1024).collect());
+        self.store(user, presence, Some(status_msg), false).await
+    }
+
     /// `PUT /presence/{userId}/status`: only for oneself.
     pub async fn set(
         &self,

@@ -1282,6 +1282,71 @@ async fn people_on_two_servers_share_a_room_and_nothing_is_lost_when_one_restart
 }
 
 #[tokio::test]
+async fn device_list_changes_and_presence_cross_servers() {
+    let p = pair().await;
+    shared_room(&p).await;
+    let since = common::http::next_batch(&p.a.http.sync(&p.alice.token, "timeout=0").await);
+    // Bob signs in on a new device on B, which uploads its keys.
+    let phone = p.b.http.login("bob").await;
+    upload_device_keys(&p.b, &phone).await;
+    common::eventually(30, "Alice's sync to say Bob's devices changed", || async {
+        let sync =
+            p.a.http
+                .sync(&p.alice.token, &format!("timeout=0&since={since}"))
+                .await;
+        let changed = sync["device_lists"]["changed"].as_array()?;
+        changed.iter().any(|u| u == p.bob.id.as_str()).then_some(())
+    })
+    .await;
+    // Her server asks his for the new device's keys.
+    let keys =
+        p.a.http
+            .json(
+                "POST",
+                "/_matrix/client/v3/keys/query",
+                Some(&p.alice.token),
+                serde_json::json!({ "device_keys": { p.bob.id.as_str(): [] } }),
+            )
+            .await
+            .1;
+    assert!(
+        !keys["device_keys"][&p.bob.id][phone.device_id.as_str()].is_null(),
+        "{keys}"
+    );
+
+    // Bob's status reaches Alice's server.
+    let (status, res) =
+        p.b.http
+            .json(
+                "PUT",
+                &format!(
+                    "/_matrix/client/v3/presence/{}/status",
+                    urlencode(&p.bob.id)
+                ),
+                Some(&p.bob.token),
+                serde_json::json!({ "presence": "online", "status_msg": "At the reunion" }),
+            )
+            .await;
+    assert_eq!(status, 200, "{res}");
+    common::eventually(30, "Alice to see Bob's status", || async {
+        let res =
+            p.a.http
+                .get_ok(
+                    &format!(
+                        "/_matrix/client/v3/presence/{}/status",
+                        urlencode(&p.bob.id)
+                    ),
+                    Some(&p.alice.token),
+                )
+                .await;
+        (res["status_msg"] == "At the reunion" && res["presence"] == "online").then_some(())
+    })
+    .await;
+    p.a.stop().await;
+    p.b.stop().await;
+}
+
+#[tokio::test]
 async fn typing_and_read_receipts_cross_servers() {
     let p = pair().await;
     let room = shared_room(&p).await;

@@ -3,7 +3,7 @@
 //! real matrix-sdk clients on each server decrypts on the other side.
 //!
 //! Synapse comes from PyPI: `scripts/test` installs it into a virtualenv and names its Python
-//! in `TSUNAGU_SYNAPSE_PYTHON`. Without that variable these tests say so and do nothing (so
+//! in `SYNAPSE_PYTHON`. Without that variable these tests say so and do nothing (so
 //! `cargo test` runs on a machine without Synapse); `scripts/test` and CI always set it.
 
 use std::{
@@ -47,14 +47,14 @@ impl Synapse {
     }
 }
 
-/// The Python with Synapse installed, from `TSUNAGU_SYNAPSE_PYTHON`; None (and a note) when
+/// The Python with Synapse installed, from `SYNAPSE_PYTHON`; None (and a note) when
 /// it is not set.
 fn synapse_python() -> Option<PathBuf> {
-    match std::env::var_os("TSUNAGU_SYNAPSE_PYTHON") {
+    match std::env::var_os("SYNAPSE_PYTHON") {
         Some(p) => Some(PathBuf::from(p)),
         None => {
             eprintln!(
-                "TSUNAGU_SYNAPSE_PYTHON is not set: the Synapse federation test does nothing \
+                "SYNAPSE_PYTHON is not set: the Synapse federation test does nothing \
                  (scripts/test installs Synapse and sets it)"
             );
             None

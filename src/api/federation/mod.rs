@@ -553,6 +553,10 @@ pub async fn send_transaction_message(
                         .await
                 }
                 Some("m.typing") => remote_typing(&s, &origin, &edu["content"]),
+                Some("m.device_list_update" | "m.signing_key_update") => {
+                    remote_keys_changed(&s, &origin, &edu["content"]).await
+                }
+                Some("m.presence") => remote_presence(&s, &origin, &edu["content"]).await,
                 Some("m.receipt") => remote_receipts(&s, &origin, &edu["content"]).await,
                 _ => Ok(()),
             };
@@ -596,6 +600,46 @@ fn remote_typing(
         std::time::Duration::from_millis(ms)
     });
     s.ephemeral.set_typing(&room_id, &user, timeout)
+}
+
+/// `m.device_list_update` and `m.signing_key_update`: another server's user's keys changed.
+async fn remote_keys_changed(
+    s: &AppState,
+    origin: &ServerName,
+    content: &serde_json::Value,
+) -> Result<(), Error> {
+    let user = origin_user(origin, &content["user_id"])?;
+    if s.federated_rooms.shares_a_room(&user)? {
+        s.keys.remote_keys_changed(&user).await?;
+    }
+    Ok(())
+}
+
+/// Most presence updates taken from one `m.presence` EDU.
+const MAX_PRESENCE_UPDATES: usize = 100;
+
+/// `m.presence`: other servers' users' presence.
+async fn remote_presence(
+    s: &AppState,
+    origin: &ServerName,
+    content: &serde_json::Value,
+) -> Result<(), Error> {
+    let updates = content["push"].as_array().into_iter().flatten();
+    for update in updates.take(MAX_PRESENCE_UPDATES) {
+        let Ok(user) = origin_user(origin, &update["user_id"]) else {
+            continue;
+        };
+        let Some(presence) = update["presence"].as_str() else {
+            continue;
+        };
+        if s.federated_rooms.shares_a_room(&user)? {
+            let status = update["status_msg"].as_str().map(str::to_owned);
+            s.presence
+                .receive_remote(&user, &presence.into(), status)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// An `m.receipt` EDU: other servers' users' read receipts in rooms shared with them.

@@ -20,7 +20,7 @@ use ruma::{
             prepare_join_event, prepare_leave_event,
         },
     },
-    events::StateEventType,
+    events::{StateEventType, room::member::MembershipState},
     room_version_rules::{EventIdFormatVersion, RoomVersionRules},
     signatures::{PublicKeyMap, PublicKeySet, Verified},
     state_res,
@@ -32,6 +32,7 @@ use crate::{
     error::{Error, Result},
     service::{
         core::{Core, now_ms, random_token},
+        presence::Presence,
         timeline::{
             Timeline,
             append::{Forward, MAX_PDU_BYTES},
@@ -769,6 +770,92 @@ impl FederatedRooms {
                 tracing::info!("federation: a missing event of {room_id} refused: {e:?}");
             }
         }
+    }
+
+    /// The other servers with a member joined to a room `user` is joined to.
+    pub fn servers_sharing_rooms(&self, user: &UserId) -> Result<Vec<OwnedServerName>> {
+        let mut out = Vec::new();
+        for room in self
+            .timeline
+            .rooms_with_membership(user, &[MembershipState::Join])?
+        {
+            out.extend(self.servers_in_room(&room)?);
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Starts telling other servers what changes of local users they need to know of: device
+    /// list changes (`m.device_list_update`, queued: encryption depends on them) and presence
+    /// (`m.presence`, sent at once), to the servers sharing a room with the user. Read from the
+    /// stream as it advances.
+    pub fn start_announcer(self: &Arc<Self>, presence: Arc<Presence>) {
+        if !self.core.config.federates() {
+            return;
+        }
+        let this = Arc::downgrade(self);
+        let mut rx = self.core.subscribe();
+        let mut last = *rx.borrow();
+        self.core.spawn_task(async move {
+            while rx.changed().await.is_ok() {
+                let now = *rx.borrow_and_update();
+                let Some(this) = this.upgrade() else {
+                    return;
+                };
+                if let Err(e) = this.announce(&presence, last, now).await {
+                    tracing::warn!("federation: announcing changes failed: {e:?}");
+                }
+                last = now;
+            }
+        });
+    }
+
+    async fn announce(&self, presence: &Presence, since: u64, upto: u64) -> Result<()> {
+        let entries: Vec<(u64, crate::store::StreamEntry)> = self
+            .core
+            .stream_entries(since, upto)
+            .collect::<Result<_>>()?;
+        for (pos, entry) in entries {
+            if let Some(user) = entry.keys.filter(|u| self.users.is_local(u)) {
+                let device = self.users.devices(&user)?.into_iter().next();
+                let edu = serde_json::json!({
+                    "edu_type": "m.device_list_update",
+                    "content": {
+                        "user_id": user,
+                        "device_id": device.map(|(id, _)| id.to_string()).unwrap_or_default(),
+                        "stream_id": pos,
+                        "prev_id": [],
+                    },
+                });
+                for server in self.servers_sharing_rooms(&user)? {
+                    self.federation.queue_edu(&server, edu.clone()).await?;
+                }
+            }
+            if let Some(user) = entry.presence.filter(|u| self.users.is_local(u))
+                && let Some(event) = presence.event(&user)?
+            {
+                let mut update = event["content"].clone();
+                update["user_id"] = user.as_str().into();
+                let edu = serde_json::json!({
+                    "edu_type": "m.presence",
+                    "content": { "push": [update] },
+                });
+                for server in self.servers_sharing_rooms(&user)? {
+                    self.federation.send_edu_now(&server, edu.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether another server's user shares a room with this server's users (what its EDUs
+    /// about them must do to be taken).
+    pub fn shares_a_room(&self, user: &UserId) -> Result<bool> {
+        Ok(!self
+            .timeline
+            .rooms_with_membership(user, &[MembershipState::Join])?
+            .is_empty())
     }
 
     /// The other servers with a member joined to the room.
