@@ -368,7 +368,7 @@ impl Rooms {
         let local_member = members.iter().any(|m| self.users.is_local(m));
         if !local_member && self.core.config.federates() {
             let mut servers: Vec<OwnedServerName> = via.to_vec();
-            servers.extend(self.inviter_server(user_id, room_id)?);
+            servers.extend(self.outside_room_servers(user_id, room_id)?);
             servers.extend(room_id.server_name().map(ToOwned::to_owned));
             servers.extend(members.iter().map(|m| m.server_name().to_owned()));
             let mut seen = std::collections::HashSet::new();
@@ -403,6 +403,18 @@ impl Rooms {
         room: &ruma::RoomOrAliasId,
         via: &[OwnedServerName],
     ) -> Result<OwnedRoomId> {
+        let (room_id, via) = self.resolve_with_servers(room, via).await?;
+        self.join_via(user_id, &room_id, &via).await?;
+        Ok(room_id)
+    }
+
+    /// A room ID or alias as a room ID, with `via` and the servers an alias of another server
+    /// names to reach it through.
+    async fn resolve_with_servers(
+        &self,
+        room: &ruma::RoomOrAliasId,
+        via: &[OwnedServerName],
+    ) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
         let mut via = via.to_vec();
         let room_id = match <&RoomId>::try_from(room) {
             Ok(id) => id.to_owned(),
@@ -413,7 +425,39 @@ impl Rooms {
             }
             Err(alias) => self.directory.require_alias(alias).await?,
         };
-        self.join_via(user_id, &room_id, &via).await?;
+        via.extend(room_id.server_name().map(ToOwned::to_owned));
+        Ok((room_id, via))
+    }
+
+    /// Knocks on a room (its join rule is `knock`): on this server's own room at once, else
+    /// through `via` and the servers its alias names. Returns the room's ID.
+    pub async fn knock(
+        &self,
+        user_id: &UserId,
+        room: &ruma::RoomOrAliasId,
+        via: &[OwnedServerName],
+        reason: Option<String>,
+    ) -> Result<OwnedRoomId> {
+        let (room_id, via) = self.resolve_with_servers(room, via).await?;
+        let mut content = self.member_content(user_id, MembershipState::Knock)?;
+        if let Some(reason) = reason {
+            content["reason"] = reason.into();
+        }
+        let local_member = self.timeline.room(&room_id)?.is_some()
+            && self
+                .timeline
+                .joined_members(&room_id)?
+                .iter()
+                .any(|m| self.users.is_local(m));
+        if local_member || !self.core.config.federates() {
+            self.timeline.known_room(&room_id)?;
+            let ev = NewEvent::state(TimelineEventType::RoomMember, user_id.as_str(), content);
+            self.append(&room_id, user_id, ev, None).await?;
+        } else {
+            self.federated
+                .knock_remote(user_id, &room_id, &via, content)
+                .await?;
+        }
         Ok(room_id)
     }
 
@@ -487,19 +531,47 @@ impl Rooms {
         Ok(())
     }
 
-    /// The server of whoever invited `user` to a room this server is not in.
-    fn inviter_server(&self, user: &UserId, room_id: &RoomId) -> Result<Option<OwnedServerName>> {
+    /// For a room this server is not in that `user` was invited to or knocked on: the
+    /// servers that can reach it (the inviter's, and those of the senders of the room state
+    /// the invite or knock showed).
+    fn outside_room_servers(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Vec<OwnedServerName>> {
         let Some(m) = self.timeline.membership(user, room_id)? else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        if m.membership != MembershipState::Invite {
-            return Ok(None);
+        if !matches!(
+            m.membership,
+            MembershipState::Invite | MembershipState::Knock
+        ) {
+            return Ok(Vec::new());
         }
-        Ok(self
-            .timeline
-            .event(&m.event_id)?
-            .and_then(|e| e.sender())
-            .map(|s| s.server_name().to_owned()))
+        let Some(ev) = self.timeline.event(&m.event_id)? else {
+            return Ok(Vec::new());
+        };
+        let own = self.core.server_name();
+        let mut out: Vec<OwnedServerName> = ev
+            .sender()
+            .map(|s| s.server_name().to_owned())
+            .into_iter()
+            .collect();
+        let unsigned = ev.pdu.get("unsigned").cloned().map(JsonValue::from);
+        let shown = unsigned
+            .as_ref()
+            .and_then(|u| u["invite_room_state"].as_array().cloned())
+            .unwrap_or_default();
+        out.extend(
+            shown
+                .iter()
+                .filter_map(|e| e["sender"].as_str())
+                .filter_map(|s| UserId::parse(s).ok())
+                .map(|u| u.server_name().to_owned()),
+        );
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|s| s != own && seen.insert(s.clone()));
+        Ok(out)
     }
 
     /// Kicks, bans or unbans a user: a kick needs them in the room (or invited or knocking),
@@ -552,16 +624,15 @@ impl Rooms {
             _ => return Err(Error::forbidden("You are not in this room")),
         }
         let mut content = json!({ "membership": MembershipState::Leave });
-        // An invite to a room of another server is rejected through it.
-        if self.timeline.room(room_id)?.is_none()
-            && let Some(server) = self.inviter_server(user_id, room_id)?
-        {
+        // An invite to (or a knock on) a room of another server is withdrawn through it.
+        if self.timeline.room(room_id)?.is_none() {
+            let servers = self.outside_room_servers(user_id, room_id)?;
             if let Some(reason) = reason {
                 content["reason"] = reason.into();
             }
             return self
                 .federated
-                .leave_remote(user_id, room_id, &[server], content)
+                .leave_remote(user_id, room_id, &servers, content)
                 .await;
         }
         self.set_membership(user_id, room_id, user_id, content, reason)

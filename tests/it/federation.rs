@@ -1665,3 +1665,128 @@ async fn a_forged_event_in_a_transaction_is_refused_and_changes_nothing() {
     p.a.stop().await;
     p.b.stop().await;
 }
+
+#[tokio::test]
+async fn a_user_of_another_server_knocks_is_let_in_and_joins() {
+    let p = pair().await;
+    let room =
+        p.a.http
+            .create_room(
+                &p.alice.token,
+                serde_json::json!({
+                    "preset": "private_chat",
+                    "name": "Knock to come in",
+                    "initial_state": [{
+                        "type": "m.room.join_rules", "state_key": "",
+                        "content": { "join_rule": "knock" },
+                    }],
+                }),
+            )
+            .await;
+    let (status, res) =
+        p.b.http
+            .json(
+                "POST",
+                &format!(
+                    "/_matrix/client/v3/knock/{}?via={}",
+                    urlencode(&room),
+                    urlencode(&p.a_name)
+                ),
+                Some(&p.bob.token),
+                serde_json::json!({ "reason": "We worked together in 2019" }),
+            )
+            .await;
+    assert_eq!(status, 200, "{res}");
+    // Bob's clients show the room he knocked on, by name.
+    let sync = p.b.http.sync(&p.bob.token, "timeout=0").await;
+    let shown = &sync["rooms"]["knock"][&room]["knock_state"]["events"];
+    assert!(
+        shown
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["content"]["name"] == "Knock to come in")),
+        "{sync}"
+    );
+    // Alice sees the knock, with its reason, and lets him in (an invite).
+    let member =
+        p.a.http
+            .get_ok(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                    urlencode(&room),
+                    urlencode(&p.bob.id)
+                ),
+                Some(&p.alice.token),
+            )
+            .await;
+    assert_eq!(member["membership"], "knock", "{member}");
+    assert_eq!(member["reason"], "We worked together in 2019", "{member}");
+    let (status, res) =
+        p.a.http
+            .json(
+                "POST",
+                &format!("/_matrix/client/v3/rooms/{}/invite", urlencode(&room)),
+                Some(&p.alice.token),
+                serde_json::json!({ "user_id": p.bob.id }),
+            )
+            .await;
+    assert_eq!(status, 200, "{res}");
+    let (status, res) = p.b.http.join(&p.bob.token, &urlencode(&room)).await;
+    assert_eq!(status, 200, "{res}");
+    p.a.http.send_text(&p.alice.token, &room, "Come in!").await;
+    sees_in_order(&p.b, &p.bob, &room, &["Come in!"]).await;
+    p.a.stop().await;
+    p.b.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_rejects_an_invite_from_another_server() {
+    let p = pair().await;
+    let room = p
+        .a
+        .http
+        .create_room(
+            &p.alice.token,
+            serde_json::json!({ "preset": "private_chat", "name": "Old team", "invite": [p.bob.id] }),
+        )
+        .await;
+    // The invite shows on B with the room's name, before B knows anything else of the room.
+    let sync = p.b.http.sync(&p.bob.token, "timeout=0").await;
+    let shown = &sync["rooms"]["invite"][&room]["invite_state"]["events"];
+    assert!(
+        shown
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["content"]["name"] == "Old team")),
+        "{sync}"
+    );
+    let since = common::http::next_batch(&sync);
+    let (status, res) =
+        p.b.http
+            .json(
+                "POST",
+                &format!("/_matrix/client/v3/rooms/{}/leave", urlencode(&room)),
+                Some(&p.bob.token),
+                serde_json::json!({}),
+            )
+            .await;
+    assert_eq!(status, 200, "{res}");
+    // Gone from Bob's invites, and Alice's server knows he said no.
+    let sync =
+        p.b.http
+            .sync(&p.bob.token, &format!("timeout=0&since={since}"))
+            .await;
+    assert!(!sync["rooms"]["leave"][&room].is_null(), "{sync}");
+    let member =
+        p.a.http
+            .get_ok(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                    urlencode(&room),
+                    urlencode(&p.bob.id)
+                ),
+                Some(&p.alice.token),
+            )
+            .await;
+    assert_eq!(member["membership"], "leave", "{member}");
+    p.a.stop().await;
+    p.b.stop().await;
+}

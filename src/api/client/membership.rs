@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use ruma::{
+    api::client::knock::knock_room,
     api::client::membership::{
         ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
         join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
@@ -30,6 +31,20 @@ pub async fn join_room_by_id_or_alias(
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
         room_id,
     )))
+}
+
+/// `POST /_matrix/client/v3/knock/{roomIdOrAlias}`: asks to join a room whose join rule is
+/// `knock` (on this server or, through `via`, another).
+pub async fn knock(
+    State(s): State<AppState>,
+    req: Ruma<knock_room::v3::Request>,
+) -> ApiResult<knock_room::v3::Response> {
+    let b = &req.body;
+    let room_id = s
+        .rooms
+        .knock(req.sender()?, &b.room_id_or_alias, &b.via, b.reason.clone())
+        .await?;
+    Ok(RumaResponse(knock_room::v3::Response::new(room_id)))
 }
 
 /// `POST /_matrix/client/v3/rooms/{roomId}/join`

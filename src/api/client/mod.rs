@@ -83,6 +83,7 @@ pub fn routes(mut router: Router<AppState>) -> Router<AppState> {
         .ruma(report::report_content)
         .ruma(report::report_room)
         .ruma(membership::join_room_by_id_or_alias)
+        .ruma(membership::knock)
         .ruma(membership::join_room_by_id)
         .ruma(membership::invite_user)
         .ruma(membership::leave_room)

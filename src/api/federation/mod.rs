@@ -21,8 +21,8 @@ use ruma::{
         event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
         keys::{claim_keys, get_keys},
         membership::{
-            create_invite, create_join_event, create_leave_event, prepare_join_event,
-            prepare_leave_event,
+            create_invite, create_join_event, create_knock_event, create_leave_event,
+            prepare_join_event, prepare_knock_event, prepare_leave_event,
         },
         openid::get_openid_userinfo,
         query::{get_profile_information, get_room_information},
@@ -63,6 +63,8 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(make_join)
         .ruma(send_join)
         .ruma(make_leave)
+        .ruma(make_knock)
+        .ruma(send_knock)
         .ruma(send_leave)
         .ruma(invite)
         .ruma(get_event)
@@ -145,6 +147,68 @@ pub async fn send_join(
     state.state = pdus_raw(&answer.state)?;
     state.auth_chain = pdus_raw(&answer.auth_chain)?;
     Ok(RumaResponse(create_join_event::v2::Response::new(state)))
+}
+
+/// 400 M_INCOMPATIBLE_ROOM_VERSION unless the asking server names the room's version among
+/// those it supports (`ver`, which defaults to version 1 alone, as the spec says).
+fn check_version_supported(
+    version: &ruma::RoomVersionId,
+    ver: &[ruma::RoomVersionId],
+) -> Result<(), Error> {
+    let supported = if ver.is_empty() {
+        *version == ruma::RoomVersionId::V1
+    } else {
+        ver.contains(version)
+    };
+    if supported {
+        return Ok(());
+    }
+    Err(Error::new(
+        http::StatusCode::BAD_REQUEST,
+        ruma::api::error::ErrorKind::IncompatibleRoomVersion(
+            ruma::api::error::IncompatibleRoomVersionErrorData::new(version.clone()),
+        ),
+        "Your server does not support this room's version",
+    ))
+}
+
+/// `GET /_matrix/federation/v1/make_knock/{roomId}/{userId}`: the knock of another server's
+/// user, for their server to sign, when the room's join rule lets them knock.
+pub async fn make_knock(
+    State(s): State<AppState>,
+    req: Ruma<prepare_knock_event::v1::Request>,
+) -> ApiResult<prepare_knock_event::v1::Response> {
+    let origin = origin(&req)?;
+    let b = &req.body;
+    if b.user_id.server_name() != origin {
+        return Err(Error::forbidden("The user is not on the asking server"));
+    }
+    room_acl(&s, &b.room_id, origin)?;
+    let (version, event) =
+        s.timeline
+            .membership_template(&b.room_id, &b.user_id, MembershipState::Knock)?;
+    check_version_supported(&version, &b.ver)?;
+    let event = serde_json::value::to_raw_value(&event)?;
+    Ok(RumaResponse(prepare_knock_event::v1::Response::new(
+        version, event,
+    )))
+}
+
+/// `PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}`: another server's user knocks
+/// with the event its server signed. Answers the room's state that shows what it is.
+pub async fn send_knock(
+    State(s): State<AppState>,
+    req: Ruma<create_knock_event::v1::Request>,
+) -> ApiResult<create_knock_event::v1::Response> {
+    let origin = origin(&req)?;
+    let b = &req.body;
+    let knock = s
+        .federated_rooms
+        .accept_membership(origin, &b.room_id, &b.event_id, &b.pdu, "knock")
+        .await?;
+    let sender = knock.sender().map(|u| u.to_string()).unwrap_or_default();
+    let shown = s.federated_rooms.shown_state(&b.room_id, &sender)?;
+    Ok(RumaResponse(create_knock_event::v1::Response::new(shown)))
 }
 
 /// `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}`: the leave event of another
@@ -369,21 +433,7 @@ pub async fn make_join(
     let (version, event) =
         s.timeline
             .membership_template(&b.room_id, &b.user_id, MembershipState::Join)?;
-    // `ver` defaults to version 1 alone, as the spec says.
-    let supported = if b.ver.is_empty() {
-        version == ruma::RoomVersionId::V1
-    } else {
-        b.ver.contains(&version)
-    };
-    if !supported {
-        return Err(Error::new(
-            http::StatusCode::BAD_REQUEST,
-            ruma::api::error::ErrorKind::IncompatibleRoomVersion(
-                ruma::api::error::IncompatibleRoomVersionErrorData::new(version),
-            ),
-            "Your server does not support this room's version",
-        ));
-    }
+    check_version_supported(&version, &b.ver)?;
     let event = serde_json::value::to_raw_value(&event)?;
     let mut res = prepare_join_event::v1::Response::new(event);
     res.room_version = Some(version);

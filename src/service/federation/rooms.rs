@@ -16,8 +16,8 @@ use ruma::{
         backfill::get_backfill,
         event::{get_event, get_missing_events},
         membership::{
-            RawStrippedState, create_invite, create_join_event, create_leave_event,
-            prepare_join_event, prepare_leave_event,
+            RawStrippedState, create_invite, create_join_event, create_knock_event,
+            create_leave_event, prepare_join_event, prepare_knock_event, prepare_leave_event,
         },
     },
     events::{StateEventType, room::member::MembershipState},
@@ -179,18 +179,103 @@ impl FederatedRooms {
         via: &[OwnedServerName],
         content: JsonValue,
     ) -> Result<()> {
+        self.through_servers(via, "join", room_id, |server| {
+            self.join_through(server, user, room_id, &content)
+        })
+        .await
+    }
+
+    /// Tries `attempt` with each of `via` (not this server, at most [`MAX_JOIN_SERVERS`]) in
+    /// order until one works; else the last error.
+    async fn through_servers<'a, F, Fut>(
+        &self,
+        via: &'a [OwnedServerName],
+        what: &str,
+        room_id: &RoomId,
+        attempt: F,
+    ) -> Result<()>
+    where
+        F: Fn(&'a ServerName) -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
         let own = self.core.server_name();
-        let mut last = Error::not_found("No server to join the room through");
+        let mut last = Error::not_found(format!("No server to {what} the room through"));
         for server in via.iter().filter(|s| *s != own).take(MAX_JOIN_SERVERS) {
-            match self.join_through(server, user, room_id, &content).await {
+            match attempt(server).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    tracing::info!("federation: joining {room_id} through {server} failed: {e:?}");
+                    tracing::info!("federation: {what} {room_id} through {server} failed: {e:?}");
                     last = e;
                 }
             }
         }
         Err(last)
+    }
+
+    /// Knocks on a room this server is not in, through the first of `via` that lets
+    /// `user`: `make_knock`, then `send_knock`. The knock is kept with the room's stripped
+    /// state the server answered, so the user's clients show what they knocked on.
+    pub async fn knock_remote(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+        content: JsonValue,
+    ) -> Result<()> {
+        self.through_servers(via, "knock on", room_id, |server| async {
+            let mut ask =
+                prepare_knock_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+            ask.ver = crate::config::SUPPORTED_ROOM_VERSIONS.to_vec();
+            let template = self
+                .federation
+                .client
+                .send(server, ask)
+                .await
+                .map_err(|e| remote_error(e, "The room is not known there"))?;
+            let version = template.room_version;
+            let (event_id, obj) =
+                self.sign_template(server, user, room_id, &version, &template.event, &content)?;
+            let pdu = serde_json::value::to_raw_value(&obj)?;
+            let answer = self
+                .federation
+                .client
+                .send(
+                    server,
+                    create_knock_event::v1::Request::new(room_id.to_owned(), event_id.clone(), pdu),
+                )
+                .await
+                .map_err(|e| remote_error(e, "The room is not known there"))?;
+            let stripped: Vec<JsonValue> = answer
+                .knock_room_state
+                .iter()
+                .take(MAX_STRIPPED_STATE)
+                .filter_map(stripped_event)
+                .collect();
+            self.timeline
+                .admit_outside_membership(room_id, &version, (event_id, obj), stripped)
+                .await
+        })
+        .await
+    }
+
+    /// The room's state a knock or an invite shows (as full PDUs): what it is and who asks.
+    pub fn shown_state(&self, room_id: &RoomId, sender: &str) -> Result<Vec<RawStrippedState>> {
+        let mut shown = Vec::new();
+        for (ty, key) in STRIPPED_STATE
+            .iter()
+            .map(|t| (t.to_string(), ""))
+            .chain([("m.room.member".to_owned(), sender)])
+        {
+            if let Some(ev) = self
+                .timeline
+                .state_event(room_id, &ty.as_str().into(), key)?
+            {
+                shown.push(RawStrippedState::Pdu(serde_json::value::to_raw_value(
+                    &ev.pdu,
+                )?));
+            }
+        }
+        Ok(shown)
     }
 
     async fn join_through(
@@ -512,21 +597,7 @@ impl FederatedRooms {
             .get("sender")
             .and_then(|v| v.as_str())
             .unwrap_or_default();
-        let mut shown = Vec::new();
-        for (ty, key) in STRIPPED_STATE
-            .iter()
-            .map(|t| (t.to_string(), ""))
-            .chain([("m.room.member".to_owned(), sender)])
-        {
-            if let Some(ev) = self
-                .timeline
-                .state_event(room_id, &ty.as_str().into(), key)?
-            {
-                shown.push(RawStrippedState::Pdu(serde_json::value::to_raw_value(
-                    &ev.pdu,
-                )?));
-            }
-        }
+        let shown = self.shown_state(room_id, sender)?;
         let rules = rules_for(&version)?;
         let request = create_invite::v2::Request::new(
             room_id.to_owned(),
@@ -629,48 +700,33 @@ impl FederatedRooms {
         via: &[OwnedServerName],
         content: JsonValue,
     ) -> Result<()> {
-        let own = self.core.server_name();
-        let mut last = Error::not_found("No server to leave the room through");
-        for server in via.iter().filter(|s| *s != own).take(MAX_JOIN_SERVERS) {
-            let attempt = async {
-                let template = self
-                    .federation
-                    .client
-                    .send(
-                        server,
-                        prepare_leave_event::v1::Request::new(room_id.to_owned(), user.to_owned()),
-                    )
-                    .await
-                    .map_err(|e| remote_error(e, "The room is not known there"))?;
-                let version = template.room_version.unwrap_or(RoomVersionId::V1);
-                let (event_id, obj) =
-                    self.sign_template(server, user, room_id, &version, &template.event, &content)?;
-                let pdu = serde_json::value::to_raw_value(&obj)?;
-                self.federation
-                    .client
-                    .send(
-                        server,
-                        create_leave_event::v2::Request::new(
-                            room_id.to_owned(),
-                            event_id.clone(),
-                            pdu,
-                        ),
-                    )
-                    .await
-                    .map_err(|e| remote_error(e, "The room is not known there"))?;
-                self.timeline
-                    .admit_outside_membership(room_id, &version, (event_id, obj), Vec::new())
-                    .await
-            };
-            match attempt.await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::info!("federation: leaving {room_id} through {server} failed: {e:?}");
-                    last = e;
-                }
-            }
-        }
-        Err(last)
+        self.through_servers(via, "leave", room_id, |server| async {
+            let template = self
+                .federation
+                .client
+                .send(
+                    server,
+                    prepare_leave_event::v1::Request::new(room_id.to_owned(), user.to_owned()),
+                )
+                .await
+                .map_err(|e| remote_error(e, "The room is not known there"))?;
+            let version = template.room_version.unwrap_or(RoomVersionId::V1);
+            let (event_id, obj) =
+                self.sign_template(server, user, room_id, &version, &template.event, &content)?;
+            let pdu = serde_json::value::to_raw_value(&obj)?;
+            self.federation
+                .client
+                .send(
+                    server,
+                    create_leave_event::v2::Request::new(room_id.to_owned(), event_id.clone(), pdu),
+                )
+                .await
+                .map_err(|e| remote_error(e, "The room is not known there"))?;
+            self.timeline
+                .admit_outside_membership(room_id, &version, (event_id, obj), Vec::new())
+                .await
+        })
+        .await
     }
 
     /// The PDUs of a `/send` transaction from `origin`: each checked and admitted, after the

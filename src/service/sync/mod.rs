@@ -17,7 +17,7 @@ use ruma::{
         sync::sync_events::{
             UnreadNotificationsCount,
             v3::{
-                InvitedRoom, JoinedRoom, LeftRoom, Response, State, StateEvents,
+                InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom, Response, State, StateEvents,
                 Timeline as SyncTimeline,
             },
         },
@@ -89,6 +89,7 @@ impl Sync {
             let typing = self.ephemeral.serial();
             let response = self.build(&req).await?;
             let has_news = !response.rooms.is_empty()
+                || !response.rooms.knock.is_empty()
                 || !response.presence.is_empty()
                 || !response.account_data.is_empty()
                 || !response.to_device.is_empty()
@@ -301,6 +302,11 @@ impl Sync {
                     let mut invited = InvitedRoom::new();
                     invited.invite_state.events = self.invite_state(&room_id, &m)?;
                     response.rooms.invite.insert(room_id, invited);
+                }
+                MembershipState::Knock if is_new => {
+                    let mut knocked = KnockedRoom::new();
+                    knocked.knock_state.events = self.invite_state(&room_id, &m)?;
+                    response.rooms.knock.insert(room_id, knocked);
                 }
                 MembershipState::Leave | MembershipState::Ban
                     if (since_pos.is_some() && is_new)
@@ -658,7 +664,8 @@ impl Sync {
         Ok(joined)
     }
 
-    /// Stripped state shown with an invite: enough for a client to show what the room is.
+    /// Stripped state shown with an invite or a knock: enough for a client to show what the
+    /// room is.
     fn invite_state(
         &self,
         room_id: &RoomId,
