@@ -367,6 +367,9 @@ pub struct FederationConfig {
     /// Media files sent to other servers at once (each is held in memory while it goes out,
     /// up to `media.max_upload_size`); more wait, then get 429.
     pub max_media_served_at_once: usize,
+    /// The DNS resolver asked for other servers' SRV records (`_matrix-fed._tcp`); unset,
+    /// the first `nameserver` of /etc/resolv.conf.
+    pub dns_resolver: Option<SocketAddr>,
 }
 
 impl Default for FederationConfig {
@@ -389,6 +392,7 @@ impl Default for FederationConfig {
             max_queued_per_server: 1000,
             max_media_served_at_once: 2,
             max_key_fetches: 8,
+            dns_resolver: None,
         }
     }
 }

@@ -80,8 +80,12 @@ async fn the_server_names_its_software() {
 pub fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     static PEMS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
     let (cert, key) = PEMS.get_or_init(|| {
-        let c = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-            .expect("certificate");
+        let c = rcgen::generate_simple_self_signed(vec![
+            "localhost".into(),
+            "127.0.0.1".into(),
+            SRV_NAMED.into(),
+        ])
+        .expect("certificate");
         (c.cert.pem(), c.signing_key.serialize_pem())
     });
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -1789,4 +1793,75 @@ async fn a_user_rejects_an_invite_from_another_server() {
     assert_eq!(member["membership"], "leave", "{member}");
     p.a.stop().await;
     p.b.stop().await;
+}
+
+/// A server name that only an SRV record locates (the tests' certificate names it too).
+const SRV_NAMED: &str = "srv.tsunagu.test";
+
+/// A DNS resolver on loopback that knows these SRV records (and nothing else), answering
+/// until the test ends.
+async fn fake_resolver(
+    records: Vec<(String, tsunagu::service::federation::dns::Srv)>,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            if let Some(answer) = tsunagu::service::federation::dns::answer_for(&buf[..n], &records)
+            {
+                let _ = socket.send_to(&answer, from).await;
+            }
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_server_is_found_by_its_srv_record() {
+    // B is named without a port; only its SRV record says where it listens.
+    let b_addr = common::free_addr();
+    let (b, _) = federating_with(move |c| {
+        c.server_name = SRV_NAMED.try_into().unwrap();
+        c.federation.listen = Some(b_addr);
+    })
+    .await;
+    let (resolver, task) = fake_resolver(vec![(
+        format!("_matrix-fed._tcp.{SRV_NAMED}"),
+        tsunagu::service::federation::dns::Srv {
+            priority: 10,
+            weight: 0,
+            port: b_addr.port(),
+            target: "localhost".into(),
+        },
+    )])
+    .await;
+    let (a, _) = federating_with(move |c| c.federation.dns_resolver = Some(resolver)).await;
+    let alice = a.http.register("alice").await;
+    let bob = b.http.register("bob").await;
+    let (status, res) = b
+        .http
+        .json(
+            "PUT",
+            &format!("/_matrix/client/v3/profile/{}/displayname", bob.id),
+            Some(&bob.token),
+            serde_json::json!({ "displayname": "Bob behind an SRV record" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    assert!(bob.id.ends_with(&format!(":{SRV_NAMED}")), "{}", bob.id);
+    let profile = a
+        .http
+        .get_ok(
+            &format!("/_matrix/client/v3/profile/{}", urlencode(&bob.id)),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(
+        profile["displayname"], "Bob behind an SRV record",
+        "{profile}"
+    );
+    task.abort();
+    a.stop().await;
+    b.stop().await;
 }

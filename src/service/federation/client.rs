@@ -82,6 +82,8 @@ pub struct FedClient {
     enabled: bool,
     slots: Semaphore,
     destinations: Mutex<HashMap<OwnedServerName, (Destination, Instant)>>,
+    /// Host -> the host its SRV record names: connections to the host go there.
+    srv_targets: SrvTargets,
     failures: Mutex<HashMap<OwnedServerName, Instant>>,
 }
 
@@ -96,11 +98,11 @@ impl FedClient {
             .connect_timeout(Duration::from_secs(config.request_timeout_secs))
             .timeout(Duration::from_secs(config.request_timeout_secs))
             .redirect(reqwest::redirect::Policy::limited(3));
-        if !config.allow_private_addresses {
-            builder = builder.dns_resolver(Arc::new(net::CheckedResolver {
-                allow_loopback: false,
-            }));
-        }
+        let srv_targets = SrvTargets::default();
+        builder = builder.dns_resolver(Arc::new(FedResolver {
+            check: !config.allow_private_addresses,
+            srv_targets: srv_targets.clone(),
+        }));
         if let Some(path) = &config.tls_ca_file {
             let pem = std::fs::read(path)
                 .map_err(|e| anyhow::anyhow!("federation.tls_ca_file {}: {e}", path.display()))?;
@@ -115,6 +117,7 @@ impl FedClient {
             config,
             core,
             destinations: Mutex::new(HashMap::new()),
+            srv_targets,
             failures: Mutex::new(HashMap::new()),
         })
     }
@@ -320,19 +323,56 @@ impl FedClient {
     }
 
     /// The spec's server discovery: an IP literal or a name with a port is used as it is;
-    /// else `/.well-known/matrix/server` may delegate to another name; else port 8448.
-    /// SRV records (`_matrix-fed._tcp`) are not looked up: this build has no DNS client for
-    /// them, so a server that publishes only SRV records is not found. The flag says whether
-    /// the answer may be kept (not when the well-known lookup could not even be tried).
+    /// else `/.well-known/matrix/server` may delegate to another name (used as it is when it
+    /// names an IP literal or a port); else the name's SRV record (`_matrix-fed._tcp`, then
+    /// the deprecated `_matrix._tcp`) names the host and port to connect to, while TLS and
+    /// the `Host` header still name the server; else port 8448. The flag says whether the
+    /// answer may be kept (not when the well-known lookup could not even be tried).
     async fn discover(&self, server: &ServerName) -> (Destination, bool) {
         if server.is_ip_literal() || server.port().is_some() {
             return (direct(server), true);
         }
-        match self.well_known(server).await {
-            Ok(Some(delegated)) => (direct(&delegated), true),
-            Ok(None) => (direct(server), true),
-            Err(Busy) => (direct(server), false),
+        let (name, settled) = match self.well_known(server).await {
+            Ok(Some(delegated)) => (delegated, true),
+            Ok(None) => (server.to_owned(), true),
+            Err(Busy) => (server.to_owned(), false),
+        };
+        if name.is_ip_literal() || name.port().is_some() {
+            return (direct(&name), settled);
         }
+        match self.srv(name.host()).await {
+            Some(srv) => {
+                let mut targets = self.srv_targets.lock().unwrap_or_else(|p| p.into_inner());
+                if targets.len() >= REMEMBERED_SERVERS {
+                    targets.clear();
+                }
+                targets.insert(name.host().to_ascii_lowercase(), srv.target.clone());
+                let base_url = format!("https://{}:{}", name.host(), srv.port);
+                (Destination { base_url }, settled)
+            }
+            None => (direct(&name), settled),
+        }
+    }
+
+    /// The best SRV record of `host` (`_matrix-fed._tcp`, then `_matrix._tcp`), if any.
+    async fn srv(&self, host: &str) -> Option<super::dns::Srv> {
+        let resolver = self
+            .config
+            .dns_resolver
+            .or_else(super::dns::system_resolver)?;
+        let timeout = Duration::from_secs(self.config.request_timeout_secs.min(5));
+        for prefix in ["_matrix-fed._tcp", "_matrix._tcp"] {
+            match super::dns::lookup_srv(resolver, &format!("{prefix}.{host}"), timeout).await {
+                Ok(records) => {
+                    // A target of "." says the service is not there.
+                    if let Some(best) = records.into_iter().find(|r| !r.target.is_empty()) {
+                        return Some(best);
+                    }
+                }
+                Err(e) => tracing::debug!("federation: no SRV record of {host}: {e}"),
+            }
+        }
+        None
     }
 
     /// The server name `/.well-known/matrix/server` of `server` delegates to, if any; `Busy`
@@ -366,6 +406,39 @@ impl FedClient {
 
 /// No outgoing request slot was free in time.
 struct Busy;
+
+/// Hosts whose SRV record names another host to connect to.
+type SrvTargets = Arc<Mutex<HashMap<String, String>>>;
+
+/// The federation client's resolver: a host with an SRV record resolves to its target's
+/// addresses (the URL, TLS and `Host` keep the server's name); refused addresses are dropped
+/// unless private addresses are allowed.
+struct FedResolver {
+    check: bool,
+    srv_targets: SrvTargets,
+}
+
+impl reqwest::dns::Resolve for FedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_ascii_lowercase();
+        let host = self
+            .srv_targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&host)
+            .cloned()
+            .unwrap_or(host);
+        let check = self.check;
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = if check {
+                net::allowed_addresses(&host, false).await?
+            } else {
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect()
+            };
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
 
 /// `https://host:port` for a server name used directly (port 8448 when it names none).
 fn direct(server: &ServerName) -> Destination {

@@ -5,6 +5,7 @@
 //! [`FedClient`]. Rooms are not shared with other servers yet.
 
 mod client;
+pub mod dns;
 pub mod rooms;
 mod sender;
 
