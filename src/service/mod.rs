@@ -10,6 +10,7 @@
 //!       ├─ account_data ─ timeline ─────┼─ directory ─ rooms
 //!       │                    ├─ ephemeral ─ push      └─ appservice sender
 //!       ├─ keys (users, timeline)      sync (timeline, account_data, ephemeral, push, keys)
+//!       ├─ federation ─ federated rooms (users, timeline) ─ rooms
 //!       ├─ backup
 //!       └─ media (users)
 //! ```

@@ -1,7 +1,8 @@
 //! The Server-Server API: the server's identity (its signing key and version), notary key
 //! queries, profile and room-alias lookups, and what widgets and integrations need (checking a
 //! user's OpenID token). Requests other servers sign are checked by the `Ruma` extractor
-//! (X-Matrix) before a handler runs. Rooms do not federate yet.
+//! (X-Matrix) before a handler runs. Rooms shared with other servers: joins, leaves, knocks
+//! and invites for their users, their `/send` transactions, and the DAG readers they ask.
 
 use axum::{Router, extract::State};
 use ruma::{
@@ -418,8 +419,8 @@ pub async fn hierarchy(
 }
 
 /// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`: the join event of another
-/// server's user for their server to sign, when the room's rules let them join. (Its
-/// counterpart, `send_join`, is not served yet: rooms do not federate.)
+/// server's user for their server to sign, when the room's rules let them join (its
+/// counterpart is `send_join`).
 pub async fn make_join(
     State(s): State<AppState>,
     req: Ruma<prepare_join_event::v1::Request>,

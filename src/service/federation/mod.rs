@@ -2,7 +2,8 @@
 //! `/_matrix/key/v2/server` publishes it, other servers' keys (fetched, checked and cached;
 //! relayed to those who ask this server as a notary), and the profile and room-alias lookups
 //! that let people find each other across servers. Requests to other servers go through
-//! [`FedClient`]. Rooms are not shared with other servers yet.
+//! [`FedClient`]; this server's events and EDUs go out through the sender (`sender.rs`). Rooms
+//! shared with other servers are in [`rooms`].
 
 mod client;
 pub mod dns;
