@@ -1865,3 +1865,78 @@ async fn a_server_is_found_by_its_srv_record() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_server_back_from_a_long_absence_learns_the_state_it_missed() {
+    // A keeps at most 3 events for a server that is down: the rest B must ask for.
+    let (a, a_name) = federating_with(|c| c.federation.max_queued_per_server = 3).await;
+    let (b, b_name) = federating(&[]).await;
+    let alice = a.http.register("alice").await;
+    let bob = b.http.register("bob").await;
+    let p = Pair {
+        a,
+        a_name,
+        b,
+        b_name,
+        alice,
+        bob,
+    };
+    let room = shared_room(&p).await;
+    let Pair {
+        a,
+        b,
+        b_name,
+        alice,
+        bob,
+        ..
+    } = p;
+    let stopped = b.stop_keeping_data().await;
+    let (status, res) = a
+        .http
+        .json(
+            "PUT",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.name/",
+                urlencode(&room)
+            ),
+            Some(&alice.token),
+            serde_json::json!({ "name": "Renamed while you were away" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    for i in 1..=40 {
+        a.http
+            .send_text(&alice.token, &room, &format!("news {i}"))
+            .await;
+    }
+    // A's queue for B is trimmed by its next delivery attempt (B is down).
+    common::eventually(30, "A to trim its queue for B", || async {
+        let queued = a
+            .server
+            .services()
+            .federation
+            .queued_events(&ruma::OwnedServerName::try_from(b_name.as_str()).unwrap());
+        (queued <= 3).then_some(())
+    })
+    .await;
+    let b = stopped.start_again().await;
+    // The newest events arrive, the ones before are asked for, and the state before the gap
+    // comes from A: the room's new name.
+    sees_in_order(&b, &bob, &room, &["news 40"]).await;
+    common::eventually(30, "B to know the room's new name", || async {
+        let name = b
+            .http
+            .get_ok(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/state/m.room.name/",
+                    urlencode(&room)
+                ),
+                Some(&bob.token),
+            )
+            .await;
+        (name["name"] == "Renamed while you were away").then_some(())
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -13,8 +13,9 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, OwnedServerName,
     RoomId, RoomVersionId, ServerName, UserId,
     api::federation::{
+        authorization::get_event_authorization,
         backfill::get_backfill,
-        event::{get_event, get_missing_events},
+        event::{get_event, get_missing_events, get_room_state},
         membership::{
             RawStrippedState, create_invite, create_join_event, create_knock_event,
             create_leave_event, prepare_join_event, prepare_knock_event, prepare_leave_event,
@@ -38,6 +39,7 @@ use crate::{
             append::{Forward, MAX_PDU_BYTES},
             remote::{Admitted, RemotePdu},
             rules_for,
+            state::StateMap,
         },
         users::Users,
     },
@@ -755,8 +757,15 @@ impl FederatedRooms {
                 let pdu = self.verify_pdu(&record.version, raw).await?;
                 self.fetch_missing(origin, &room_id, &record.version, &pdu)
                     .await;
+                self.fetch_auth_events(origin, &room_id, &record.version, &pdu)
+                    .await;
+                let state = self
+                    .fetch_state_for_gap(origin, &room_id, &record.version, &pdu)
+                    .await;
                 let id = pdu.0.clone();
-                self.timeline.admit(&room_id, pdu, Forward::No).await?;
+                self.timeline
+                    .admit_with_state(&room_id, pdu, Forward::No, state)
+                    .await?;
                 Ok::<_, Error>(id)
             }
             .await;
@@ -822,7 +831,15 @@ impl FederatedRooms {
         }
         events.sort_by_key(|(depth, _)| *depth);
         for (_, ev) in events {
-            if let Err(e) = self.timeline.admit(room_id, ev, Forward::No).await {
+            // The oldest of them may still follow a gap: its state comes from `origin`.
+            let state = self
+                .fetch_state_for_gap(origin, room_id, version, &ev)
+                .await;
+            if let Err(e) = self
+                .timeline
+                .admit_with_state(room_id, ev, Forward::No, state)
+                .await
+            {
                 tracing::info!("federation: a missing event of {room_id} refused: {e:?}");
             }
         }
@@ -981,6 +998,99 @@ impl FederatedRooms {
             self.federation.queue_edu(&server, edu.clone()).await?;
         }
         Ok(())
+    }
+
+    /// When an event names auth events this server lacks: asks `origin` for the event's auth
+    /// chain (`/event_auth`) and keeps what checks out, so the event can be judged.
+    async fn fetch_auth_events(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        (event_id, obj): &RemotePdu,
+    ) {
+        let Ok(pdu) = crate::service::timeline::Pdu::from_object(event_id.clone(), obj) else {
+            return;
+        };
+        let unknown = |id: &OwnedEventId| self.timeline.event(id).ok().flatten().is_none();
+        if !pdu.auth_events.iter().any(unknown) {
+            return;
+        }
+        let ask = get_event_authorization::v1::Request::new(room_id.to_owned(), event_id.clone());
+        let chain = match self.federation.client.send(origin, ask).await {
+            Ok(answer) => answer.auth_chain,
+            Err(e) => {
+                tracing::info!("federation: no auth chain of {event_id} from {origin}: {e}");
+                return;
+            }
+        };
+        self.keep_outliers(room_id, version, &chain).await;
+    }
+
+    /// When an event follows events this server lacks even after `/get_missing_events` (a
+    /// gap): asks `origin` for the room's state before it (`/state`), keeps those events and
+    /// their auth chain (checked), and returns that state for judging the event.
+    async fn fetch_state_for_gap(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        (event_id, obj): &RemotePdu,
+    ) -> Option<StateMap> {
+        let pdu = crate::service::timeline::Pdu::from_object(event_id.clone(), obj).ok()?;
+        let gap = pdu
+            .prev_events
+            .iter()
+            .any(|id| self.timeline.event(id).ok().flatten().is_none());
+        if !gap {
+            return None;
+        }
+        let ask = get_room_state::v1::Request::new(event_id.clone(), room_id.to_owned());
+        let answer = match self.federation.client.send(origin, ask).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::info!("federation: no state before {event_id} from {origin}: {e}");
+                return None;
+            }
+        };
+        let mut all = answer.auth_chain;
+        all.extend(answer.pdus.iter().cloned());
+        self.keep_outliers(room_id, version, &all).await;
+        let mut state = StateMap::new();
+        for raw in &answer.pdus {
+            let Ok(id) = event_id_of(version, raw) else {
+                continue;
+            };
+            if let Ok(Some(ev)) = self.timeline.event(&id)
+                && ev.room_id == room_id
+                && let Some(sk) = ev.state_key()
+            {
+                state.insert((ev.kind(), sk.to_owned()), id);
+            }
+        }
+        Some(state)
+    }
+
+    /// Checks events another server sent for the DAG (signatures, hashes) and keeps those
+    /// that pass as outliers (each also checked against its auth events).
+    async fn keep_outliers(
+        &self,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        raws: &[Box<RawJsonValue>],
+    ) {
+        let mut events = Vec::new();
+        for raw in raws
+            .iter()
+            .take(crate::service::timeline::remote::MAX_AUTH_CHAIN)
+        {
+            if let Ok(ev) = self.verify_pdu(version, raw).await {
+                events.push(ev);
+            }
+        }
+        if let Err(e) = self.timeline.admit_outliers(room_id, events).await {
+            tracing::info!("federation: events of {room_id} not kept: {e:?}");
+        }
     }
 
     /// 403 when the room's server ACL leaves `server` out.

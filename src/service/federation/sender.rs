@@ -222,6 +222,11 @@ impl Federation {
         earliest
     }
 
+    /// How many of this server's events wait to go out to `server`.
+    pub fn queued_events(&self, server: &ServerName) -> usize {
+        self.core.store.scan(FEDERATION_PDUS.prefix(server)).count()
+    }
+
     fn queue_is_empty(&self, server: &ServerName) -> bool {
         let store = &self.core.store;
         store.scan(FEDERATION_QUEUE.prefix(server)).next().is_none()

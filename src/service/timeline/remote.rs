@@ -53,8 +53,20 @@ impl Timeline {
     pub async fn admit(
         &self,
         room_id: &RoomId,
+        pdu: RemotePdu,
+        forward: Forward,
+    ) -> Result<Admitted> {
+        self.admit_with_state(room_id, pdu, forward, None).await
+    }
+
+    /// [`Timeline::admit`], with the state before the event as its server answered it
+    /// (`/state`, its events kept already) for an event whose prev events this server lacks.
+    pub async fn admit_with_state(
+        &self,
+        room_id: &RoomId,
         (event_id, mut obj): RemotePdu,
         forward: Forward,
+        state_before: Option<StateMap>,
     ) -> Result<Admitted> {
         let lock = self.core.lock(room_id.as_str());
         let _guard = lock.lock().await;
@@ -82,9 +94,13 @@ impl Timeline {
             .collect();
         let prev_ids: BTreeSet<&EventId> = prevs.iter().map(|e| &*e.event_id).collect();
         let extremities: BTreeSet<&EventId> = record.extremities.iter().map(|e| &**e).collect();
-        let linear = prevs.is_empty() || prev_ids == extremities;
+        let complete = prevs.len() == pdu.prev_events.len();
+        let linear =
+            complete && prev_ids == extremities || prevs.is_empty() && state_before.is_none();
         let before = if linear {
             current.clone()
+        } else if let Some(given) = state_before.filter(|_| !complete) {
+            given
         } else {
             let states = prevs
                 .iter()
@@ -638,6 +654,59 @@ impl Timeline {
         }
         self.persist(p).await?;
         Ok(id)
+    }
+
+    /// Events of a stored room kept for its DAG only (the auth events or the state another
+    /// server answered for a gap): each checked against its auth events in auth order; one
+    /// that fails is left out. Returns how many were kept.
+    pub async fn admit_outliers(&self, room_id: &RoomId, events: Vec<RemotePdu>) -> Result<usize> {
+        let lock = self.core.lock(room_id.as_str());
+        let _guard = lock.lock().await;
+        let mut p = self.pending_stored(room_id)?;
+        let mut map: BTreeMap<OwnedEventId, (CanonicalJsonObject, Pdu)> = BTreeMap::new();
+        for (id, mut obj) in events.into_iter().take(MAX_AUTH_CHAIN) {
+            if self.event(&id)?.is_some() {
+                continue;
+            }
+            obj.remove("unsigned");
+            let Ok(pdu) = Pdu::from_object(id.clone(), &obj) else {
+                continue;
+            };
+            if pdu.room_id.as_deref().is_some_and(|r| r != room_id) {
+                continue;
+            }
+            map.insert(id, (obj, pdu));
+        }
+        for id in auth_order(&map) {
+            let Some((obj, pdu)) = map.remove(&id) else {
+                continue;
+            };
+            let fetch = |id: &EventId| {
+                p.built
+                    .iter()
+                    .find(|b| b.event_id == id)
+                    .map(|b| b.pdu.clone())
+            };
+            if let Err(e) = self.check_against_auth_events(&p, &pdu, fetch) {
+                tracing::info!("federation: {id} of {room_id} left out: {e:?}");
+                continue;
+            }
+            p.built.push(Built {
+                event_id: id,
+                obj,
+                pdu,
+                replaces_state: None,
+                txn: None,
+                placement: Placement::Outlier,
+                state_writes: Vec::new(),
+                forward: Forward::No,
+            });
+        }
+        let kept = p.built.len();
+        if kept > 0 {
+            self.persist(p).await?;
+        }
+        Ok(kept)
     }
 
     /// A member event of a room this server is not in, kept so its local user sees it: an
