@@ -386,6 +386,10 @@ impl Rooms {
         if members.is_empty() {
             return Err(Error::not_found("Everyone has left this room"));
         }
+        let mut content = content;
+        if let Some(by) = self.timeline.restricted_join_authoriser(room_id, user_id)? {
+            content["join_authorised_via_users_server"] = by.as_str().into();
+        }
         self.append(
             room_id,
             user_id,

@@ -1940,3 +1940,89 @@ async fn a_server_back_from_a_long_absence_learns_the_state_it_missed() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn members_of_a_space_join_its_restricted_room_from_either_server() {
+    let p = pair().await;
+    let space =
+        p.a.http
+            .create_room(
+                &p.alice.token,
+                serde_json::json!({
+                    "preset": "public_chat",
+                    "name": "Alumni space",
+                    "creation_content": { "type": "m.space" },
+                }),
+            )
+            .await;
+    let room =
+        p.a.http
+            .create_room(
+                &p.alice.token,
+                serde_json::json!({
+                    "preset": "private_chat",
+                    "name": "Space members only",
+                    "initial_state": [{
+                        "type": "m.room.join_rules", "state_key": "",
+                        "content": {
+                            "join_rule": "restricted",
+                            "allow": [{ "type": "m.room_membership", "room_id": space }],
+                        },
+                    }],
+                }),
+            )
+            .await;
+    let join_via = |t: &TestServer, token: &str, room: &str| {
+        let path = format!(
+            "/_matrix/client/v3/join/{}?via={}",
+            urlencode(room),
+            urlencode(&p.a_name)
+        );
+        let http = t.http.clone();
+        let token = token.to_owned();
+        async move {
+            http.json("POST", &path, Some(&token), serde_json::json!({}))
+                .await
+        }
+    };
+    // Not in the space yet: neither a local nor a remote user gets in.
+    let carol = p.a.http.register("carol").await;
+    common::assert_error(
+        &join_via(&p.a, &carol.token, &room).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let (status, _) = join_via(&p.b, &p.bob.token, &room).await;
+    assert_ne!(status, 200);
+    // Members of the space do: Carol on A, and Bob on B (A's Alice authorises his join, and
+    // A signs it).
+    for (t, who) in [(&p.a, &carol), (&p.b, &p.bob)] {
+        let (status, res) = join_via(t, &who.token, &space).await;
+        assert_eq!(status, 200, "{res}");
+        let (status, res) = join_via(t, &who.token, &room).await;
+        assert_eq!(status, 200, "{res}");
+    }
+    let member =
+        p.b.http
+            .get_ok(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                    urlencode(&room),
+                    urlencode(&p.bob.id)
+                ),
+                Some(&p.bob.token),
+            )
+            .await;
+    assert_eq!(member["membership"], "join", "{member}");
+    assert_eq!(
+        member["join_authorised_via_users_server"],
+        p.alice.id.as_str(),
+        "{member}"
+    );
+    p.a.http
+        .send_text(&p.alice.token, &room, "Welcome, space members")
+        .await;
+    sees_in_order(&p.b, &p.bob, &room, &["Welcome, space members"]).await;
+    p.a.stop().await;
+    p.b.stop().await;
+}

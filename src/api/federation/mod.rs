@@ -147,6 +147,7 @@ pub async fn send_join(
     let mut state = create_join_event::v2::RoomState::new();
     state.state = pdus_raw(&answer.state)?;
     state.auth_chain = pdus_raw(&answer.auth_chain)?;
+    state.event = answer.countersigned.as_ref().map(pdu_raw).transpose()?;
     Ok(RumaResponse(create_join_event::v2::Response::new(state)))
 }
 

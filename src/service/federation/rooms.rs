@@ -74,6 +74,8 @@ const MAX_MISSING_EVENTS: u64 = 20;
 pub struct JoinAnswer {
     pub state: Vec<StoredEvent>,
     pub auth_chain: Vec<StoredEvent>,
+    /// The join as this server signed it too (a restricted room's join it authorised).
+    pub countersigned: Option<StoredEvent>,
 }
 
 /// Rooms shared with other servers. Depends on [`Users`], [`Federation`] and [`Timeline`].
@@ -116,14 +118,16 @@ impl FederatedRooms {
         version: &RoomVersionId,
         raw: &RawJsonValue,
     ) -> Result<RemotePdu> {
+        self.verify_object(version, parse_pdu(raw)?).await
+    }
+
+    /// [`FederatedRooms::verify_pdu`] of an event already read.
+    pub async fn verify_object(
+        &self,
+        version: &RoomVersionId,
+        obj: CanonicalJsonObject,
+    ) -> Result<RemotePdu> {
         let rules = rules_for(version)?;
-        if raw.get().len() > MAX_PDU_BYTES {
-            return Err(Error::bad_json(format!(
-                "Events are at most {MAX_PDU_BYTES} bytes"
-            )));
-        }
-        let obj: CanonicalJsonObject = serde_json::from_str(raw.get())
-            .map_err(|e| Error::bad_json(format!("The event is not canonical JSON: {e}")))?;
         state_res::check_pdu_format(&obj, &rules.event_format).map_err(Error::bad_json)?;
         let event_id = id_of(&rules, &obj)?;
         let servers =
@@ -520,9 +524,19 @@ impl FederatedRooms {
             }
         }
         let mut chain_of: Vec<OwnedEventId> = state_ids.into_values().collect();
-        chain_of.push(join.event_id);
+        chain_of.push(join.event_id.clone());
         let auth_chain = self.timeline.auth_chain(chain_of)?;
-        Ok(JoinAnswer { state, auth_chain })
+        let own = self.core.server_name().as_str();
+        let signed_here = join
+            .pdu
+            .get("signatures")
+            .and_then(|s| s.as_object())
+            .is_some_and(|s| s.contains_key(own));
+        Ok(JoinAnswer {
+            state,
+            auth_chain,
+            countersigned: signed_here.then_some(join),
+        })
     }
 
     /// `send_join` and `send_leave`: the asking server's user's own member event with this
@@ -538,7 +552,30 @@ impl FederatedRooms {
     ) -> Result<StoredEvent> {
         let record = self.timeline.known_room(room_id)?;
         self.check_acl(room_id, origin)?;
-        let (id, obj) = self.verify_pdu(&record.version, raw).await?;
+        let mut obj = parse_pdu(raw)?;
+        // A join to a restricted room that a user of this server authorises: this server
+        // signs it too (its signature is required), and answers the signed copy.
+        let authoriser = obj
+            .get("content")
+            .and_then(|c| c.as_object())
+            .and_then(|c| c.get("join_authorised_via_users_server"))
+            .and_then(|v| v.as_str())
+            .and_then(|u| UserId::parse(u).ok());
+        if wanted == "join"
+            && authoriser
+                .as_ref()
+                .is_some_and(|u| u.server_name() == self.core.server_name())
+        {
+            let rules = rules_for(&record.version)?;
+            ruma::signatures::hash_and_sign_event(
+                self.core.server_name().as_str(),
+                &self.core.signing_key,
+                &mut obj,
+                &rules.redaction,
+            )
+            .map_err(|e| Error::bad_json(format!("cannot sign the join: {e}")))?;
+        }
+        let (id, obj) = self.verify_object(&record.version, obj).await?;
         let field = |k: &str| obj.get(k).and_then(|v| v.as_str()).map(str::to_owned);
         let membership = obj
             .get("content")
@@ -1125,6 +1162,17 @@ fn stripped_event(shown: &RawStrippedState) -> Option<JsonValue> {
         out.insert(field.into(), v.get(field)?.clone());
     }
     Some(JsonValue::Object(out))
+}
+
+/// An event another server sent, read as canonical JSON: refused past the spec's size limit.
+fn parse_pdu(raw: &RawJsonValue) -> Result<CanonicalJsonObject> {
+    if raw.get().len() > MAX_PDU_BYTES {
+        return Err(Error::bad_json(format!(
+            "Events are at most {MAX_PDU_BYTES} bytes"
+        )));
+    }
+    serde_json::from_str(raw.get())
+        .map_err(|e| Error::bad_json(format!("The event is not canonical JSON: {e}")))
 }
 
 /// An event's `depth` (0 when it has none).

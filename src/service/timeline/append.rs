@@ -487,11 +487,13 @@ impl Timeline {
         membership: MembershipState,
     ) -> Result<(RoomVersionId, CanonicalJsonObject)> {
         let p = self.pending_stored(room_id)?;
-        let ev = NewEvent::state(
-            TimelineEventType::RoomMember,
-            user.as_str(),
-            serde_json::json!({ "membership": membership }),
-        );
+        let mut content = serde_json::json!({ "membership": membership });
+        if membership == MembershipState::Join
+            && let Some(by) = self.restricted_join_authoriser(room_id, user)?
+        {
+            content["join_authorised_via_users_server"] = by.as_str().into();
+        }
+        let ev = NewEvent::state(TimelineEventType::RoomMember, user.as_str(), content);
         let (obj, _, made_up_id) = self.template(&p, user, &ev)?;
         // Checked as the event would be (a stand-in ID: it has no hash yet).
         let id = made_up_id.unwrap_or_else(|| "$template".to_owned());

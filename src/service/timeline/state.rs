@@ -244,6 +244,45 @@ impl Timeline {
             .collect())
     }
 
+    /// For a join to a restricted room (`restricted`, `knock_restricted`) by a user who is not
+    /// invited or joined: a member of this server who may invite and so authorises it
+    /// (`join_authorised_via_users_server`), when the user is joined to a room the join rule
+    /// allows. None when the room is not restricted or nothing allows the user in.
+    pub fn restricted_join_authoriser(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<OwnedUserId>> {
+        let Some(rule) = self.state_content(room_id, &StateEventType::RoomJoinRules, "")? else {
+            return Ok(None);
+        };
+        if !matches!(
+            rule["join_rule"].as_str(),
+            Some("restricted" | "knock_restricted")
+        ) || matches!(
+            self.membership_state(user, room_id)?,
+            MembershipState::Join | MembershipState::Invite
+        ) {
+            return Ok(None);
+        }
+        let allowed = rule["allow"].as_array().into_iter().flatten().any(|a| {
+            a["type"] == "m.room_membership"
+                && a["room_id"]
+                    .as_str()
+                    .and_then(|r| RoomId::parse(r).ok())
+                    .is_some_and(|r| self.is_joined(user, &r).unwrap_or(false))
+        });
+        if !allowed {
+            return Ok(None);
+        }
+        let levels = self.power_levels(room_id)?;
+        Ok(self
+            .joined_members(room_id)?
+            .into_iter()
+            .filter(|m| m.server_name() == self.core.server_name())
+            .find(|m| levels.user_can_invite(m)))
+    }
+
     /// The room's power levels as the spec defines them (defaults when the room has no
     /// `m.room.power_levels` event; room creators above every number from version 12).
     pub fn power_levels(&self, room_id: &RoomId) -> Result<RoomPowerLevels> {
