@@ -367,6 +367,9 @@ pub struct FederationConfig {
     /// Media files sent to other servers at once (each is held in memory while it goes out,
     /// up to `media.max_upload_size`); more wait, then get 429.
     pub max_media_served_at_once: usize,
+    /// Largest `/send` transaction taken from another server, in bytes (the spec allows 50
+    /// events of 65,536 bytes and 100 EDUs in one).
+    pub max_transaction_size: usize,
     /// The DNS resolver asked for other servers' SRV records (`_matrix-fed._tcp`); unset,
     /// the first `nameserver` of /etc/resolv.conf.
     pub dns_resolver: Option<SocketAddr>,
@@ -392,6 +395,7 @@ impl Default for FederationConfig {
             max_queued_per_server: 1000,
             max_media_served_at_once: 2,
             max_key_fetches: 8,
+            max_transaction_size: 8 * 1024 * 1024,
             dns_resolver: None,
         }
     }
@@ -644,6 +648,7 @@ impl Config {
                 f.max_media_served_at_once,
             ),
             ("federation.max_key_fetches", f.max_key_fetches),
+            ("federation.max_transaction_size", f.max_transaction_size),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {

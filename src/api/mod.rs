@@ -314,6 +314,9 @@ pub enum BodyLimit {
     /// A file upload: raw bytes, up to `media.max_upload_size`, within
     /// `media.upload_timeout_secs`.
     Upload,
+    /// Another server's transaction (`/send`): up to `federation.max_transaction_size`, as a
+    /// transaction may carry 50 events of 65,536 bytes and 100 EDUs.
+    Transaction,
 }
 
 /// Fills in what real clients leave out of a request before ruma reads it.
@@ -377,6 +380,7 @@ async fn read_body(
     let limit = match kind {
         Some(BodyLimit::Event) => crate::service::timeline::append::MAX_PDU_BYTES,
         Some(BodyLimit::Upload) => config.media.max_upload_size,
+        Some(BodyLimit::Transaction) => config.federation.max_transaction_size,
         _ => config.max_request_size,
     };
     let declared = parts
@@ -563,6 +567,8 @@ pub trait RouterExt {
     fn ruma_lenient<Req, H: RumaHandler<Req>>(self, handler: H, fill_in: Lenient) -> Self;
     /// An endpoint whose body is a file (raw bytes up to `media.max_upload_size`).
     fn ruma_upload<Req, H: RumaHandler<Req>>(self, handler: H) -> Self;
+    /// Another server's `/send` transaction (up to `federation.max_transaction_size`).
+    fn ruma_transaction<Req, H: RumaHandler<Req>>(self, handler: H) -> Self;
 }
 
 impl RouterExt for Router<AppState> {
@@ -580,6 +586,10 @@ impl RouterExt for Router<AppState> {
 
     fn ruma_upload<Req, H: RumaHandler<Req>>(self, handler: H) -> Self {
         handler.add_to(self, BodyLimit::Upload, None)
+    }
+
+    fn ruma_transaction<Req, H: RumaHandler<Req>>(self, handler: H) -> Self {
+        handler.add_to(self, BodyLimit::Transaction, None)
     }
 }
 

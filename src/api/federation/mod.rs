@@ -55,7 +55,7 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(get_keys)
         .ruma(claim_keys)
         .ruma(get_devices)
-        .ruma(send_transaction_message)
+        .ruma_transaction(send_transaction_message)
         .ruma(discover_homeserver)
         .ruma(media_download)
         .ruma(media_thumbnail)
