@@ -151,6 +151,25 @@ pub async fn send_join(
     Ok(RumaResponse(create_join_event::v2::Response::new(state)))
 }
 
+/// `make_join`, `make_leave` and `make_knock`: the member event of the asking server's
+/// user, unsigned, if the room's ACL lets that server in and the room's rules let the user
+/// make it now; with the room's version.
+fn member_template<T>(
+    s: &AppState,
+    req: &Ruma<T>,
+    room_id: &RoomId,
+    user: &ruma::UserId,
+    membership: MembershipState,
+) -> Result<(ruma::RoomVersionId, Box<RawJsonValue>), Error> {
+    let origin = origin(req)?;
+    if user.server_name() != origin {
+        return Err(Error::forbidden("The user is not on the asking server"));
+    }
+    room_acl(s, room_id, origin)?;
+    let (version, event) = s.timeline.membership_template(room_id, user, membership)?;
+    Ok((version, serde_json::value::to_raw_value(&event)?))
+}
+
 /// 400 M_INCOMPATIBLE_ROOM_VERSION unless the asking server names the room's version among
 /// those it supports (`ver`, which defaults to version 1 alone, as the spec says).
 fn check_version_supported(
@@ -180,17 +199,10 @@ pub async fn make_knock(
     State(s): State<AppState>,
     req: Ruma<prepare_knock_event::v1::Request>,
 ) -> ApiResult<prepare_knock_event::v1::Response> {
-    let origin = origin(&req)?;
     let b = &req.body;
-    if b.user_id.server_name() != origin {
-        return Err(Error::forbidden("The user is not on the asking server"));
-    }
-    room_acl(&s, &b.room_id, origin)?;
     let (version, event) =
-        s.timeline
-            .membership_template(&b.room_id, &b.user_id, MembershipState::Knock)?;
+        member_template(&s, &req, &b.room_id, &b.user_id, MembershipState::Knock)?;
     check_version_supported(&version, &b.ver)?;
-    let event = serde_json::value::to_raw_value(&event)?;
     Ok(RumaResponse(prepare_knock_event::v1::Response::new(
         version, event,
     )))
@@ -219,16 +231,9 @@ pub async fn make_leave(
     State(s): State<AppState>,
     req: Ruma<prepare_leave_event::v1::Request>,
 ) -> ApiResult<prepare_leave_event::v1::Response> {
-    let origin = origin(&req)?;
     let b = &req.body;
-    if b.user_id.server_name() != origin {
-        return Err(Error::forbidden("The user is not on the asking server"));
-    }
-    room_acl(&s, &b.room_id, origin)?;
     let (version, event) =
-        s.timeline
-            .membership_template(&b.room_id, &b.user_id, MembershipState::Leave)?;
-    let event = serde_json::value::to_raw_value(&event)?;
+        member_template(&s, &req, &b.room_id, &b.user_id, MembershipState::Leave)?;
     Ok(RumaResponse(prepare_leave_event::v1::Response::new(
         Some(version),
         event,
@@ -426,17 +431,10 @@ pub async fn make_join(
     State(s): State<AppState>,
     req: Ruma<prepare_join_event::v1::Request>,
 ) -> ApiResult<prepare_join_event::v1::Response> {
-    let origin = origin(&req)?;
     let b = &req.body;
-    if b.user_id.server_name() != origin {
-        return Err(Error::forbidden("The user is not on the asking server"));
-    }
-    room_acl(&s, &b.room_id, origin)?;
     let (version, event) =
-        s.timeline
-            .membership_template(&b.room_id, &b.user_id, MembershipState::Join)?;
+        member_template(&s, &req, &b.room_id, &b.user_id, MembershipState::Join)?;
     check_version_supported(&version, &b.ver)?;
-    let event = serde_json::value::to_raw_value(&event)?;
     let mut res = prepare_join_event::v1::Response::new(event);
     res.room_version = Some(version);
     Ok(RumaResponse(res))

@@ -230,34 +230,21 @@ impl Timeline {
             let Some((obj, pdu)) = events.remove(&id) else {
                 continue;
             };
-            let fetch = |id: &EventId| {
-                p.built
-                    .iter()
-                    .find(|b| b.event_id == id)
-                    .map(|b| b.pdu.clone())
-            };
-            if let Err(e) = self.check_against_auth_events(&p, &pdu, fetch) {
-                tracing::info!("federation: {id} of {room_id}'s state left out: {e:?}");
-                continue;
-            }
-            let mut state_writes = Vec::new();
-            if state_ids.contains(&id)
-                && let Some(sk) = &pdu.state_key
-            {
-                let key = (pdu.kind.to_string(), sk.clone());
-                p.state.insert(key.clone(), id.clone());
-                state_writes.push((key, id.clone()));
-            }
-            p.built.push(Built {
-                event_id: id,
-                obj,
-                pdu,
-                replaces_state: None,
-                txn: None,
-                placement: Placement::Outlier,
+            let key = pdu
+                .state_key
+                .as_ref()
+                .filter(|_| state_ids.contains(&id))
+                .map(|sk| (pdu.kind.to_string(), sk.clone()));
+            let state_writes: Vec<_> = key.iter().map(|k| (k.clone(), id.clone())).collect();
+            if self.keep_checked(
+                &mut p,
+                (id.clone(), obj, pdu),
+                Placement::Outlier,
                 state_writes,
-                forward: Forward::No,
-            });
+            ) && let Some(key) = key
+            {
+                p.state.insert(key, id);
+            }
         }
         for (id, mut obj) in history {
             if p.built.iter().any(|b| b.event_id == id) {
@@ -270,26 +257,7 @@ impl Timeline {
             if pdu.room_id.as_deref().is_some_and(|r| r != room_id) {
                 continue;
             }
-            let fetch = |id: &EventId| {
-                p.built
-                    .iter()
-                    .find(|b| b.event_id == id)
-                    .map(|b| b.pdu.clone())
-            };
-            if let Err(e) = self.check_against_auth_events(&p, &pdu, fetch) {
-                tracing::info!("federation: {id} of {room_id}'s history left out: {e:?}");
-                continue;
-            }
-            p.built.push(Built {
-                event_id: id,
-                obj,
-                pdu,
-                replaces_state: None,
-                txn: None,
-                placement: Placement::History,
-                state_writes: Vec::new(),
-                forward: Forward::No,
-            });
+            self.keep_checked(&mut p, (id, obj, pdu), Placement::History, Vec::new());
         }
         let (join_id, mut join_obj) = join;
         join_obj.remove("unsigned");
@@ -315,6 +283,39 @@ impl Timeline {
             forward: Forward::No,
         });
         self.persist(p).await
+    }
+
+    /// Adds another server's event to the pending room if it passes the checks against its
+    /// auth events (built already or stored); one that fails is left out (and logged).
+    /// Returns whether it was kept.
+    fn keep_checked(
+        &self,
+        p: &mut Pending,
+        (id, obj, pdu): (OwnedEventId, CanonicalJsonObject, Pdu),
+        placement: Placement,
+        state_writes: Vec<((String, String), OwnedEventId)>,
+    ) -> bool {
+        let fetch = |id: &EventId| {
+            p.built
+                .iter()
+                .find(|b| b.event_id == id)
+                .map(|b| b.pdu.clone())
+        };
+        if let Err(e) = self.check_against_auth_events(p, &pdu, fetch) {
+            tracing::info!("federation: {id} left out: {e:?}");
+            return false;
+        }
+        p.built.push(Built {
+            event_id: id,
+            obj,
+            pdu,
+            replaces_state: None,
+            txn: None,
+            placement,
+            state_writes,
+            forward: Forward::No,
+        });
+        true
     }
 
     /// The spec's checks of an event against its own auth events: the state-independent
@@ -681,26 +682,7 @@ impl Timeline {
             let Some((obj, pdu)) = map.remove(&id) else {
                 continue;
             };
-            let fetch = |id: &EventId| {
-                p.built
-                    .iter()
-                    .find(|b| b.event_id == id)
-                    .map(|b| b.pdu.clone())
-            };
-            if let Err(e) = self.check_against_auth_events(&p, &pdu, fetch) {
-                tracing::info!("federation: {id} of {room_id} left out: {e:?}");
-                continue;
-            }
-            p.built.push(Built {
-                event_id: id,
-                obj,
-                pdu,
-                replaces_state: None,
-                txn: None,
-                placement: Placement::Outlier,
-                state_writes: Vec::new(),
-                forward: Forward::No,
-            });
+            self.keep_checked(&mut p, (id, obj, pdu), Placement::Outlier, Vec::new());
         }
         let kept = p.built.len();
         if kept > 0 {
