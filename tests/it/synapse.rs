@@ -1,5 +1,6 @@
 //! Federation with a real Synapse on loopback: a Synapse user joins a Tsunagu room and a
-//! Tsunagu user joins a Synapse room, messages cross both ways, and an encrypted room with
+//! Tsunagu user joins a Synapse room, messages cross both ways, typing shows on Synapse, an
+//! invite from Tsunagu is countersigned by Synapse and accepted, and an encrypted room with
 //! real matrix-sdk clients on each server decrypts on the other side.
 //!
 //! Synapse comes from PyPI: `scripts/test` installs it into a virtualenv and names its Python
@@ -265,6 +266,40 @@ async fn a_synapse_user_and_a_tsunagu_user_share_rooms_on_both_servers() {
         .await;
     sees(&t.http, &bob, &ours, "Hello from Synapse", &log).await;
 
+    // Bob's typing and read receipt show on Synapse.
+    let (status, res) = t
+        .http
+        .json(
+            "PUT",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/typing/{}",
+                common::http::urlencode(&ours),
+                common::http::urlencode(&bob.id)
+            ),
+            Some(&bob.token),
+            serde_json::json!({ "typing": true, "timeout": 30000 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    let mut seen_typing = false;
+    for _ in 0..300 {
+        let sync = s.http.sync(&alice.token, "timeout=0").await;
+        let events = &sync["rooms"]["join"][&ours]["ephemeral"]["events"];
+        seen_typing = events.as_array().is_some_and(|e| {
+            e.iter().any(|e| {
+                e["type"] == "m.typing"
+                    && e["content"]["user_ids"]
+                        .as_array()
+                        .is_some_and(|u| u.iter().any(|u| u == bob.id.as_str()))
+            })
+        });
+        if seen_typing {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen_typing, "Synapse never showed Bob typing\n{}", log());
+
     // Bob of Tsunagu joins Alice's room on Synapse by its alias.
     let theirs = s
         .http
@@ -287,6 +322,34 @@ async fn a_synapse_user_and_a_tsunagu_user_share_rooms_on_both_servers() {
         .send_text(&bob.token, &theirs, "Thanks from Tsunagu")
         .await;
     sees(&s.http, &alice, &theirs, "Thanks from Tsunagu", &log).await;
+
+    // Bob invites Alice to a private room on Tsunagu; Synapse countersigns, she accepts.
+    let private = t
+        .http
+        .create_room(
+            &bob.token,
+            serde_json::json!({ "preset": "private_chat", "name": "Just us", "invite": [alice.id] }),
+        )
+        .await;
+    let mut since = String::new();
+    for _ in 0..300 {
+        let sync = s
+            .http
+            .sync(&alice.token, &format!("timeout=0{since}"))
+            .await;
+        since = format!("&since={}", common::http::next_batch(&sync));
+        if !sync["rooms"]["invite"][&private].is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (status, res) = s
+        .http
+        .join(&alice.token, &common::http::urlencode(&private))
+        .await;
+    assert_eq!(status, 200, "{res}\n{}", log());
+    t.http.send_text(&bob.token, &private, "Only for you").await;
+    sees(&s.http, &alice, &private, "Only for you", &log).await;
     t.stop().await;
 }
 
