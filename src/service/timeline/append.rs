@@ -788,16 +788,13 @@ impl Timeline {
     /// For each built event, the other servers it goes out to: those with a member joined
     /// after the batch, and a member event's target's server (a remote user kicked or
     /// banned hears of it). Nothing when federation is off.
-    fn destinations(
+    /// The other servers with a member joined once these membership changes are made, and
+    /// the servers of the members they change (a remote user kicked hears of it).
+    fn servers_after(
         &self,
         room_id: &RoomId,
-        built: &[Built],
         member_writes: &[Vec<(OwnedUserId, MembershipState, OwnedEventId)>],
-    ) -> Result<Vec<Vec<OwnedServerName>>> {
-        if !self.core.config.federates() || built.iter().all(|b| b.forward == Forward::No) {
-            return Ok(Vec::new());
-        }
-        let own = self.core.server_name();
+    ) -> Result<Vec<OwnedServerName>> {
         let mut joined: BTreeMap<OwnedUserId, bool> = self
             .member_records(room_id)?
             .into_iter()
@@ -816,7 +813,49 @@ impl Timeline {
         servers.extend(targets);
         servers.sort();
         servers.dedup();
+        let own = self.core.server_name();
         servers.retain(|s| s != own);
+        Ok(servers)
+    }
+
+    fn destinations(
+        &self,
+        room_id: &RoomId,
+        built: &[Built],
+        member_writes: &[Vec<(OwnedUserId, MembershipState, OwnedEventId)>],
+    ) -> Result<Vec<Vec<OwnedServerName>>> {
+        let unchanged = member_writes.iter().all(Vec::is_empty);
+        if !unchanged {
+            // Memberships change with this batch: the room's servers are read again after it.
+            self.room_servers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(room_id);
+        }
+        if !self.core.config.federates() || built.iter().all(|b| b.forward == Forward::No) {
+            return Ok(Vec::new());
+        }
+        let cached = self
+            .room_servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(room_id)
+            .filter(|_| unchanged)
+            .cloned();
+        let servers = match cached {
+            Some(servers) => servers,
+            None => {
+                let servers = self.servers_after(room_id, member_writes)?;
+                if unchanged {
+                    let mut cache = self.room_servers.lock().unwrap_or_else(|p| p.into_inner());
+                    if cache.len() >= super::MAX_CACHED_ROOMS {
+                        cache.clear();
+                    }
+                    cache.insert(room_id.to_owned(), servers.clone());
+                }
+                servers
+            }
+        };
         Ok(built
             .iter()
             .map(|b| match &b.forward {

@@ -63,7 +63,14 @@ pub struct Timeline {
     /// Told which servers have events queued for them, after each batch (the federation
     /// sender: it lives above the timeline).
     outbox: std::sync::OnceLock<OutboxListener>,
+    /// Per room, the other servers with a member joined (where its events go), kept between
+    /// membership changes so that a message does not read every membership.
+    room_servers:
+        std::sync::Mutex<std::collections::HashMap<ruma::OwnedRoomId, Vec<ruma::OwnedServerName>>>,
 }
+
+/// Most rooms whose servers [`Timeline`] keeps in memory (past it, it forgets them all).
+pub const MAX_CACHED_ROOMS: usize = 4096;
 
 /// Called with the servers a persisted batch queued events for.
 pub type OutboxListener = Box<dyn Fn(&[ruma::OwnedServerName]) + Send + Sync>;
@@ -84,6 +91,7 @@ impl Timeline {
             observer: Default::default(),
             history_reads,
             outbox: Default::default(),
+            room_servers: Default::default(),
         }
     }
 
