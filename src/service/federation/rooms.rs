@@ -21,7 +21,7 @@ use ruma::{
             create_leave_event, prepare_join_event, prepare_knock_event, prepare_leave_event,
         },
     },
-    events::{StateEventType, room::member::MembershipState},
+    events::room::member::MembershipState,
     room_version_rules::{EventIdFormatVersion, RoomVersionRules},
     signatures::{PublicKeyMap, PublicKeySet, Verified},
     state_res,
@@ -45,17 +45,6 @@ use crate::{
     },
     store::StoredEvent,
 };
-
-/// The state events an invite shows of its room (with the inviter's member event).
-pub const STRIPPED_STATE: &[StateEventType] = &[
-    StateEventType::RoomCreate,
-    StateEventType::RoomJoinRules,
-    StateEventType::RoomName,
-    StateEventType::RoomAvatar,
-    StateEventType::RoomTopic,
-    StateEventType::RoomCanonicalAlias,
-    StateEventType::RoomEncryption,
-];
 
 /// Most stripped state events kept with an invite from another server.
 const MAX_STRIPPED_STATE: usize = 20;
@@ -267,7 +256,7 @@ impl FederatedRooms {
     /// The room's state a knock or an invite shows (as full PDUs): what it is and who asks.
     pub fn shown_state(&self, room_id: &RoomId, sender: &str) -> Result<Vec<RawStrippedState>> {
         let mut shown = Vec::new();
-        for (ty, key) in STRIPPED_STATE
+        for (ty, key) in crate::service::timeline::state::STRIPPED_STATE
             .iter()
             .map(|t| (t.to_string(), ""))
             .chain([("m.room.member".to_owned(), sender)])

@@ -689,16 +689,8 @@ impl Sync {
             out.push(invite.stripped());
             return Ok(out);
         }
-        for ty in [
-            StateEventType::RoomCreate,
-            StateEventType::RoomJoinRules,
-            StateEventType::RoomName,
-            StateEventType::RoomAvatar,
-            StateEventType::RoomTopic,
-            StateEventType::RoomCanonicalAlias,
-            StateEventType::RoomEncryption,
-        ] {
-            if let Some(ev) = self.timeline.state_event(room_id, &ty, "")? {
+        for ty in crate::service::timeline::state::STRIPPED_STATE {
+            if let Some(ev) = self.timeline.state_event(room_id, ty, "")? {
                 out.push(ev.stripped());
             }
         }

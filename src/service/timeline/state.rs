@@ -21,6 +21,18 @@ use crate::{
     store::{MEMBERSHIPS, MembershipRecord, ROOM_STATE, STATE_HISTORY, StoredEvent},
 };
 
+/// The state events an invite or a knock shows of its room (with the member event of who
+/// invites or knocks): enough for a client to show what the room is.
+pub const STRIPPED_STATE: &[StateEventType] = &[
+    StateEventType::RoomCreate,
+    StateEventType::RoomJoinRules,
+    StateEventType::RoomName,
+    StateEventType::RoomAvatar,
+    StateEventType::RoomTopic,
+    StateEventType::RoomCanonicalAlias,
+    StateEventType::RoomEncryption,
+];
+
 /// A room's state: `(type, state_key)` -> event ID.
 pub type StateMap = BTreeMap<(String, String), OwnedEventId>;
 
