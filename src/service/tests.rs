@@ -420,3 +420,65 @@ async fn received_transactions_are_remembered_up_to_a_bound() {
     );
     assert!(!fed.already_received(origin, "never-sent").unwrap());
 }
+
+/// An event as another server could send it after a gap: a message by `sender` whose prev
+/// event this server never saw, at `depth`, authorised by the room's current state.
+fn gap_event(
+    s: &Services,
+    room: &RoomId,
+    sender: &UserId,
+    n: u64,
+    depth: u64,
+) -> (ruma::OwnedEventId, ruma::CanonicalJsonObject) {
+    // Room version 12 (the default): the create event is not named among auth events.
+    let auth: Vec<String> = ["m.room.power_levels"]
+        .iter()
+        .filter_map(|ty| s.timeline.state_event_id(room, &(*ty).into(), "").unwrap())
+        .chain(
+            s.timeline
+                .state_event_id(room, &"m.room.member".into(), sender.as_str())
+                .unwrap(),
+        )
+        .map(|id| id.to_string())
+        .collect();
+    let obj: ruma::CanonicalJsonObject = serde_json::from_value(json!({
+        "type": "m.room.message",
+        "room_id": room,
+        "sender": sender,
+        "content": { "msgtype": "m.text", "body": format!("after a gap {n}") },
+        "depth": depth,
+        "origin_server_ts": 1_000 + n,
+        "prev_events": [format!("$unknown{n}")],
+        "auth_events": auth,
+        "hashes": { "sha256": "x" },
+        "signatures": {},
+    }))
+    .unwrap();
+    let rules = s.timeline.rules(room).unwrap();
+    let hash = ruma::signatures::reference_hash(&obj, &rules).unwrap();
+    (format!("${hash}").try_into().unwrap(), obj)
+}
+
+#[tokio::test]
+async fn events_after_gaps_cannot_make_the_next_local_event_unbounded() {
+    let f = services().await;
+    let alice = user(&f.s, "alice").await;
+    let room = room(&f.s, &alice, "shared").await;
+    // 30 events, each after a different unknown event: 30 forward extremities at most 20 of
+    // which are kept; the deepest one as deep as canonical JSON allows.
+    for n in 0..30 {
+        let depth = if n == 29 { (1 << 53) - 1 } else { 10 + n };
+        let ev = gap_event(&f.s, &room, &alice, n, depth);
+        f.s.timeline
+            .admit(&room, ev, super::timeline::append::Forward::No)
+            .await
+            .unwrap();
+    }
+    let record = f.s.timeline.room(&room).unwrap().unwrap();
+    assert_eq!(record.extremities.len(), 20);
+    // The next local event names 20 prev events and a depth that still fits.
+    let ev = say(&f.s, &room, &alice, "still here").await;
+    let pdu = ev.pdu().unwrap();
+    assert_eq!(pdu.prev_events.len(), 20);
+    assert_eq!(u64::from(pdu.depth), (1 << 53) - 1);
+}

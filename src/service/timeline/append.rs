@@ -43,6 +43,13 @@ pub const MAX_PDU_BYTES: usize = 65_536;
 /// The longest event type, state key, sender or room ID the spec allows, in bytes.
 pub const MAX_ID_BYTES: usize = 255;
 
+/// Most prev events a new event names (the newest forward extremities).
+pub const MAX_PREV_EVENTS: usize = 20;
+
+/// The deepest an event may be: the largest integer canonical JSON allows (another server's
+/// event at that depth does not make this server's next one unrepresentable).
+pub const MAX_DEPTH: u64 = (1 << 53) - 1;
+
 /// An event a local user wants to add to a room.
 #[derive(Clone, Debug)]
 pub struct NewEvent {
@@ -421,7 +428,10 @@ impl Timeline {
 
         let mut obj = CanonicalJsonObject::new();
         let (prev_events, depth) = match &p.record {
-            Some(r) => (r.extremities.clone(), r.depth + 1),
+            Some(r) => (
+                self.newest_extremities(p, &r.extremities),
+                r.depth.saturating_add(1).min(MAX_DEPTH),
+            ),
             None => (vec![], 1),
         };
         let ids = |v: &[OwnedEventId]| -> Result<CanonicalJsonValue> {
@@ -500,6 +510,29 @@ impl Timeline {
         let id = OwnedEventId::try_from(id).map_err(Error::internal)?;
         self.authorize(&p, &Pdu::from_object(id, &obj)?)?;
         Ok((p.version, obj))
+    }
+
+    /// The forward extremities a new event names as its prev events: all of them, or the
+    /// [`MAX_PREV_EVENTS`] deepest when another server's events left more (the rest are
+    /// dropped: a server cannot make this server's events grow without bound).
+    pub(super) fn newest_extremities(
+        &self,
+        p: &Pending,
+        extremities: &[OwnedEventId],
+    ) -> Vec<OwnedEventId> {
+        if extremities.len() <= MAX_PREV_EVENTS {
+            return extremities.to_vec();
+        }
+        let mut by_depth: Vec<(u64, OwnedEventId)> = extremities
+            .iter()
+            .map(|id| {
+                let depth = self.pending_pdu(p, id).map_or(0, |e| u64::from(e.depth));
+                (depth, id.clone())
+            })
+            .collect();
+        by_depth.sort_by(|a, b| b.cmp(a));
+        by_depth.truncate(MAX_PREV_EVENTS);
+        by_depth.into_iter().map(|(_, id)| id).collect()
     }
 
     /// How an event names another in `prev_events` and `auth_events`: its ID, or (room

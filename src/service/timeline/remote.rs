@@ -152,6 +152,16 @@ impl Timeline {
             state_writes,
             forward,
         });
+        // Events whose prev events are unknown each leave one more forward extremity: only
+        // the newest are kept.
+        if let Some(extremities) = p.record.as_ref().map(|r| r.extremities.clone())
+            && extremities.len() > super::append::MAX_PREV_EVENTS
+        {
+            let newest = self.newest_extremities(&p, &extremities);
+            if let Some(r) = p.record.as_mut() {
+                r.extremities = newest;
+            }
+        }
         self.persist(p).await?;
         Ok(if soft_failed {
             Admitted::SoftFailed
