@@ -1186,6 +1186,21 @@ async fn sees_in_order(t: &TestServer, who: &common::Account, room: &str, wanted
     .await;
 }
 
+/// `user`'s member event content in the room, as `who` reads it on `t`.
+async fn member_event(
+    t: &TestServer,
+    who: &common::Account,
+    room: &str,
+    user: &str,
+) -> serde_json::Value {
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+        urlencode(room),
+        urlencode(user)
+    );
+    t.http.get_ok(&path, Some(&who.token)).await
+}
+
 /// The joined members of a room as `who` sees them on `t`.
 async fn joined(t: &TestServer, who: &common::Account, room: &str) -> Vec<String> {
     let res = t
@@ -1740,17 +1755,7 @@ async fn a_user_of_another_server_knocks_is_let_in_and_joins() {
         "{sync}"
     );
     // Alice sees the knock, with its reason, and lets him in (an invite).
-    let member =
-        p.a.http
-            .get_ok(
-                &format!(
-                    "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
-                    urlencode(&room),
-                    urlencode(&p.bob.id)
-                ),
-                Some(&p.alice.token),
-            )
-            .await;
+    let member = member_event(&p.a, &p.alice, &room, &p.bob.id).await;
     assert_eq!(member["membership"], "knock", "{member}");
     assert_eq!(member["reason"], "We worked together in 2019", "{member}");
     let (status, res) =
@@ -1808,17 +1813,7 @@ async fn a_user_rejects_an_invite_from_another_server() {
             .sync(&p.bob.token, &format!("timeout=0&since={since}"))
             .await;
     assert!(!sync["rooms"]["leave"][&room].is_null(), "{sync}");
-    let member =
-        p.a.http
-            .get_ok(
-                &format!(
-                    "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
-                    urlencode(&room),
-                    urlencode(&p.bob.id)
-                ),
-                Some(&p.alice.token),
-            )
-            .await;
+    let member = member_event(&p.a, &p.alice, &room, &p.bob.id).await;
     assert_eq!(member["membership"], "leave", "{member}");
     p.a.stop().await;
     p.b.stop().await;
@@ -2031,17 +2026,7 @@ async fn members_of_a_space_join_its_restricted_room_from_either_server() {
         let (status, res) = join_via(t, &who.token, &room).await;
         assert_eq!(status, 200, "{res}");
     }
-    let member =
-        p.b.http
-            .get_ok(
-                &format!(
-                    "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
-                    urlencode(&room),
-                    urlencode(&p.bob.id)
-                ),
-                Some(&p.bob.token),
-            )
-            .await;
+    let member = member_event(&p.b, &p.bob, &room, &p.bob.id).await;
     assert_eq!(member["membership"], "join", "{member}");
     assert_eq!(
         member["join_authorised_via_users_server"],
