@@ -81,6 +81,37 @@ impl Client {
         &self.inner.bot
     }
 
+    /// The bridge's admin room, where it reports its state and takes commands: the one
+    /// recorded in `store`, else `existing` (joined by the bot), else a new private room named
+    /// `name` with `topic`, inviting `admin_user`. Recorded in the store for the next start.
+    pub async fn ensure_admin_room(
+        &self,
+        store: &crate::Store,
+        name: &str,
+        topic: &str,
+        admin_user: Option<&str>,
+        existing: Option<&str>,
+    ) -> Result<String, Error> {
+        if let Some(room) = store.get("admin", "room")? {
+            return Ok(room);
+        }
+        let bot = self.bot();
+        let room = match existing {
+            Some(room) => bot.join(room).await?,
+            None => {
+                bot.create_room(json!({
+                    "preset": "private_chat",
+                    "name": name,
+                    "topic": topic,
+                    "invite": admin_user.into_iter().collect::<Vec<_>>(),
+                }))
+                .await?
+            }
+        };
+        store.set("admin", "room", &room)?;
+        Ok(room)
+    }
+
     /// Acting as the bridge bot.
     pub fn bot(&self) -> Intent {
         Intent {
@@ -266,6 +297,24 @@ impl Intent {
         Ok(room_id)
     }
 
+    /// Creates a portal room (the body of `POST /createRoom`, with its `room_alias_name`); if
+    /// the alias is taken, creates it without one. Returns the room ID.
+    pub async fn create_portal(&self, mut body: Value) -> Result<String, Error> {
+        match self.create_room(body.clone()).await {
+            Err(e) if e.errcode() == Some("M_ROOM_IN_USE") => {
+                tracing::warn!(
+                    "alias #{} is taken; creating the portal without it",
+                    body["room_alias_name"]
+                );
+                if let Some(body) = body.as_object_mut() {
+                    body.remove("room_alias_name");
+                }
+                self.create_room(body).await
+            }
+            other => other,
+        }
+    }
+
     /// Joins a room by ID or alias and returns the room ID.
     pub async fn join(&self, room: &str) -> Result<String, Error> {
         self.ensure_registered().await?;
@@ -354,12 +403,25 @@ impl Intent {
         event_type: &str,
         content: Value,
     ) -> Result<String, Error> {
-        let txn = self.client.txn_id();
+        self.send_event_txn(room_id, event_type, content, &self.client.txn_id())
+            .await
+    }
+
+    /// Sends a timeline event under a transaction ID of the caller's choosing; returns the
+    /// event ID. Sending again with the same ID (after a crash, say) yields the same event,
+    /// not a second one.
+    pub async fn send_event_txn(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        content: Value,
+        txn: &str,
+    ) -> Result<String, Error> {
         let res = self
             .call(
                 Method::PUT,
                 &[
-                    "_matrix", "client", "v3", "rooms", room_id, "send", event_type, &txn,
+                    "_matrix", "client", "v3", "rooms", room_id, "send", event_type, txn,
                 ],
                 Some(content),
             )
@@ -428,9 +490,74 @@ impl Intent {
         }
     }
 
+    /// Reads one event of a room (as this user).
+    pub async fn get_event(&self, room_id: &str, event_id: &str) -> Result<Value, Error> {
+        self.call(
+            Method::GET,
+            &[
+                "_matrix", "client", "v3", "rooms", room_id, "event", event_id,
+            ],
+            None,
+        )
+        .await
+    }
+
+    /// The users joined to a room (as this user sees it).
+    pub async fn joined_members(&self, room_id: &str) -> Result<Vec<String>, Error> {
+        let res = self
+            .call(
+                Method::GET,
+                &[
+                    "_matrix",
+                    "client",
+                    "v3",
+                    "rooms",
+                    room_id,
+                    "joined_members",
+                ],
+                None,
+            )
+            .await?;
+        Ok(res["joined"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+
     /// Sets the room's topic.
     pub async fn set_topic(&self, room_id: &str, topic: &str) -> Result<String, Error> {
         self.set_state(room_id, "m.room.topic", "", json!({ "topic": topic }))
             .await
+    }
+}
+
+/// A bridge's admin room, once known: where it reports its state (and takes commands).
+#[derive(Default)]
+pub struct AdminRoom(std::sync::RwLock<Option<String>>);
+
+impl AdminRoom {
+    /// Records the room's ID.
+    pub fn set(&self, room_id: String) {
+        *self.0.write().unwrap() = Some(room_id);
+    }
+
+    /// The room's ID, once set.
+    pub fn get(&self) -> Option<String> {
+        self.0.read().unwrap().clone()
+    }
+
+    /// Whether `room_id` is the admin room.
+    pub fn is(&self, room_id: &str) -> bool {
+        self.0.read().unwrap().as_deref() == Some(room_id)
+    }
+
+    /// Posts a notice there as the bot (and logs it; a failure to post is logged too).
+    pub async fn notice(&self, client: &Client, text: &str) {
+        tracing::info!("admin notice: {text}");
+        if let Some(room) = self.get()
+            && let Err(e) = client.bot().send_notice(&room, text).await
+        {
+            tracing::warn!("posting to the admin room: {e}");
+        }
     }
 }

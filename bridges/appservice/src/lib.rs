@@ -7,17 +7,39 @@
 //! - [`Client`] and [`Intent`]: act on the homeserver as the bridge bot or as ghost users.
 //! - [`Store`]: persisted mappings (remote channel ↔ room, nick ↔ ghost) in one redb file.
 
+pub mod cli;
 mod client;
 mod registration;
 mod server;
 mod store;
 
-pub use client::{Client, Intent};
+pub use client::{AdminRoom, Client, Intent};
 pub use registration::{
     Namespace, Namespaces, Registration, random_token, regex_escape, write_atomically,
 };
 pub use server::{AppService, Handler};
 pub use store::Store;
+
+/// Runs `attempt` until it succeeds, waiting 0.5 s after the first failure and twice as long
+/// after each next one (at most a minute); each failure is logged with `what`.
+pub async fn retry<F, Fut, E>(what: &str, mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        match attempt().await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!("{what}: {e:#}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(60));
+            }
+        }
+    }
+}
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]

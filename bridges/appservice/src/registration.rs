@@ -110,11 +110,36 @@ impl Registration {
         Ok(serde_yaml_ng::from_str(text)?)
     }
 
+    /// Reads a bridge's registration file; the error names the command that makes one.
+    pub fn load_for(path: &Path, binary: &str) -> anyhow::Result<Self> {
+        Self::load(path).map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "reading the registration {} (make one with `{binary} generate-registration`)",
+                path.display()
+            ))
+        })
+    }
+
     /// Reads a registration file.
     pub fn load(path: &Path) -> Result<Self, Error> {
         let text =
             fs::read_to_string(path).map_err(|e| Error::Io(path.display().to_string(), e))?;
         Self::from_yaml(&text)
+    }
+
+    /// Writes a new registration to `path` (creating its folder), refusing to replace an
+    /// existing one unless `force`: the homeserver knows the old tokens.
+    pub fn save_new(&self, path: &Path, force: bool) -> Result<(), Error> {
+        if path.exists() && !force {
+            return Err(Error::Config(format!(
+                "{} exists; keep it (the server knows its tokens) or pass --force to replace it",
+                path.display()
+            )));
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(|e| Error::Io(dir.display().to_string(), e))?;
+        }
+        self.save(path)
     }
 
     /// Writes the registration to `path` atomically (temporary file, fsync, rename), readable

@@ -97,6 +97,49 @@ impl<H: Handler> AppService<H> {
             .with_state(self.clone())
     }
 
+    /// Listens on `listen` and serves [`AppService::router`] in a task of its own (first, so
+    /// the homeserver can deliver what it queued while the bridge was down).
+    pub async fn spawn_server(
+        &self,
+        listen: std::net::SocketAddr,
+    ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, crate::Error> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| crate::Error::Io(format!("listening on {listen}"), e))?;
+        tracing::info!("appservice API on {listen}");
+        let router = self.router();
+        Ok(tokio::spawn(
+            async move { axum::serve(listener, router).await },
+        ))
+    }
+
+    /// The whole appservice side of a bridge: serves the API on `listen` (first, so the
+    /// homeserver can deliver what it queued meanwhile), runs `setup` until it succeeds,
+    /// calls `start` (the bridge's own connections), then hands queued events to the handler.
+    /// Returns when the API server stops.
+    pub async fn run<S, Fut, E>(
+        &self,
+        listen: std::net::SocketAddr,
+        setup: S,
+        start: impl FnOnce(),
+    ) -> anyhow::Result<()>
+    where
+        S: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let server = self.spawn_server(listen).await?;
+        crate::retry("setting up on the homeserver", setup).await;
+        start();
+        let inbox = self.clone();
+        tokio::spawn(async move { inbox.run_inbox().await });
+        match server.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("appservice API")),
+            Err(e) => Err(anyhow::Error::new(e).context("appservice API task")),
+        }
+    }
+
     /// Hands queued events to the handler, in order, forever. Run it as a task beside the
     /// HTTP server; events received before a restart are handled first.
     pub async fn run_inbox(&self) {

@@ -64,6 +64,17 @@ impl Store {
         })
     }
 
+    /// Sets several `(namespace, key, value)` mappings in one atomic write.
+    pub fn set_all(&self, entries: &[(&str, &str, &str)]) -> Result<(), Error> {
+        self.write(|txn| {
+            let mut table = txn.open_table(MAPPINGS)?;
+            for (namespace, k, value) in entries {
+                table.insert(key(namespace, k).as_str(), *value)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Removes `key` from `namespace`.
     pub fn remove(&self, namespace: &str, k: &str) -> Result<(), Error> {
         self.write(|txn| {

@@ -3,12 +3,12 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, Mutex},
 };
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
-use tsunagu_appservice::{Client, Handler, Intent, Store};
+use tsunagu_appservice::{AdminRoom, Client, Handler, Intent, Store};
 
 use crate::{
     config::Config,
@@ -26,8 +26,6 @@ mod ns {
     pub const GHOST: &str = "ghost";
     /// Ghost user ID → nick it currently stands for.
     pub const GHOST_NICK: &str = "ghost_nick";
-    /// `room` → the admin room ID.
-    pub const ADMIN: &str = "admin";
 }
 
 /// The bridge: shared by the appservice handler and the per-network IRC event loops.
@@ -36,7 +34,7 @@ pub struct Bridge {
     client: Client,
     store: Arc<Store>,
     networks: Vec<Arc<Network>>,
-    admin_room: RwLock<Option<String>>,
+    admin_room: AdminRoom,
     /// `(room, user)` → display name, from member events seen or fetched.
     display_names: Mutex<HashMap<(String, String), String>>,
 }
@@ -58,7 +56,7 @@ impl Bridge {
             client,
             store,
             networks,
-            admin_room: RwLock::new(None),
+            admin_room: AdminRoom::default(),
             display_names: Mutex::default(),
         }
     }
@@ -73,28 +71,18 @@ impl Bridge {
         if let Err(e) = bot.set_display_name("IRC bridge").await {
             tracing::warn!("setting the bot's display name: {e}");
         }
-        let admin = match self.store.get(ns::ADMIN, "room")? {
-            Some(room) => room,
-            None => {
-                let room = match &self.config.admin_room {
-                    Some(room) => bot.join(room).await.context("joining the admin room")?,
-                    None => {
-                        let invite: Vec<&String> = self.config.admin_user.iter().collect();
-                        bot.create_room(json!({
-                            "preset": "private_chat",
-                            "name": "IRC bridge",
-                            "topic": "Bridge status and commands: !link #channel [network], !unlink #channel [network], !help",
-                            "invite": invite,
-                        }))
-                        .await
-                        .context("creating the admin room")?
-                    }
-                };
-                self.store.set(ns::ADMIN, "room", &room)?;
-                room
-            }
-        };
-        *self.admin_room.write().unwrap() = Some(admin);
+        let admin = self
+            .client
+            .ensure_admin_room(
+                &self.store,
+                "IRC bridge",
+                "Bridge status and commands: !link #channel [network], !unlink #channel [network], !help",
+                self.config.admin_user.as_deref(),
+                self.config.admin_room.as_deref(),
+            )
+            .await
+            .context("finding or creating the admin room")?;
+        self.admin_room.set(admin);
         let invite: Vec<String> = self.config.admin_user.iter().cloned().collect();
         for net in &self.networks {
             for channel in net.config.channels.clone() {
@@ -129,17 +117,12 @@ impl Bridge {
 
     /// The admin room's ID.
     pub fn admin_room(&self) -> Option<String> {
-        self.admin_room.read().unwrap().clone()
+        self.admin_room.get()
     }
 
     /// Posts a notice in the admin room (logged if that fails).
     pub async fn admin_notice(&self, text: &str) {
-        tracing::info!("admin notice: {text}");
-        if let Some(room) = self.admin_room()
-            && let Err(e) = self.client.bot().send_notice(&room, text).await
-        {
-            tracing::warn!("posting to the admin room: {e}");
-        }
+        self.admin_room.notice(&self.client, text).await
     }
 
     /// The portal room of a channel, created (and the channel joined) when missing.
@@ -162,7 +145,7 @@ impl Bridge {
             "{prefix}{}",
             localpart_for(channel.trim_start_matches(['#', '&', '+', '!']))
         );
-        let mut body = json!({
+        let body = json!({
             "preset": "public_chat",
             "name": channel,
             "topic": "",
@@ -170,16 +153,12 @@ impl Bridge {
             "invite": invite,
             "power_level_content_override": { "events": { "m.room.topic": 0 } },
         });
-        let bot = self.client.bot();
-        let room = match bot.create_room(body.clone()).await {
-            Ok(room) => room,
-            Err(e) if e.errcode() == Some("M_ROOM_IN_USE") => {
-                tracing::warn!("alias #{alias} is taken; creating {channel}'s portal without it");
-                body.as_object_mut().unwrap().remove("room_alias_name");
-                bot.create_room(body).await?
-            }
-            Err(e) => return Err(e).context(format!("creating the portal of {channel}")),
-        };
+        let room = self
+            .client
+            .bot()
+            .create_portal(body)
+            .await
+            .with_context(|| format!("creating the portal of {channel}"))?;
         self.store
             .set(ns::ROOM, &room, &format!("{}\t{channel}", net.config.name))?;
         self.store.set(ns::PORTAL, &k, &room)?;
@@ -379,7 +358,7 @@ impl Bridge {
         if self.is_ours(sender) {
             return Ok(());
         }
-        if self.admin_room().as_deref() == Some(room) {
+        if self.admin_room.is(room) {
             if kind == "m.room.message" {
                 let body = event["content"]["body"].as_str().unwrap_or_default();
                 self.command(sender, body.trim()).await?;

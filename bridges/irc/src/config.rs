@@ -1,4 +1,4 @@
-//! The bridge's configuration file (TOML). See `config.example.toml` for every setting.
+//! The bridge's configuration file (TOML). See `config/irc.toml` (in the repository's root) for every setting.
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn the_example_config_parses() {
-        let config = Config::parse(include_str!("../config.example.toml")).unwrap();
+        let config = Config::parse(include_str!("../../../config/irc.toml")).unwrap();
         assert_eq!(config.networks.len(), 1);
         assert_eq!(config.networks[0].port, 6667);
         assert_eq!(config.appservice_url(), "http://127.0.0.1:9898");

@@ -2,16 +2,16 @@
 //! rooms (portals) and IRC nicks as ghost users, and relays Matrix users into IRC through the
 //! bridge's own connection (`<displayname> text`).
 //!
-//! The binary `tsunagu-irc` is a thin CLI over [`run`] and [`generate_registration`].
+//! The binary `tsunagu-irc` is the shared bridge command line ([`tsunagu_appservice::cli`])
+//! over [`run`] and [`generate_registration`].
 
 pub mod bridge;
 pub mod config;
 pub mod network;
 pub mod proto;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tsunagu_appservice::{AppService, Client, Registration, Store};
 
@@ -20,12 +20,6 @@ pub use config::Config;
 /// Writes a new registration for `config` (fresh tokens, the bridge's namespaces) to
 /// `config.registration`. Refuses to replace an existing file unless `force`.
 pub fn generate_registration(config: &Config, force: bool) -> anyhow::Result<Registration> {
-    if config.registration.exists() && !force {
-        anyhow::bail!(
-            "{} exists; keep it (the server knows its tokens) or pass --force to replace it",
-            config.registration.display()
-        );
-    }
     let mut reg = Registration::generate(
         "irc",
         Some(config.appservice_url()),
@@ -34,26 +28,14 @@ pub fn generate_registration(config: &Config, force: bool) -> anyhow::Result<Reg
         &config.server_name,
     );
     reg.protocols = vec!["irc".into()];
-    if let Some(dir) = config
-        .registration
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    reg.save(&config.registration)?;
+    reg.save_new(&config.registration, force)?;
     Ok(reg)
 }
 
 /// Runs the bridge until the process ends: sets up the Matrix side (waiting for the
 /// homeserver if it is not up yet), connects to every network, and serves the appservice API.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let registration = Registration::load(&config.registration).with_context(|| {
-        format!(
-            "reading the registration {} (make one with `tsunagu-irc generate-registration`)",
-            config.registration.display()
-        )
-    })?;
+    let registration = Registration::load_for(&config.registration, "tsunagu-irc")?;
     let store = Arc::new(Store::open(&config.data_dir.join("irc.redb"))?);
     let client = Client::new(&config.homeserver_url, &config.server_name, &registration)?;
     let networks: Vec<_> = config
@@ -68,27 +50,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         networks.clone(),
     ));
 
-    // The appservice API first, so the homeserver can deliver what it queued meanwhile.
     let appservice = AppService::new(&registration, store, bridge.clone());
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let start = || start_networks(&bridge, networks);
+    appservice
+        .run(config.listen, || bridge.setup(), start)
         .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    tracing::info!("appservice API on {}", config.listen);
-    let router = appservice.router();
-    let mut server = tokio::spawn(async move { axum::serve(listener, router).await });
+}
 
-    let mut delay = Duration::from_millis(500);
-    loop {
-        match bridge.setup().await {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::warn!("setting up on the homeserver: {e:#}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(60));
-            }
-        }
-    }
-
+/// One task per network keeps it connected; another shows what it sees on Matrix.
+fn start_networks(bridge: &Arc<bridge::Bridge>, networks: Vec<Arc<network::Network>>) {
     for net in networks {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let runner = net.clone();
@@ -103,12 +73,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
-    let inbox = appservice.clone();
-    tokio::spawn(async move { inbox.run_inbox().await });
+}
 
-    match (&mut server).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e).context("appservice API"),
-        Err(e) => Err(e).context("appservice API task"),
+impl tsunagu_appservice::cli::Bridge for Config {
+    const BINARY: &'static str = "tsunagu-irc";
+    const ABOUT: &'static str = "Tsunagu's IRC bridge (a Matrix application service)";
+    const LOG_VAR: &'static str = "TSUNAGU_IRC_LOG";
+    const DEFAULT_LOG: &'static str = "irc=info,tsunagu_appservice=info";
+
+    fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        Config::load(path)
+    }
+    fn registration_path(&self) -> &std::path::Path {
+        &self.registration
+    }
+    fn server_name(&self) -> &str {
+        &self.server_name
+    }
+    fn generate_registration(&self, force: bool) -> anyhow::Result<Registration> {
+        generate_registration(self, force)
+    }
+    async fn run(self) -> anyhow::Result<()> {
+        run(self).await
     }
 }

@@ -11,8 +11,9 @@ use std::{
     time::Duration,
 };
 
+pub use bridge_testkit::{BridgeProcess, Matrix, User, eventually, free_port};
+
 use irc::proto::Message;
-use serde_json::{Value, json};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
@@ -23,33 +24,6 @@ use tokio::{
 pub const NGIRCD: &str = "/usr/sbin/ngircd";
 /// The bridge's nick in every test.
 pub const BRIDGE_NICK: &str = "tsunagu";
-
-/// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Polls `f` every 25 ms until it returns `Some`, or panics after `secs` seconds.
-pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {secs} s waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 /// A real ngircd, in the foreground, as a child process.
 pub struct Ngircd {
@@ -245,256 +219,6 @@ impl IrcClient {
     }
 }
 
-/// Percent-encodes a path segment.
-pub fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// Raw Client-Server API calls.
-#[derive(Clone)]
-pub struct Matrix {
-    pub base: String,
-    http: reqwest::Client,
-}
-
-/// A logged-in Matrix user.
-#[derive(Clone)]
-pub struct User {
-    pub id: String,
-    pub token: String,
-}
-
-impl Matrix {
-    pub fn new(base: &str) -> Self {
-        Self {
-            base: base.to_owned(),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    pub async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("request sent");
-        let status = res.status().as_u16();
-        let text = res.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    /// Registers with open registration (m.login.dummy).
-    pub async fn register(&self, name: &str) -> User {
-        let body = json!({ "username": name, "password": format!("pw {name} pw"),
-                           "auth": { "type": "m.login.dummy" } });
-        let (status, res) = self
-            .call("POST", "/_matrix/client/v3/register", None, Some(body))
-            .await;
-        assert_eq!(status, 200, "register {name}: {res}");
-        User {
-            id: res["user_id"].as_str().unwrap().to_owned(),
-            token: res["access_token"].as_str().unwrap().to_owned(),
-        }
-    }
-
-    pub async fn set_display_name(&self, user: &User, name: &str) {
-        let path = format!("/_matrix/client/v3/profile/{}/displayname", enc(&user.id));
-        let (status, res) = self
-            .call(
-                "PUT",
-                &path,
-                Some(&user.token),
-                Some(json!({ "displayname": name })),
-            )
-            .await;
-        assert_eq!(status, 200, "{res}");
-    }
-
-    pub async fn display_name(&self, user_id: &str) -> Option<String> {
-        let path = format!("/_matrix/client/v3/profile/{}/displayname", enc(user_id));
-        let (_, res) = self.call("GET", &path, None, None).await;
-        res["displayname"].as_str().map(str::to_owned)
-    }
-
-    /// Joins by ID or alias once that works (the bridge may still be creating the room).
-    pub async fn join(&self, user: &User, room: &str) -> String {
-        let path = format!("/_matrix/client/v3/join/{}", enc(room));
-        eventually(60, &format!("{} to join {room}", user.id), || {
-            let path = path.clone();
-            async move {
-                let (status, res) = self
-                    .call("POST", &path, Some(&user.token), Some(json!({})))
-                    .await;
-                (status == 200).then(|| res["room_id"].as_str().unwrap().to_owned())
-            }
-        })
-        .await
-    }
-
-    pub async fn send(&self, user: &User, room: &str, content: Value) -> String {
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let txn = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/send/m.room.message/t{txn}",
-            enc(room)
-        );
-        let (status, res) = self
-            .call("PUT", &path, Some(&user.token), Some(content))
-            .await;
-        assert_eq!(status, 200, "send: {res}");
-        res["event_id"].as_str().unwrap().to_owned()
-    }
-
-    pub async fn send_text(&self, user: &User, room: &str, body: &str) -> String {
-        self.send(user, room, json!({ "msgtype": "m.text", "body": body }))
-            .await
-    }
-
-    pub async fn set_topic(&self, user: &User, room: &str, topic: &str) {
-        let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", enc(room));
-        let (status, res) = self
-            .call(
-                "PUT",
-                &path,
-                Some(&user.token),
-                Some(json!({ "topic": topic })),
-            )
-            .await;
-        assert_eq!(status, 200, "set topic: {res}");
-    }
-
-    pub async fn topic(&self, user: &User, room: &str) -> Option<String> {
-        let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", enc(room));
-        let (_, res) = self.call("GET", &path, Some(&user.token), None).await;
-        res["topic"].as_str().map(str::to_owned)
-    }
-
-    /// The room's latest events (newest first).
-    pub async fn recent(&self, user: &User, room: &str) -> Vec<Value> {
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
-            enc(room)
-        );
-        let (_, res) = self.call("GET", &path, Some(&user.token), None).await;
-        res["chunk"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// Waits for an event in the room that matches `pred`.
-    pub async fn wait_event(
-        &self,
-        user: &User,
-        room: &str,
-        what: &str,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let pred = &pred;
-        eventually(60, what, || async move {
-            self.recent(user, room).await.into_iter().find(|e| pred(e))
-        })
-        .await
-    }
-
-    /// Waits for a message from `sender` with this msgtype and body.
-    pub async fn wait_message(
-        &self,
-        user: &User,
-        room: &str,
-        sender: &str,
-        msgtype: &str,
-        body: &str,
-    ) -> Value {
-        self.wait_event(
-            user,
-            room,
-            &format!("{msgtype} {body:?} from {sender}"),
-            |e| {
-                e["type"] == "m.room.message"
-                    && e["sender"] == sender
-                    && e["content"]["msgtype"] == msgtype
-                    && e["content"]["body"] == body
-            },
-        )
-        .await
-    }
-}
-
-/// The bridge as a child process (`tsunagu-irc --config … run`).
-pub struct BridgeProcess {
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl BridgeProcess {
-    pub fn start(config: &Path, log: &Path) -> Self {
-        let mut bridge = Self {
-            config: config.to_owned(),
-            log: log.to_owned(),
-            child: None,
-        };
-        bridge.spawn();
-        bridge
-    }
-
-    fn spawn(&mut self) {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tsunagu-irc"))
-            .arg("--config")
-            .arg(&self.config)
-            .arg("run")
-            .env("TSUNAGU_IRC_LOG", "irc=debug,tsunagu_appservice=debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("tsunagu-irc starts");
-        self.child = Some(child);
-    }
-
-    /// Kills the bridge (SIGKILL: no chance to flush anything).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-}
-
-impl Drop for BridgeProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Everything one test needs: IRC server, homeserver, bridge, and a Matrix admin user.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -512,13 +236,13 @@ impl Env {
     pub async fn start(channels: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ircd = Ngircd::start(dir.path()).await;
-        let as_port = free_port();
-        let config_path = dir.path().join("irc.toml");
-        let registration = dir.path().join("registration.yaml");
-        let write_config = |homeserver: &str| {
-            let channels: Vec<String> = channels.iter().map(|c| format!("{c:?}")).collect();
-            fs::write(
-                &config_path,
+        let binary = Path::new(env!("CARGO_BIN_EXE_tsunagu-irc"));
+        let started = bridge_testkit::start_bridge(
+            dir.path(),
+            binary,
+            ("TSUNAGU_IRC_LOG", "irc=debug,tsunagu_appservice=debug"),
+            |homeserver, registration, as_port| {
+                let channels: Vec<String> = channels.iter().map(|c| format!("{c:?}")).collect();
                 format!(
                     "homeserver_url = {homeserver:?}\nserver_name = \"localhost\"\n\
                      registration = {registration:?}\nlisten = \"127.0.0.1:{as_port}\"\n\
@@ -529,44 +253,17 @@ impl Env {
                     data = dir.path().join("irc-data"),
                     port = ircd.port,
                     channels = channels.join(", "),
-                ),
-            )
-            .unwrap();
-        };
-        write_config("http://127.0.0.1:1");
-        let out = Command::new(env!("CARGO_BIN_EXE_tsunagu-irc"))
-            .arg("--config")
-            .arg(&config_path)
-            .arg("generate-registration")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "generate-registration: {out:?}");
-        assert!(registration.exists());
-
-        // The server's config, as its TOML file would say it, plus the registration.
-        let server_config: tsunagu::Config = toml::from_str(&format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\nregistration = \"open\"\n\
-             appservices = [{registration:?}]\n\
-             [rate_limit]\nburst = 1000\nper_minute = 6000\n",
-            data = dir.path().join("server"),
-        ))
-        .expect("the server's config takes `appservices` (issue 5)");
-        let server = tsunagu::Server::start(server_config)
-            .await
-            .expect("server starts with the bridge's registration");
-        let matrix = Matrix::new(&server.url());
-        let alice = matrix.register("alice").await;
-        matrix.set_display_name(&alice, "Alice Liddell").await;
-
-        write_config(&server.url());
-        let bridge = BridgeProcess::start(&config_path, &dir.path().join("bridge.log"));
+                )
+            },
+        )
+        .await;
         Self {
             dir,
             ircd,
-            server,
-            matrix,
-            bridge,
-            alice,
+            server: started.server,
+            matrix: started.matrix,
+            bridge: started.bridge,
+            alice: started.alice,
         }
     }
 
@@ -577,44 +274,17 @@ impl Env {
 
     /// The admin room's ID, once alice has been invited to it; alice joins it.
     pub async fn join_admin_room(&self) -> String {
-        let m = self.matrix.clone();
-        let alice = self.alice.clone();
-        let room = eventually(60, "an invite to the admin room", || {
-            let (m, alice) = (m.clone(), alice.clone());
-            async move {
-                let (_, res) = m
-                    .call(
-                        "GET",
-                        "/_matrix/client/v3/sync?timeout=0",
-                        Some(&alice.token),
-                        None,
-                    )
-                    .await;
-                let invites = res["rooms"]["invite"].as_object()?;
-                invites.iter().find_map(|(room, v)| {
-                    let state = v["invite_state"]["events"].as_array()?;
-                    state
-                        .iter()
-                        .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "IRC bridge")
-                        .then(|| room.clone())
-                })
-            }
-        })
-        .await;
-        self.matrix.join(&self.alice, &room).await
+        bridge_testkit::join_admin_room(&self.matrix, &self.alice, "IRC bridge").await
     }
 }
 
 impl Drop for Env {
     /// On failure (or with `IRC_TEST_SHOW_LOG=1`), shows what the bridge logged.
     fn drop(&mut self) {
-        if std::thread::panicking() || std::env::var_os("IRC_TEST_SHOW_LOG").is_some() {
-            let log = self.bridge_log();
-            let tail: Vec<&str> = log.lines().rev().take(200).collect();
-            eprintln!("--- bridge log (last 200 lines) ---");
-            for line in tail.into_iter().rev() {
-                eprintln!("{line}");
-            }
-        }
+        bridge_testkit::show_log_tail(
+            "bridge log",
+            &self.dir.path().join("bridge.log"),
+            std::env::var_os("IRC_TEST_SHOW_LOG").is_some(),
+        );
     }
 }
