@@ -15,6 +15,12 @@ use serde_json::{Value, json};
 
 use crate::{Error, Registration};
 
+/// A request body.
+enum Body {
+    Json(Value),
+    Bytes(Vec<u8>, String),
+}
+
 /// A connection to the homeserver with the appservice's token. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
@@ -112,6 +118,26 @@ impl Client {
         Ok(room)
     }
 
+    /// The display name of a user in a room, as the bot sees it; the localpart when there is
+    /// none (or it cannot be read).
+    pub async fn display_name_in(&self, room_id: &str, user_id: &str) -> String {
+        self.bot()
+            .get_state(room_id, "m.room.member", user_id)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c["displayname"].as_str().map(str::to_owned))
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| {
+                user_id
+                    .trim_start_matches('@')
+                    .split(':')
+                    .next()
+                    .unwrap_or(user_id)
+                    .to_owned()
+            })
+    }
+
     /// Acting as the bridge bot.
     pub fn bot(&self) -> Intent {
         Intent {
@@ -156,6 +182,18 @@ impl Client {
         as_user: Option<&str>,
         body: Option<Value>,
     ) -> Result<Value, Error> {
+        self.call_with(method, segments, &[], as_user, body.map(Body::Json))
+            .await
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        as_user: Option<&str>,
+        body: Option<Body>,
+    ) -> Result<Value, Error> {
         let mut url = self.inner.base.clone();
         url.path_segments_mut()
             .map_err(|_| Error::Config("homeserver URL cannot be a base".into()))?
@@ -164,13 +202,20 @@ impl Client {
         if let Some(user) = as_user.filter(|u| *u != self.inner.bot) {
             url.query_pairs_mut().append_pair("user_id", user);
         }
+        for (k, v) in query {
+            url.query_pairs_mut().append_pair(k, v);
+        }
         let mut req = self
             .inner
             .http
             .request(method.clone(), url)
             .bearer_auth(&self.inner.as_token);
-        if let Some(body) = body {
-            req = req.json(&body);
+        match body {
+            Some(Body::Json(body)) => req = req.json(&body),
+            Some(Body::Bytes(bytes, content_type)) => {
+                req = req.header("Content-Type", content_type).body(bytes);
+            }
+            None => {}
         }
         let res = req.send().await?;
         let status = res.status().as_u16();
@@ -490,6 +535,26 @@ impl Intent {
         }
     }
 
+    /// Uploads a file to the media repository (as this user); returns its `mxc://` URI.
+    pub async fn upload(
+        &self,
+        bytes: Vec<u8>,
+        content_type: &str,
+        filename: &str,
+    ) -> Result<String, Error> {
+        let res = self
+            .client
+            .call_with(
+                Method::POST,
+                &["_matrix", "media", "v3", "upload"],
+                &[("filename", filename)],
+                Some(&self.user_id),
+                Some(Body::Bytes(bytes, content_type.to_owned())),
+            )
+            .await?;
+        Ok(res["content_uri"].as_str().unwrap_or_default().to_owned())
+    }
+
     /// Reads one event of a room (as this user).
     pub async fn get_event(&self, room_id: &str, event_id: &str) -> Result<Value, Error> {
         self.call(
@@ -536,6 +601,33 @@ impl Intent {
 pub struct AdminRoom(std::sync::RwLock<Option<String>>);
 
 impl AdminRoom {
+    /// What every bridge does first on the homeserver: registers the bot (named `name`),
+    /// then finds or creates the admin room (see [`Client::ensure_admin_room`]) and records it.
+    pub async fn setup(
+        &self,
+        client: &Client,
+        store: &crate::Store,
+        name: &str,
+        topic: &str,
+        admin_user: Option<&str>,
+        existing: Option<&str>,
+    ) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let bot = client.bot();
+        bot.ensure_registered()
+            .await
+            .context("registering the bridge bot")?;
+        if let Err(e) = bot.set_display_name(name).await {
+            tracing::warn!("setting the bot's display name: {e}");
+        }
+        let room = client
+            .ensure_admin_room(store, name, topic, admin_user, existing)
+            .await
+            .context("finding or creating the admin room")?;
+        self.set(room);
+        Ok(())
+    }
+
     /// Records the room's ID.
     pub fn set(&self, room_id: String) {
         *self.0.write().unwrap() = Some(room_id);

@@ -64,25 +64,16 @@ impl Bridge {
     /// Registers the bot, finds or creates the admin room, creates the portals of the
     /// configured channels, and tells each network which channels to join.
     pub async fn setup(&self) -> anyhow::Result<()> {
-        let bot = self.client.bot();
-        bot.ensure_registered()
-            .await
-            .context("registering the bridge bot")?;
-        if let Err(e) = bot.set_display_name("IRC bridge").await {
-            tracing::warn!("setting the bot's display name: {e}");
-        }
-        let admin = self
-            .client
-            .ensure_admin_room(
+        self.admin_room
+            .setup(
+                &self.client,
                 &self.store,
                 "IRC bridge",
                 "Bridge status and commands: !link #channel [network], !unlink #channel [network], !help",
                 self.config.admin_user.as_deref(),
                 self.config.admin_room.as_deref(),
             )
-            .await
-            .context("finding or creating the admin room")?;
-        self.admin_room.set(admin);
+            .await?;
         let invite: Vec<String> = self.config.admin_user.iter().cloned().collect();
         for net in &self.networks {
             for channel in net.config.channels.clone() {
@@ -315,21 +306,7 @@ impl Bridge {
         if let Some(name) = self.display_names.lock().unwrap().get(&k) {
             return name.clone();
         }
-        let fetched = self
-            .client
-            .bot()
-            .get_state(room, "m.room.member", user)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|c| c["displayname"].as_str().map(str::to_owned));
-        let name = fetched.unwrap_or_else(|| {
-            user.trim_start_matches('@')
-                .split(':')
-                .next()
-                .unwrap_or(user)
-                .to_owned()
-        });
+        let name = self.client.display_name_in(room, user).await;
         self.display_names.lock().unwrap().insert(k, name.clone());
         name
     }

@@ -99,14 +99,7 @@ pub fn fold(name: &str) -> String {
 /// A Matrix localpart for an IRC nick: lower case letters, digits and `-._` are kept, every
 /// other byte becomes `=xx` (its hex value), so different nicks give different localparts.
 pub fn localpart_for(nick: &str) -> String {
-    let mut out = String::new();
-    for b in fold(nick).bytes() {
-        match b {
-            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => out.push(b as char),
-            _ => out.push_str(&format!("={b:02x}")),
-        }
-    }
-    out
+    tsunagu_appservice::escape_localpart(&fold(nick))
 }
 
 /// Splits `text` into pieces of at most `max` bytes, at a space where possible and never

@@ -98,16 +98,7 @@ fn now() -> u64 {
 /// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (XEP-0082).
 pub fn format_time(t: u64) -> String {
     let (days, secs) = (t / 86_400, t % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = tsunagu_appservice::civil_date(days as i64);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
         secs / 3600,
@@ -227,25 +218,16 @@ impl Bridge {
     /// Registers the bot, finds or creates the admin room and the portals of the configured
     /// chats.
     pub async fn setup(&self) -> anyhow::Result<()> {
-        let bot = self.client.bot();
-        bot.ensure_registered()
-            .await
-            .context("registering the bridge bot")?;
-        if let Err(e) = bot.set_display_name("XMPP bridge").await {
-            tracing::warn!("setting the bot's display name: {e}");
-        }
-        let admin = self
-            .client
-            .ensure_admin_room(
+        self.admin_room
+            .setup(
+                &self.client,
                 &self.store,
                 "XMPP bridge",
                 "Bridge status and commands: !link room@conference.example.org, !unlink room@conference.example.org, !help",
                 self.config.admin_user.as_deref(),
                 self.config.admin_room.as_deref(),
             )
-            .await
-            .context("finding or creating the admin room")?;
-        self.admin_room.set(admin);
+            .await?;
         let invite: Vec<String> = self.config.admin_user.iter().cloned().collect();
         for muc in self.config.xmpp.mucs.clone() {
             self.ensure_portal(&muc, &invite).await?;
@@ -813,21 +795,7 @@ impl Bridge {
 
     /// The display name of a Matrix user in a room (falls back to the localpart).
     async fn display_name(&self, room: &str, user: &str) -> String {
-        self.client
-            .bot()
-            .get_state(room, "m.room.member", user)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|c| c["displayname"].as_str().map(str::to_owned))
-            .filter(|n| !n.trim().is_empty())
-            .unwrap_or_else(|| {
-                user.trim_start_matches('@')
-                    .split(':')
-                    .next()
-                    .unwrap_or(user)
-                    .to_owned()
-            })
+        self.client.display_name_in(room, user).await
     }
 
     /// Makes sure a Matrix user's puppet is in the chat; returns its nick.

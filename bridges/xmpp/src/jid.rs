@@ -66,19 +66,8 @@ impl fmt::Display for Jid {
     }
 }
 
-/// A Matrix localpart for an XMPP name: lower-case letters, digits and `.-_` are kept,
-/// anything else becomes `=xx` per UTF-8 byte (`bob@example.org` → `bob=40example.org`).
-pub fn localpart_for(name: &str) -> String {
-    let mut out = String::new();
-    for b in name.bytes() {
-        match b {
-            b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' => out.push(b as char),
-            b'A'..=b'Z' => out.push(b.to_ascii_lowercase() as char),
-            _ => out.push_str(&format!("={b:02x}")),
-        }
-    }
-    out
-}
+/// A Matrix localpart for an XMPP name (`bob@example.org` → `bob=40example.org`).
+pub use tsunagu_appservice::escape_localpart as localpart_for;
 
 /// The node of a Matrix user's puppet JID: the user ID without `@`, with the characters a
 /// JID node cannot hold (`:` among them) as `=xx` (`@alice:example.org` →
