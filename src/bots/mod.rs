@@ -70,6 +70,8 @@ pub(crate) struct Bots {
     file: StateFile,
     /// Serializes scheduler ticks (background and test-driven): one decision per occurrence.
     tick_lock: tokio::sync::Mutex<()>,
+    /// The bridges: who is a bridge's ghost (`!me is @person`, see `people::merge`).
+    appservices: Arc<crate::service::appservice::Appservices>,
 }
 
 /// The command message being answered.
@@ -160,6 +162,7 @@ impl BotRunner {
             state: tokio::sync::Mutex::new(state),
             file,
             tick_lock: Default::default(),
+            appservices: services.appservices.clone(),
         });
         let (stop, _) = watch::channel(false);
         let tasks = vec![
@@ -351,6 +354,13 @@ impl Bots {
             .map(|(n, a)| (n, a.trim()))
             .unwrap_or((&body[1..], ""));
         let name = name.to_lowercase();
+        if name == "me"
+            && let Some(person) = args.strip_prefix("is ")
+        {
+            // A bridge saying one of its ghosts is a person (after they proved it): heard in
+            // any room the bots are in, whatever habits are on there.
+            return people::merge(self, room, msg, person).await;
+        }
         let habit = match name.as_str() {
             "help" => return self.help(room, msg).await,
             "bots" => return self.bots_command(room, msg, args).await,

@@ -123,6 +123,53 @@ pub(crate) async fn me(bots: &Bots, room: &Room, msg: &Msg, args: &str) -> anyho
     show(bots, room, msg, &msg.sender.clone(), &p).await
 }
 
+/// `!me is @person:server`, said by a bridge's ghost once the person behind it proved (to the
+/// bridge) that the bridged identity is theirs: the ghost's entry fills in what the person's
+/// own entry leaves empty, and thanks to and from the ghost become theirs, so the community
+/// sees one person. Only a ghost of a registered bridge may say it, only of a local person who
+/// is not a ghost.
+pub(crate) async fn merge(bots: &Bots, room: &Room, msg: &Msg, person: &str) -> anyhow::Result<()> {
+    let ghost = msg.sender.clone();
+    let person = UserId::parse(person.trim()).ok();
+    let allowed = bots.appservices.exclusive_user_owner(&ghost).is_some()
+        && person.as_ref().is_some_and(|p| {
+            p.server_name() == bots.user_id.server_name()
+                && bots.appservices.exclusive_user_owner(p).is_none()
+                && *p != bots.user_id
+        });
+    let Some(person) = person.filter(|_| allowed) else {
+        let t = "Only a bridge says who its people are.";
+        return bots.reply(room, msg, t, t).await;
+    };
+    {
+        let mut state = bots.state.lock().await;
+        if let Some(old) = state.profiles.remove(&ghost) {
+            let p = state.profiles.entry(person.clone()).or_default();
+            for (name, _) in FIELDS {
+                let mut old = old.clone();
+                let theirs = field(p, name);
+                if theirs.is_none() {
+                    *theirs = field(&mut old, name).clone();
+                }
+            }
+        }
+        for t in &mut state.thanks {
+            if t.from == ghost {
+                t.from = person.clone();
+            }
+            if t.to == ghost {
+                t.to = person.clone();
+            }
+        }
+        bots.save(&state);
+    }
+    let name = bots.name(room, &person).await;
+    let t = format!(
+        "{name} is the same person who wrote here through the bridge: their entry and thanks are theirs now."
+    );
+    bots.reply(room, msg, &esc(&t), &t).await
+}
+
 pub(crate) async fn whois(bots: &Bots, room: &Room, msg: &Msg, args: &str) -> anyhow::Result<()> {
     let Some(user) = resolve_user(bots, room, args).await else {
         let t = "Say who: !whois @user";

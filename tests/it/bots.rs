@@ -197,6 +197,19 @@ async fn bots_answer_encrypted_and_remember_people_and_thanks_across_a_restart()
         )
         .await;
 
+    // Only a bridge's ghost may say who it is (after its person proved it to the bridge);
+    // a member cannot take over someone else's entry and thanks that way.
+    bob.ask(
+        &room_id,
+        &bot,
+        "!me is @alice:localhost",
+        "Only a bridge says who its people are",
+    )
+    .await;
+    alice
+        .ask(&room_id, &bot, "!whois @bob:localhost", "is at Globex")
+        .await;
+
     // A newcomer is greeted once.
     room.invite_user_by_id(&carol.id())
         .await

@@ -7,6 +7,7 @@
 //! - [`Client`] and [`Intent`]: act on the homeserver as the bridge bot or as ghost users.
 //! - [`Store`]: persisted mappings (remote channel ↔ room, nick ↔ ghost) in one redb file.
 
+pub mod claims;
 pub mod cli;
 mod client;
 mod registration;

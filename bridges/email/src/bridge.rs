@@ -13,7 +13,7 @@ use mail_parser::{Message, MessageParser, MimeHeaders};
 use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
 use tokio::sync::Notify;
-use tsunagu_appservice::{AdminRoom, Client, Handler, Store, escape_localpart};
+use tsunagu_appservice::{AdminRoom, Client, Handler, Store, claims, escape_localpart};
 
 use crate::{
     config::{Config, ListConfig},
@@ -76,6 +76,8 @@ fn bracketed(id: &str) -> String {
 pub struct Bridge {
     config: Config,
     client: Client,
+    /// Acts as people who claimed their address (double puppeting), if configured.
+    double: Option<Client>,
     store: Arc<Store>,
     admin_room: AdminRoom,
     spool: Notify,
@@ -85,10 +87,11 @@ pub struct Bridge {
 
 impl Bridge {
     /// A bridge; call [`Bridge::setup`] before use.
-    pub fn new(config: Config, client: Client, store: Arc<Store>) -> Self {
+    pub fn new(config: Config, client: Client, double: Option<Client>, store: Arc<Store>) -> Self {
         Self {
             config,
             client,
+            double,
             store,
             admin_room: AdminRoom::default(),
             spool: Notify::new(),
@@ -410,13 +413,20 @@ impl Bridge {
             .filter(|n| !n.trim().is_empty())
             .unwrap_or(&from)
             .to_owned();
-        let ghost = self.client.intent(&self.client.user_id(&format!(
-            "{}{}",
-            self.config.user_prefix,
-            escape_localpart(&from)
-        )));
-        ghost.ensure_registered().await?;
-        ghost.set_display_name(&name).await?;
+        // Someone who claimed the address writes as themselves; anyone else through a ghost.
+        let person = match (claims::linked_user(&self.store, &from)?, &self.double) {
+            (Some(user), Some(double)) => Some(double.intent(&user)),
+            _ => None,
+        };
+        let ghost = match person {
+            Some(person) => person,
+            None => {
+                let ghost = self.client.intent(&self.ghost_of(&from));
+                ghost.ensure_registered().await?;
+                ghost.set_display_name(&name).await?;
+                ghost
+            }
+        };
         ghost.ensure_joined(&room).await?;
 
         // The thread: the message it answers (In-Reply-To, else the last known reference).
@@ -712,8 +722,10 @@ impl Bridge {
         };
         let raw = mail.render();
         let mut each = Vec::new();
+        // Someone who claimed their address does not get their own words back either.
+        let claimed = claims::remote_of(&self.store, sender)?;
         for (address, mode) in self.subscribers(list)? {
-            if Some(&address) == author_address.as_ref() {
+            if Some(&address) == author_address.as_ref() || Some(&address) == claimed.as_ref() {
                 continue;
             }
             if mode == "digest" {
@@ -938,7 +950,23 @@ impl Bridge {
         let Some(list) = self.list_by_address(&address).cloned() else {
             return Ok(());
         };
-        if !self.is_ghost(sender) && body.starts_with('!') {
+        let words: Vec<&str> = body.split_whitespace().collect();
+        match words.as_slice() {
+            ["!claim", address] if !self.is_ghost(sender) => {
+                return self
+                    .claim(&list, room, sender, &address.to_lowercase())
+                    .await;
+            }
+            ["!confirm", code] if !self.is_ghost(sender) => {
+                return self.confirm(room, sender, code).await;
+            }
+            _ => {}
+        }
+        let list_command = matches!(
+            words.first(),
+            Some(&"!subscribe" | &"!unsubscribe" | &"!subscribers")
+        );
+        if !self.is_ghost(sender) && list_command {
             if self.power(room, sender).await >= 50 {
                 let words: Vec<&str> = body.split_whitespace().collect();
                 return self.command(&list, room, &words).await;
@@ -949,7 +977,123 @@ impl Bridge {
                 .await?;
             return Ok(());
         }
+        if body.starts_with('!') {
+            return Ok(()); // A command (for the bots, say), not something to mail.
+        }
         self.relay(&list, room, &event).await
+    }
+
+    /// The ghost user of a mail address.
+    fn ghost_of(&self, address: &str) -> String {
+        self.client.user_id(&format!(
+            "{}{}",
+            self.config.user_prefix,
+            escape_localpart(address)
+        ))
+    }
+
+    /// `!claim ADDRESS`: a code goes to the address; whoever reads it there proves it is theirs
+    /// by saying `!confirm CODE` from the Matrix account that asked.
+    async fn claim(
+        &self,
+        list: &ListConfig,
+        room: &str,
+        user: &str,
+        address: &str,
+    ) -> anyhow::Result<()> {
+        let bot = self.client.bot();
+        if !address.contains('@') || address.contains(char::is_whitespace) {
+            bot.send_notice(room, "Say which address: !claim you@example.org")
+                .await?;
+            return Ok(());
+        }
+        let code = claims::start(&self.store, user, address)?;
+        let text = format!(
+            "{user} asks to be known in the room {} as the person who writes from {address}.
+
+             If that is you, say this in the room from that Matrix account:
+
+    !confirm {code}
+
+             The code is good for an hour. If it is not you, ignore this mail.",
+            list.name
+        );
+        let id = format!(
+            "<claim.{}@{}>",
+            sha1_hex(&format!("{user}{address}{code}")),
+            message::domain(list)
+        );
+        let mail = Outgoing {
+            list,
+            author: &list.name,
+            message_id: &id,
+            in_reply_to: None,
+            references: vec![],
+            subject: &format!("{}: is {address} yours?", list.name),
+            text: &text,
+            html: None,
+            automatic: true,
+            date: now(),
+        };
+        self.deliver(
+            list,
+            std::slice::from_ref(&address.to_owned()),
+            &mail.render(),
+        )
+        .await?;
+        bot.send_notice(
+            room,
+            &format!(
+                "A code went to {address}. Say !confirm CODE here to prove the address is yours."
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `!confirm CODE`: links the address to the account, moves the ghost's entry and thanks
+    /// over (the bots hear the ghost say so), and the ghost leaves: the room shows one person.
+    async fn confirm(&self, room: &str, user: &str, code: &str) -> anyhow::Result<()> {
+        let bot = self.client.bot();
+        let Some(claim) = claims::prove(&self.store, code, |p| p.user == user)? else {
+            bot.send_notice(
+                room,
+                "That code is not right (or it expired): ask for a new one with !claim ADDRESS.",
+            )
+            .await?;
+            return Ok(());
+        };
+        claims::link(&self.store, &claim.remote, user)?;
+        let ghost = self.client.intent(&self.ghost_of(&claim.remote));
+        ghost.ensure_registered().await?;
+        ghost
+            .send_message(
+                room,
+                json!({ "msgtype": "m.text", "body": format!("!me is {user}") }),
+            )
+            .await?;
+        bot.send_notice(
+            room,
+            &format!(
+                "{} is {user}: mail from that address shows as them from now on.",
+                claim.remote
+            ),
+        )
+        .await?;
+        // Out of every portal: the person is there themselves.
+        for (_, portal) in self.store.entries(ns::PORTAL)? {
+            if self
+                .client
+                .bot()
+                .joined_members(&portal)
+                .await?
+                .iter()
+                .any(|m| m == ghost.user_id())
+            {
+                ghost.leave(&portal).await?;
+            }
+        }
+        Ok(())
     }
 }
 

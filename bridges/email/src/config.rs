@@ -35,6 +35,11 @@ pub struct Config {
     /// An existing room to use as the admin room; by default the bot creates one.
     #[serde(default)]
     pub admin_room: Option<String>,
+    /// A second registration for double puppeting (user namespace: every user of the server,
+    /// not exclusive; `url: null`): with it, mail from someone who claimed their address shows
+    /// as their own Matrix account. Without it, as their ghost.
+    #[serde(default)]
+    pub double_puppet_registration: Option<PathBuf>,
     /// The mail side.
     pub mail: MailConfig,
     /// The lists (one portal room each).

@@ -39,7 +39,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let registration = Registration::load_for(&config.registration, "tsunagu-email")?;
     let store = Arc::new(Store::open(&config.data_dir.join("email.redb"))?);
     let client = Client::new(&config.homeserver_url, &config.server_name, &registration)?;
-    let bridge = Arc::new(bridge::Bridge::new(config.clone(), client, store.clone()));
+    let double = tsunagu_appservice::claims::double_puppet(
+        &config.homeserver_url,
+        &config.server_name,
+        config.double_puppet_registration.as_deref(),
+    )?;
+    let bridge = Arc::new(bridge::Bridge::new(
+        config.clone(),
+        client,
+        double,
+        store.clone(),
+    ));
     let appservice = AppService::new(&registration, store, bridge.clone());
     let start = || start_mail(&bridge, &config);
     appservice

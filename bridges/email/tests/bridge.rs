@@ -349,3 +349,147 @@ async fn a_bridge_restart_loses_nothing() {
         .count();
     assert_eq!(shown, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_claims_their_address_and_becomes_one_person() {
+    let env = Env::start_with(bridge_testkit::Extras {
+        bots: true,
+        double_puppet: true,
+    })
+    .await;
+    let (m, alice) = (&env.matrix, &env.alice);
+    let room = m.join(alice, PORTAL).await;
+    // The community bots are in the room, thanks on.
+    m.call(
+        "POST",
+        &format!(
+            "/_matrix/client/v3/rooms/{}/invite",
+            bridge_testkit::enc(&room)
+        ),
+        Some(&alice.token),
+        Some(json!({ "user_id": "@tsunagu:localhost" })),
+    )
+    .await;
+    m.wait_event(alice, &room, "the bots joining", |e| {
+        e["type"] == "m.room.member"
+            && e["state_key"] == "@tsunagu:localhost"
+            && e["content"]["membership"] == "join"
+    })
+    .await;
+    m.send_text(alice, &room, "!bots enable thanks").await;
+    m.wait_event(alice, &room, "thanks on", |e| {
+        e["sender"] == "@tsunagu:localhost"
+            && e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("thanks"))
+    })
+    .await;
+
+    // bob writes by mail, and is thanked as his ghost.
+    env.subscribe("bob").await;
+    env.mail
+        .submit(
+            BOB,
+            LIST,
+            &mail(
+                BOB,
+                "Photos",
+                "<photos@example.test>",
+                None,
+                "the photos are up",
+            ),
+        )
+        .await;
+    m.wait_event(alice, &room, "bob's mail", |e| {
+        e["sender"] == GHOST_BOB && body_is(e, "Photos\n\nthe photos are up")
+    })
+    .await;
+    m.send_text(alice, &room, &format!("!thanks {GHOST_BOB} for the photos"))
+        .await;
+    m.wait_event(alice, &room, "the thanks note", |e| {
+        e["sender"] == "@tsunagu:localhost"
+            && e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("the photos"))
+    })
+    .await;
+
+    // bob gets an account of his own and claims his address with the code mailed to it.
+    let bob = m.register("bob").await;
+    m.join(&bob, PORTAL).await;
+    m.send_text(&bob, &room, "!claim bob@example.test").await;
+    let code_mail = env
+        .mail
+        .wait_mail("bob", "the claim code", |m| {
+            m.body_text(0).is_some_and(|b| b.contains("!confirm "))
+        })
+        .await;
+    let text = parse(&code_mail).body_text(0).unwrap().into_owned();
+    let code = text
+        .split("!confirm ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    // Someone else cannot use the code.
+    let mallory = m.register("mallory").await;
+    m.join(&mallory, PORTAL).await;
+    m.send_text(&mallory, &room, &format!("!confirm {code}"))
+        .await;
+    m.wait_event(alice, &room, "mallory refused", |e| {
+        e["content"]["body"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("That code is not right"))
+    })
+    .await;
+    m.send_text(&bob, &room, &format!("!confirm {code}")).await;
+
+    // One person: the ghost leaves, the thanks are bob's, and his mail shows as him.
+    m.wait_event(alice, &room, "the ghost leaving", |e| {
+        e["type"] == "m.room.member"
+            && e["state_key"] == GHOST_BOB
+            && e["content"]["membership"] == "leave"
+    })
+    .await;
+    m.wait_event(alice, &room, "the bots taking note", |e| {
+        e["sender"] == "@tsunagu:localhost"
+            && e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("is the same person"))
+    })
+    .await;
+    m.send_text(&bob, &room, "!thanks mine").await;
+    m.wait_event(alice, &room, "bob's thanks", |e| {
+        e["sender"] == "@tsunagu:localhost"
+            && e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("for the photos"))
+            && e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| !b.contains("Thanks are for"))
+    })
+    .await;
+    env.mail
+        .submit(
+            BOB,
+            LIST,
+            &mail(BOB, "Again", "<again@example.test>", None, "now as myself"),
+        )
+        .await;
+    let again = m
+        .wait_event(alice, &room, "bob's next mail", |e| {
+            body_is(e, "Again\n\nnow as myself")
+        })
+        .await;
+    assert_eq!(again["sender"], bob.id.as_str());
+    // What bob says in the room is not mailed back to him.
+    m.send_text(&bob, &room, "said in the room by bob").await;
+    m.send_text(alice, &room, "alice after bob").await;
+    env.mail
+        .wait_mail("bob", "alice's message", |m| {
+            m.body_text(0)
+                .is_some_and(|b| b.contains("alice after bob"))
+        })
+        .await;
+    assert_eq!(env.mail.count("bob", "said in the room by bob"), 0);
+}

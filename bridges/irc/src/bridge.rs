@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
-use tsunagu_appservice::{AdminRoom, Client, Handler, Intent, Store};
+use tsunagu_appservice::{AdminRoom, Client, Handler, Intent, Store, claims};
 
 use crate::{
     config::Config,
@@ -32,6 +32,8 @@ mod ns {
 pub struct Bridge {
     config: Config,
     client: Client,
+    /// Acts as people who claimed their nick (double puppeting), if configured.
+    double: Option<Client>,
     store: Arc<Store>,
     networks: Vec<Arc<Network>>,
     admin_room: AdminRoom,
@@ -48,12 +50,14 @@ impl Bridge {
     pub fn new(
         config: Config,
         client: Client,
+        double: Option<Client>,
         store: Arc<Store>,
         networks: Vec<Arc<Network>>,
     ) -> Self {
         Self {
             config,
             client,
+            double,
             store,
             networks,
             admin_room: AdminRoom::default(),
@@ -208,6 +212,15 @@ impl Bridge {
     pub async fn on_irc(&self, net: &Network, event: IrcEvent) -> anyhow::Result<()> {
         match event {
             IrcEvent::Status(text) => self.admin_notice(&text).await,
+            IrcEvent::Private { nick, text } if text.trim().starts_with("!claim ") => {
+                self.prove_claim(net, &nick, text.trim()["!claim ".len()..].trim())
+                    .await?
+            }
+            IrcEvent::Message { nick, text, .. } if text.trim().starts_with("!claim ") => {
+                // A proof for a claim, not something to show.
+                self.prove_claim(net, &nick, text.trim()["!claim ".len()..].trim())
+                    .await?
+            }
             IrcEvent::Private { nick, text } => {
                 self.admin_notice(&format!(
                     "{}: private message from {nick}: {text}",
@@ -224,7 +237,10 @@ impl Bridge {
                 let Some(room) = self.portal(net, &channel) else {
                     return Ok(());
                 };
-                let ghost = self.ghost(net, &nick).await?;
+                let ghost = match self.person(net, &nick)? {
+                    Some(person) => person,
+                    None => self.ghost(net, &nick).await?,
+                };
                 ghost.ensure_joined(&room).await?;
                 match kind {
                     Kind::Text => ghost.send_text(&room, &text).await?,
@@ -233,7 +249,9 @@ impl Bridge {
                 };
             }
             IrcEvent::Join { channel, nick } => {
-                if let Some(room) = self.portal(net, &channel) {
+                if let Some(room) = self.portal(net, &channel)
+                    && self.person(net, &nick)?.is_none()
+                {
                     self.ghost(net, &nick).await?.ensure_joined(&room).await?;
                 }
             }
@@ -351,9 +369,23 @@ impl Bridge {
         let Some(net) = self.network(net_name).cloned() else {
             return Ok(());
         };
+        let body = event["content"]["body"].as_str().unwrap_or_default().trim();
+        if kind == "m.room.message"
+            && let Some(nick) = body.strip_prefix("!claim ")
+        {
+            return self.start_claim(&net, room, sender, nick.trim()).await;
+        }
         let lines = match kind {
             "m.room.message" => {
-                let name = self.display_name(room, sender).await;
+                // Someone who claimed a nick here speaks under it; anyone else by their name.
+                let claimed = claims::remote_of(&self.store, sender)?.and_then(|r| {
+                    r.strip_prefix(&format!("irc:{}/", net.config.name))
+                        .map(str::to_owned)
+                });
+                let name = match claimed {
+                    Some(nick) => nick,
+                    None => self.display_name(room, sender).await,
+                };
                 render_message(&event["content"], &name, channel, &net.nick())
             }
             "m.room.topic" => {
@@ -363,6 +395,97 @@ impl Bridge {
             _ => return Ok(()),
         };
         net.send_lines(&lines).await;
+        Ok(())
+    }
+
+    /// The claim name of a nick: `irc:{network}/{folded nick}`.
+    fn remote(net: &Network, nick: &str) -> String {
+        format!("irc:{}/{}", net.config.name, fold(nick))
+    }
+
+    /// The Matrix account of someone who claimed their nick, to act as (with double
+    /// puppeting).
+    fn person(&self, net: &Network, nick: &str) -> anyhow::Result<Option<Intent>> {
+        let Some(double) = &self.double else {
+            return Ok(None);
+        };
+        Ok(claims::linked_user(&self.store, &Self::remote(net, nick))?.map(|u| double.intent(&u)))
+    }
+
+    /// `!claim NICK` in a portal: the asker proves the nick is theirs by saying the code on IRC
+    /// from it.
+    async fn start_claim(
+        &self,
+        net: &Network,
+        room: &str,
+        user: &str,
+        nick: &str,
+    ) -> anyhow::Result<()> {
+        let bot = self.client.bot();
+        if nick.is_empty() || nick.contains(char::is_whitespace) {
+            bot.send_notice(room, "Say which nick: !claim yournick")
+                .await?;
+            return Ok(());
+        }
+        let code = claims::start(&self.store, user, &Self::remote(net, nick))?;
+        bot.send_notice(
+            room,
+            &format!(
+                "To prove {nick} on {} is yours, send this from {nick} within an hour: /msg {} !claim {code}",
+                net.config.name,
+                net.nick()
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `!claim CODE` from a nick: if it proves a pending claim of that nick, the nick is linked
+    /// to the Matrix account that asked, the ghost's entry and thanks move over (the bots hear
+    /// the ghost say so), and the ghost leaves the portals: the rooms show one person.
+    async fn prove_claim(&self, net: &Network, nick: &str, code: &str) -> anyhow::Result<()> {
+        let remote = Self::remote(net, nick);
+        let Some(claim) = claims::prove(&self.store, code, |p| p.remote == remote)? else {
+            tracing::info!(
+                "{nick} on {} said a claim code that proves nothing",
+                net.config.name
+            );
+            return Ok(());
+        };
+        claims::link(&self.store, &remote, &claim.user)?;
+        let ghost = self.ghost(net, nick).await?;
+        let mut said = false;
+        for (k, room) in self.store.entries(ns::PORTAL)? {
+            if !k.starts_with(&format!("{}\t", net.config.name)) {
+                continue;
+            }
+            let members = self.client.bot().joined_members(&room).await?;
+            if !members.iter().any(|m| m == ghost.user_id()) {
+                continue;
+            }
+            if !said {
+                ghost
+                    .send_message(
+                        &room,
+                        json!({ "msgtype": "m.text", "body": format!("!me is {}", claim.user) }),
+                    )
+                    .await?;
+                said = true;
+            }
+            self.client
+                .bot()
+                .send_notice(
+                    &room,
+                    &format!(
+                        "{nick} is {}: what they say on IRC shows as them from now on.",
+                        claim.user
+                    ),
+                )
+                .await?;
+            if self.double.is_some() {
+                ghost.leave(&room).await?;
+            }
+        }
         Ok(())
     }
 

@@ -43,9 +43,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .iter()
         .map(|n| Arc::new(network::Network::new(n.clone())))
         .collect();
+    let double = tsunagu_appservice::claims::double_puppet(
+        &config.homeserver_url,
+        &config.server_name,
+        config.double_puppet_registration.as_deref(),
+    )?;
     let bridge = Arc::new(bridge::Bridge::new(
         config.clone(),
         client,
+        double,
         store.clone(),
         networks.clone(),
     ));

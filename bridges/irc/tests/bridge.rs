@@ -296,3 +296,51 @@ async fn the_server_pings_the_bridge_and_keeps_the_namespace() {
         "{res}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nick_is_claimed_and_becomes_one_person() {
+    let env = Env::start_with(
+        &["#test"],
+        bridge_testkit::Extras {
+            bots: false,
+            double_puppet: true,
+        },
+    )
+    .await;
+    let (m, alice) = (&env.matrix, &env.alice);
+    let mut bob_irc = IrcClient::connect(env.ircd.port, "bob").await;
+    bob_irc.join_with_bridge("#test").await;
+    let room = m.join(alice, "#irc_test:localhost").await;
+    bob_irc.send("PRIVMSG #test :hello as a ghost");
+    m.wait_message(alice, &room, GHOST_BOB, "m.text", "hello as a ghost")
+        .await;
+
+    let bob = m.register("bob").await;
+    m.join(&bob, "#irc_test:localhost").await;
+    m.send_text(&bob, &room, "!claim bob").await;
+    let notice = m
+        .wait_event(alice, &room, "the claim code", |e| {
+            e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("To prove bob on test is yours"))
+        })
+        .await;
+    let code = bridge_testkit::claim_code(&notice);
+    // Another nick saying the code proves nothing.
+    let carol = IrcClient::connect(env.ircd.port, "carol").await;
+    carol.send(&format!("PRIVMSG {BRIDGE_NICK} :!claim {code}"));
+    bob_irc.send(&format!("PRIVMSG {BRIDGE_NICK} :!claim {code}"));
+    m.wait_event(alice, &room, "the ghost leaving", |e| {
+        e["type"] == "m.room.member"
+            && e["state_key"] == GHOST_BOB
+            && e["content"]["membership"] == "leave"
+    })
+    .await;
+    bob_irc.send("PRIVMSG #test :now as myself");
+    let mine = m
+        .wait_event(alice, &room, "bob's next message", |e| {
+            e["content"]["body"] == "now as myself"
+        })
+        .await;
+    assert_eq!(mine["sender"], bob.id.as_str());
+}

@@ -307,14 +307,85 @@ pub fn generate_registration(binary: &Path, config: &Path, registration: &Path) 
     assert!(registration.exists());
 }
 
+/// What a bridge's test wants of the homeserver beyond the bridge's registration.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Extras {
+    /// The community bots on (`@tsunagu:localhost`).
+    pub bots: bool,
+    /// A double-puppet registration (every local user, not exclusive, no URL) written to
+    /// `dir/double-puppet.yaml` and listed beside the bridge's.
+    pub double_puppet: bool,
+}
+
+impl Extras {
+    /// The line of a bridge's config that names the double-puppet registration, if any.
+    pub fn config_line(&self, dir: &Path) -> String {
+        if self.double_puppet {
+            format!(
+                "double_puppet_registration = {:?}\n",
+                dir.join("double-puppet.yaml")
+            )
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// The code at the end of a bridge's claim notice (`… !claim CODE`).
+pub fn claim_code(notice: &Value) -> String {
+    notice["content"]["body"]
+        .as_str()
+        .unwrap_or_default()
+        .rsplit("!claim ")
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// Writes a double-puppet registration: fresh tokens, `url: null`, every user of
+/// `localhost`, not exclusive.
+pub fn write_double_puppet(path: &Path) {
+    let mut reg = tsunagu_appservice::Registration::generate(
+        "double-puppet",
+        None,
+        "double-puppet",
+        "",
+        "localhost",
+    );
+    reg.namespaces.users[0].exclusive = false;
+    reg.namespaces.aliases.clear();
+    reg.save(path).unwrap();
+}
+
 /// Tsunagu in-process with open registration, a generous rate limit and the bridge's
 /// registration, its data in `dir`.
 pub async fn start_homeserver(dir: &Path, registration: &Path) -> (tsunagu::Server, Matrix) {
+    start_homeserver_with(dir, registration, Extras::default()).await
+}
+
+/// [`start_homeserver`] with [`Extras`].
+pub async fn start_homeserver_with(
+    dir: &Path,
+    registration: &Path,
+    extras: Extras,
+) -> (tsunagu::Server, Matrix) {
+    let mut registrations = vec![registration.to_owned()];
+    if extras.double_puppet {
+        let path = dir.join("double-puppet.yaml");
+        write_double_puppet(&path);
+        registrations.push(path);
+    }
     let server_config: tsunagu::Config = toml::from_str(&format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\nregistration = \"open\"\n\
-         appservices = [{registration:?}]\n\
-         [rate_limit]\nburst = 1000\nper_minute = 6000\n",
+         appservices = {registrations:?}\n\
+         [rate_limit]\nburst = 1000\nper_minute = 6000\n{bots}",
         data = dir.join("server"),
+        bots = if extras.bots {
+            "[bots]\nenabled = true\n"
+        } else {
+            ""
+        },
     ))
     .expect("the server's config takes `appservices`");
     let server = tsunagu::Server::start(server_config)
@@ -379,6 +450,17 @@ pub async fn start_bridge(
     log_filter: (&str, &str),
     config: impl Fn(&str, &Path, u16) -> String,
 ) -> Started {
+    start_bridge_with(dir, binary, log_filter, Extras::default(), config).await
+}
+
+/// [`start_bridge`] with [`Extras`].
+pub async fn start_bridge_with(
+    dir: &Path,
+    binary: &Path,
+    log_filter: (&str, &str),
+    extras: Extras,
+    config: impl Fn(&str, &Path, u16) -> String,
+) -> Started {
     let as_port = free_port();
     let config_path = dir.join("bridge.toml");
     let registration = dir.join("registration.yaml");
@@ -388,7 +470,7 @@ pub async fn start_bridge(
     // The registration is written before the server runs; the real URL comes after.
     write("http://127.0.0.1:1");
     generate_registration(binary, &config_path, &registration);
-    let (server, matrix) = start_homeserver(dir, &registration).await;
+    let (server, matrix) = start_homeserver_with(dir, &registration, extras).await;
     let alice = matrix.register("alice").await;
     matrix.set_display_name(&alice, "Alice Liddell").await;
     write(&server.url());

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
 use tokio::sync::oneshot;
-use tsunagu_appservice::{AdminRoom, Client, Handler, Intent, Store};
+use tsunagu_appservice::{AdminRoom, Client, Handler, Intent, Store, claims};
 
 use crate::{
     component::{Component, Event},
@@ -66,12 +66,16 @@ const HISTORY_MARGIN_SECS: u64 = 5;
 struct Occupant {
     /// The ghost user that shows them on Matrix.
     ghost: String,
+    /// Their real bare JID, when the chat shows it.
+    jid: Option<String>,
 }
 
 /// The bridge, shared by the appservice handler and the XMPP event loop.
 pub struct Bridge {
     config: Config,
     client: Client,
+    /// Acts as people who claimed their address (double puppeting), if configured.
+    double: Option<Client>,
     store: Arc<Store>,
     xmpp: Arc<Component>,
     admin_room: AdminRoom,
@@ -190,10 +194,17 @@ fn strip_matrix_fallback(content: &Value, body: &str) -> String {
 
 impl Bridge {
     /// A bridge; call [`Bridge::setup`] before use.
-    pub fn new(config: Config, client: Client, store: Arc<Store>, xmpp: Arc<Component>) -> Self {
+    pub fn new(
+        config: Config,
+        client: Client,
+        double: Option<Client>,
+        store: Arc<Store>,
+        xmpp: Arc<Component>,
+    ) -> Self {
         Self {
             config,
             client,
+            double,
             store,
             xmpp,
             admin_room: AdminRoom::default(),
@@ -541,26 +552,43 @@ impl Bridge {
                 && let Some(new) = item.and_then(|i| i.get("nick"))
             {
                 // A nick change: the same ghost, renamed; its next presence names it.
-                let ghost_id = gone
-                    .map(|o| o.ghost)
-                    .unwrap_or_else(|| ghost.user_id().to_owned());
+                let jid = real_jid.and_then(Jid::parse).map(|j| j.bare());
+                let occupant = gone.unwrap_or_else(|| Occupant {
+                    ghost: ghost.user_id().to_owned(),
+                    jid,
+                });
                 self.occupants
                     .lock()
                     .unwrap()
-                    .insert((muc.clone(), new.to_owned()), Occupant { ghost: ghost_id });
+                    .insert((muc.clone(), new.to_owned()), occupant);
                 return Ok(());
             }
-            ghost.leave(&room).await?;
+            let jid = real_jid.and_then(Jid::parse).map(|j| j.bare());
+            let linked = match &jid {
+                Some(jid) => claims::linked_user(&self.store, jid)?.is_some(),
+                None => false,
+            };
+            if !(linked && self.double.is_some()) {
+                ghost.leave(&room).await?;
+            }
             return Ok(());
         }
         let ghost = self.ghost(&muc, &nick, real_jid).await?;
+        let jid = real_jid.and_then(Jid::parse).map(|j| j.bare());
+        let linked = match &jid {
+            Some(jid) => claims::linked_user(&self.store, jid)?,
+            None => None,
+        };
         self.occupants.lock().unwrap().insert(
             key,
             Occupant {
                 ghost: ghost.user_id().to_owned(),
+                jid,
             },
         );
-        ghost.ensure_joined(&room).await?;
+        if linked.is_none() || self.double.is_none() {
+            ghost.ensure_joined(&room).await?;
+        }
         Ok(())
     }
 
@@ -679,7 +707,24 @@ impl Bridge {
             // History replayed on a rejoin, already shown.
             return Ok(());
         }
-        let ghost = self.ghost(&muc, &nick, None).await?;
+        let jid = self
+            .occupants
+            .lock()
+            .unwrap()
+            .get(&(muc.clone(), nick.clone()))
+            .and_then(|o| o.jid.clone());
+        if let (Some(code), Some(jid)) = (body.trim().strip_prefix("!claim "), &jid) {
+            // A proof for a claim, not something to show.
+            return self.prove_claim(&muc, &room, &nick, jid, code).await;
+        }
+        let linked = match &jid {
+            Some(jid) => claims::linked_user(&self.store, jid)?,
+            None => None,
+        };
+        let ghost = match (linked, &self.double) {
+            (Some(user), Some(double)) => double.intent(&user),
+            _ => self.ghost(&muc, &nick, None).await?,
+        };
         ghost.ensure_joined(&room).await?;
         let content = self.content_from_xmpp(&muc, m, body)?;
         // The transaction ID follows from the message, so a message shown just before a crash
@@ -868,11 +913,84 @@ impl Bridge {
         let Some(muc) = self.store.get(ns::ROOM, room)? else {
             return Ok(());
         };
+        let body = event["content"]["body"].as_str().unwrap_or_default().trim();
+        if kind == "m.room.message"
+            && let Some(jid) = body.strip_prefix("!claim ")
+        {
+            return self.start_claim(&muc, room, sender, jid.trim()).await;
+        }
         match kind {
             "m.room.member" => self.on_member(&muc, room, &event).await,
             "m.room.message" => self.relay_message(&muc, room, sender, &event).await,
             _ => Ok(()),
         }
+    }
+
+    /// `!claim JID` in a portal: the asker proves the address is theirs by saying the code in
+    /// the chat from it.
+    async fn start_claim(
+        &self,
+        muc: &str,
+        room: &str,
+        user: &str,
+        jid: &str,
+    ) -> anyhow::Result<()> {
+        let bot = self.client.bot();
+        let Some(jid) = Jid::parse(jid)
+            .filter(|j| j.node.is_some())
+            .map(|j| j.bare())
+        else {
+            bot.send_notice(room, "Say which address: !claim you@example.org")
+                .await?;
+            return Ok(());
+        };
+        let code = claims::start(&self.store, user, &jid)?;
+        bot.send_notice(
+            room,
+            &format!("To prove {jid} is yours, say this in {muc} from {jid} within an hour: !claim {code}"),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `!claim CODE` said in a chat: if it proves a pending claim of the speaker's address, the
+    /// address is linked to the Matrix account that asked, the ghost's entry and thanks move
+    /// over (the bots hear the ghost say so), and the ghost leaves: the room shows one person.
+    async fn prove_claim(
+        &self,
+        muc: &str,
+        room: &str,
+        nick: &str,
+        jid: &str,
+        code: &str,
+    ) -> anyhow::Result<()> {
+        let Some(claim) = claims::prove(&self.store, code, |p| p.remote == jid)? else {
+            tracing::info!("{nick} in {muc} said a claim code that proves nothing");
+            return Ok(());
+        };
+        claims::link(&self.store, jid, &claim.user)?;
+        let ghost = self.ghost(muc, nick, Some(jid)).await?;
+        ghost.ensure_joined(room).await?;
+        ghost
+            .send_message(
+                room,
+                json!({ "msgtype": "m.text", "body": format!("!me is {}", claim.user) }),
+            )
+            .await?;
+        self.client
+            .bot()
+            .send_notice(
+                room,
+                &format!(
+                    "{jid} is {}: what they say in {muc} shows as them from now on.",
+                    claim.user
+                ),
+            )
+            .await?;
+        if self.double.is_some() {
+            ghost.leave(room).await?;
+        }
+        Ok(())
     }
 
     /// A Matrix user joining, leaving or renaming themselves: their puppet does the same.

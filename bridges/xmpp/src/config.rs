@@ -33,6 +33,11 @@ pub struct Config {
     /// An existing room to use as the admin room; by default the bot creates one.
     #[serde(default)]
     pub admin_room: Option<String>,
+    /// A second registration for double puppeting (user namespace: every user of the server,
+    /// not exclusive; `url: null`): with it, someone who claimed their address (`!claim`)
+    /// shows as their own Matrix account. Without it, as their ghost.
+    #[serde(default)]
+    pub double_puppet_registration: Option<PathBuf>,
     /// The XMPP side.
     pub xmpp: XmppConfig,
 }

@@ -40,9 +40,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Arc::new(Store::open(&config.data_dir.join("xmpp.redb"))?);
     let client = Client::new(&config.homeserver_url, &config.server_name, &registration)?;
     let component = Arc::new(component::Component::new(config.xmpp.clone()));
+    let double = tsunagu_appservice::claims::double_puppet(
+        &config.homeserver_url,
+        &config.server_name,
+        config.double_puppet_registration.as_deref(),
+    )?;
     let bridge = Arc::new(bridge::Bridge::new(
         config.clone(),
         client,
+        double,
         store.clone(),
         component.clone(),
     ));

@@ -314,3 +314,65 @@ async fn link_command_in_the_admin_room_creates_a_portal() {
         )
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_occupant_claims_their_address_and_becomes_one_person() {
+    let env = Env::start_with(
+        &[MUC],
+        bridge_testkit::Extras {
+            bots: false,
+            double_puppet: true,
+        },
+    )
+    .await;
+    let (m, alice) = (&env.matrix, &env.alice);
+    let mut bob_xmpp = env.client("bob").await;
+    bob_xmpp.join_with_bridge(MUC, "Bob").await;
+    let room = m.join(alice, PORTAL).await;
+    bob_xmpp.say(MUC, "x1", "hello as a ghost", vec![]);
+    m.wait_message(alice, &room, GHOST_BOB, "m.text", "hello as a ghost")
+        .await;
+
+    // bob's own Matrix account asks; the code is said in the chat from bob@localhost.
+    let bob = m.register("bob").await;
+    m.join(&bob, PORTAL).await;
+    m.send_text(&bob, &room, "!claim bob@localhost").await;
+    let notice = m
+        .wait_event(alice, &room, "the claim code", |e| {
+            e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("To prove bob@localhost is yours"))
+        })
+        .await;
+    let code = bridge_testkit::claim_code(&notice);
+    // carol saying the code proves nothing: it is not her address.
+    let mut carol = env.client("carol").await;
+    carol.join_with_bridge(MUC, "Carol").await;
+    carol.say(MUC, "c1", &format!("!claim {code}"), vec![]);
+    bob_xmpp.say(MUC, "x2", &format!("!claim {code}"), vec![]);
+
+    m.wait_event(alice, &room, "the ghost leaving", |e| {
+        is_member(e, GHOST_BOB, "leave")
+    })
+    .await;
+    bob_xmpp.say(MUC, "x3", "now as myself", vec![]);
+    let mine = m
+        .wait_event(alice, &room, "bob's next message", |e| {
+            e["content"]["body"] == "now as myself"
+        })
+        .await;
+    assert_eq!(mine["sender"], bob.id.as_str());
+    // The codes themselves were not shown, and the ghost did not come back.
+    let events = m.recent(alice, &room).await;
+    assert!(
+        !events.iter().any(|e| e["content"]["body"]
+            .as_str()
+            .is_some_and(|b| b.ends_with(&code) && e["sender"] != "@xmppbot:localhost")),
+        "a claim code was shown"
+    );
+    let last_ghost_membership = events
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == GHOST_BOB)
+        .unwrap();
+    assert_eq!(last_ghost_membership["content"]["membership"], "leave");
+}

@@ -323,19 +323,26 @@ pub struct Env {
 
 impl Env {
     pub async fn start() -> Self {
+        Self::start_with(bridge_testkit::Extras::default()).await
+    }
+
+    /// With the community bots and double puppeting as `extras` says.
+    pub async fn start_with(extras: bridge_testkit::Extras) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mail = MailServers::start(dir.path()).await;
         let binary = Path::new(env!("CARGO_BIN_EXE_tsunagu-email"));
-        let started = bridge_testkit::start_bridge(
+        let double_puppet = extras.config_line(dir.path());
+        let started = bridge_testkit::start_bridge_with(
             dir.path(),
             binary,
             ("TSUNAGU_EMAIL_LOG", "email=debug,tsunagu_appservice=debug"),
+            extras,
             |homeserver, registration, as_port| {
                 format!(
                     "homeserver_url = {homeserver:?}\nserver_name = \"localhost\"\n\
                      registration = {registration:?}\nlisten = \"127.0.0.1:{as_port}\"\n\
                      data_dir = {data:?}\nadmin_user = \"@alice:localhost\"\n\
-                     [mail]\nlmtp_listen = \"127.0.0.1:{lmtp}\"\nsmtp_host = \"127.0.0.1\"\n\
+                     {double_puppet}[mail]\nlmtp_listen = \"127.0.0.1:{lmtp}\"\nsmtp_host = \"127.0.0.1\"\n\
                      smtp_port = {smtp}\ndigest_interval_secs = 2\nmax_bounces = 1\n\
                      retry_max_ms = 2000\n\
                      [[lists]]\naddress = \"{LIST}\"\nname = \"Alumni\"\n",

@@ -234,19 +234,26 @@ impl Env {
     /// Starts ngircd, Tsunagu with the bridge's registration, alice, and the bridge bridging
     /// `channels`.
     pub async fn start(channels: &[&str]) -> Self {
+        Self::start_with(channels, bridge_testkit::Extras::default()).await
+    }
+
+    /// With the community bots and double puppeting as `extras` says.
+    pub async fn start_with(channels: &[&str], extras: bridge_testkit::Extras) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ircd = Ngircd::start(dir.path()).await;
         let binary = Path::new(env!("CARGO_BIN_EXE_tsunagu-irc"));
-        let started = bridge_testkit::start_bridge(
+        let double_puppet = extras.config_line(dir.path());
+        let started = bridge_testkit::start_bridge_with(
             dir.path(),
             binary,
             ("TSUNAGU_IRC_LOG", "irc=debug,tsunagu_appservice=debug"),
+            extras,
             |homeserver, registration, as_port| {
                 let channels: Vec<String> = channels.iter().map(|c| format!("{c:?}")).collect();
                 format!(
                     "homeserver_url = {homeserver:?}\nserver_name = \"localhost\"\n\
                      registration = {registration:?}\nlisten = \"127.0.0.1:{as_port}\"\n\
-                     data_dir = {data:?}\nadmin_user = \"@alice:localhost\"\n\
+                     data_dir = {data:?}\nadmin_user = \"@alice:localhost\"\n{double_puppet}\
                      [[networks]]\nname = \"test\"\nhost = \"127.0.0.1\"\nport = {port}\n\
                      nick = \"{BRIDGE_NICK}\"\nchannels = [{channels}]\n\
                      reconnect_min_ms = 3000\nreconnect_max_ms = 6000\n",

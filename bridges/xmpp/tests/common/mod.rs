@@ -352,21 +352,28 @@ impl Env {
     /// Starts Prosody (with accounts `bob` and `carol`), Tsunagu with the bridge's
     /// registration, alice, and the bridge bridging `mucs`.
     pub async fn start(mucs: &[&str]) -> Self {
+        Self::start_with(mucs, bridge_testkit::Extras::default()).await
+    }
+
+    /// With the community bots and double puppeting as `extras` says.
+    pub async fn start_with(mucs: &[&str], extras: bridge_testkit::Extras) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let prosody = Prosody::start(dir.path()).await;
         prosody.register("bob", "bob's password");
         prosody.register("carol", "carol's password");
         let binary = Path::new(env!("CARGO_BIN_EXE_tsunagu-xmpp"));
-        let started = bridge_testkit::start_bridge(
+        let double_puppet = extras.config_line(dir.path());
+        let started = bridge_testkit::start_bridge_with(
             dir.path(),
             binary,
             ("TSUNAGU_XMPP_LOG", "xmpp=debug,tsunagu_appservice=debug"),
+            extras,
             |homeserver, registration, as_port| {
             let mucs: Vec<String> = mucs.iter().map(|c| format!("{c:?}")).collect();
                 format!(
                     "homeserver_url = {homeserver:?}\nserver_name = \"localhost\"\n\
                      registration = {registration:?}\nlisten = \"127.0.0.1:{as_port}\"\n\
-                     data_dir = {data:?}\nadmin_user = \"@alice:localhost\"\n\
+                     data_dir = {data:?}\nadmin_user = \"@alice:localhost\"\n{double_puppet}\
                      [xmpp]\nhost = \"127.0.0.1\"\nport = {port}\n\
                      domain = \"bridge.localhost\"\nsecret = \"{SECRET}\"\n\
                      nick = \"{BRIDGE_NICK}\"\nmucs = [{mucs}]\n\
