@@ -46,6 +46,10 @@ mod ns {
     pub const META: &str = "meta";
 }
 
+/// The key, in a message's content, of the mail it came from (`message_id`, `from`,
+/// `subject`).
+const ORIGIN: &str = "org.tsunagu.email";
+
 /// How often a mail that could not be shown is tried before it is given up (and reported).
 const SPOOL_ATTEMPTS: u32 = 5;
 
@@ -464,22 +468,30 @@ impl Bridge {
             .next()
             .filter(|p| p.is_text_html())
             .and_then(|_| mail.body_html(0));
+        // A new topic starts with its subject line (none when the mail has no subject).
+        let (headline, headline_html) = if subject.is_empty() {
+            (String::new(), String::new())
+        } else {
+            (
+                format!("{subject}\n\n"),
+                format!("<p><strong>{}</strong></p>", ammonia::clean_text(&subject)),
+            )
+        };
         let mut content = match (&parent, html) {
             (Some(_), _) => json!({ "msgtype": "m.text", "body": message::strip_quoted(&text) }),
             (None, None) => {
-                json!({ "msgtype": "m.text", "body": format!("{subject}\n\n{}", text.trim()) })
+                json!({ "msgtype": "m.text", "body": format!("{headline}{}", text.trim()) })
             }
             (None, Some(html)) => json!({
                 "msgtype": "m.text",
-                "body": format!("{subject}\n\n{}", text.trim()),
+                "body": format!("{headline}{}", text.trim()),
                 "format": "org.matrix.custom.html",
-                "formatted_body": format!(
-                    "<p><strong>{}</strong></p>{}",
-                    ammonia::clean_text(&subject),
-                    ammonia::clean(&html)
-                ),
+                "formatted_body": format!("{headline_html}{}", ammonia::clean(&html)),
             }),
         };
+        // Where it came from travels with the event: the appservice may be handed the event
+        // before this task has recorded it, and must still know to pass it on as this mail.
+        content[ORIGIN] = json!({ "message_id": message_id, "from": from, "subject": subject });
         if let (Some(parent), Some(root)) = (&parent, &root) {
             content["m.relates_to"] = json!({
                 "rel_type": "m.thread",
@@ -626,7 +638,23 @@ impl Bridge {
         if content["m.relates_to"]["rel_type"] == "m.replace" {
             return Ok(()); // Edits are not mailed: a mail cannot change once sent.
         }
-        let (message_id, author_address, mail_subject) = self.mail_of(list, event_id)?;
+        // Only the bridge's own posts say where they came from: a ghost's, or a claimed
+        // person's (double puppeting); anyone else's claim to be a mail is ignored.
+        let trusted = self.is_ghost(sender) || claims::remote_of(&self.store, sender)?.is_some();
+        let origin = if trusted {
+            &content[ORIGIN]
+        } else {
+            &Value::Null
+        };
+        let (message_id, author_address, mail_subject) =
+            match (origin["message_id"].as_str(), origin["from"].as_str()) {
+                (Some(id), Some(from)) => (
+                    id.to_owned(),
+                    Some(from.to_owned()),
+                    origin["subject"].as_str().unwrap_or_default().to_owned(),
+                ),
+                _ => self.mail_of(list, event_id)?,
+            };
         let from_mail = author_address.is_some();
         if self.is_ghost(sender) && !from_mail {
             return Ok(()); // An attachment of a mail: the mail itself went out.

@@ -376,14 +376,17 @@ async fn a_subscriber_claims_their_address_and_becomes_one_person() {
             && e["content"]["membership"] == "join"
     })
     .await;
-    m.send_text(alice, &room, "!bots enable thanks").await;
-    m.wait_event(alice, &room, "thanks on", |e| {
-        e["sender"] == "@tsunagu:localhost"
-            && e["content"]["body"]
-                .as_str()
-                .is_some_and(|b| b.contains("thanks"))
-    })
-    .await;
+    for habit in ["thanks", "people"] {
+        m.send_text(alice, &room, &format!("!bots enable {habit}"))
+            .await;
+        m.wait_event(alice, &room, &format!("{habit} on"), |e| {
+            e["sender"] == "@tsunagu:localhost"
+                && e["content"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains(habit))
+        })
+        .await;
+    }
 
     // bob writes by mail, and is thanked as his ghost.
     env.subscribe("bob").await;
@@ -402,6 +405,27 @@ async fn a_subscriber_claims_their_address_and_becomes_one_person() {
         .await;
     m.wait_event(alice, &room, "bob's mail", |e| {
         e["sender"] == GHOST_BOB && body_is(e, "Photos\n\nthe photos are up")
+    })
+    .await;
+    // A mail without a subject is just its text: bob tells the bots about himself by mail.
+    env.mail
+        .submit(
+            BOB,
+            LIST,
+            &mail(
+                BOB,
+                "",
+                "<me@example.test>",
+                None,
+                "!me cares about gardening",
+            ),
+        )
+        .await;
+    m.wait_event(alice, &room, "bob's entry", |e| {
+        e["sender"] == "@tsunagu:localhost"
+            && e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("cares about gardening"))
     })
     .await;
     m.send_text(alice, &room, &format!("!thanks {GHOST_BOB} for the photos"))
@@ -456,6 +480,15 @@ async fn a_subscriber_claims_their_address_and_becomes_one_person() {
             && e["content"]["body"]
                 .as_str()
                 .is_some_and(|b| b.contains("is the same person"))
+    })
+    .await;
+    let me = m.send_text(&bob, &room, "!me").await;
+    m.wait_event(alice, &room, "bob's entry, now his", |e| {
+        e["sender"] == "@tsunagu:localhost"
+            && e["content"]["m.relates_to"]["event_id"] == me.as_str()
+            && e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("cares about gardening"))
     })
     .await;
     m.send_text(&bob, &room, "!thanks mine").await;
