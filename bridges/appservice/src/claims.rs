@@ -38,14 +38,19 @@ pub struct Pending {
     pub remote: String,
 }
 
+/// A fresh random code: 8 letters and digits, without look-alikes.
+pub fn start_code() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::thread_rng();
+    (0..8)
+        .map(|_| ALPHABET[rng.sample(Uniform::new(0, ALPHABET.len()))] as char)
+        .collect()
+}
+
 /// Starts a claim of `remote` by `user`; returns the code that proves it (8 letters and
 /// digits, without look-alikes). Replaces the user's earlier pending claim.
 pub fn start(store: &Store, user: &str, remote: &str) -> Result<String, Error> {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut rng = rand::thread_rng();
-    let code: String = (0..8)
-        .map(|_| ALPHABET[rng.sample(Uniform::new(0, ALPHABET.len()))] as char)
-        .collect();
+    let code = start_code();
     if let Some(old) = store.get(NS, &format!("user\t{user}"))? {
         store.remove(NS, &format!("code\t{old}"))?;
     }

@@ -40,6 +40,9 @@ mod ns {
     pub const ROOT: &str = "root";
     /// `{seq:020}` → a received mail: `{envelope sender}\n{recipients, comma-separated}\n{base64}`.
     pub const SPOOL: &str = "spool";
+    /// `{list}\t{code}` → `{address}\t{expiry}`: a subscription asked for by mail, waiting
+    /// for the address to confirm it.
+    pub const CONFIRM: &str = "confirm";
     /// `{list}\t{seq:020}` → one item of the next digest.
     pub const DIGEST: &str = "digest";
     /// Counters.
@@ -49,6 +52,9 @@ mod ns {
 /// The key, in a message's content, of the mail it came from (`message_id`, `from`,
 /// `subject`).
 const ORIGIN: &str = "org.tsunagu.email";
+
+/// How long a subscription asked for by mail waits for its confirmation, in seconds.
+const CONFIRM_TTL_SECS: u64 = 86_400;
 
 /// How often a mail that could not be shown is tried before it is given up (and reported).
 const SPOOL_ATTEMPTS: u32 = 5;
@@ -279,8 +285,73 @@ impl Bridge {
     ) -> anyhow::Result<()> {
         let key = format!("{}\t{from}", list.address);
         let subscribed = self.subscription(list, from)?.is_some();
+        // Who the answer goes to, and where a reply to it goes (when not to the list).
+        let mut to = from.to_owned();
+        let mut reply_to = None;
         let answer = match command {
+            "subscribe" | "join" if subscribed => {
+                format!("You are subscribed to {} already.", list.name)
+            }
             "subscribe" | "join" => {
+                // Confirmed by the address itself: a forged sender subscribes nobody.
+                let prefix = format!("{}\t", list.address);
+                let pending: Vec<(String, String)> = self
+                    .store
+                    .entries(ns::CONFIRM)?
+                    .into_iter()
+                    .filter(|(k, _)| k.starts_with(&prefix))
+                    .collect();
+                let mut live = 0;
+                for (k, v) in &pending {
+                    let expired = v
+                        .rsplit('\t')
+                        .next()
+                        .and_then(|e| e.parse::<u64>().ok())
+                        .is_none_or(|e| e < now());
+                    if expired {
+                        self.store.remove(ns::CONFIRM, k)?;
+                    } else {
+                        live += 1;
+                    }
+                }
+                if live >= self.config.mail.max_pending_subscriptions {
+                    tracing::warn!(
+                        "{}: too many subscriptions waiting; not asking {from}",
+                        list.address
+                    );
+                    return Ok(());
+                }
+                let code = sha1_hex(&format!("{key}{}{}", now(), claims::start_code()));
+                let code = &code[..16];
+                self.store.set(
+                    ns::CONFIRM,
+                    &format!("{}\t{code}", list.address),
+                    &format!("{from}\t{}", now() + CONFIRM_TTL_SECS),
+                )?;
+                let confirm = message::command_address(list, &format!("confirm-{code}"));
+                let text = format!(
+                    "Someone, maybe you, asked to subscribe {from} to {}.\n\n\
+                     To join, reply to this mail (it goes to {confirm}) within a day.\n\
+                     If it was not you, ignore this mail: nothing will come.",
+                    list.name
+                );
+                reply_to = Some(confirm);
+                text
+            }
+            confirm if confirm.starts_with("confirm-") => {
+                let code = &confirm["confirm-".len()..];
+                let k = format!("{}\t{code}", list.address);
+                let Some(pending) = self.store.get(ns::CONFIRM, &k)? else {
+                    tracing::info!("{}: an unknown confirmation from {from}", list.address);
+                    return Ok(());
+                };
+                self.store.remove(ns::CONFIRM, &k)?;
+                let (address, expires) = pending.split_once('\t').unwrap_or((&pending, "0"));
+                if expires.parse::<u64>().unwrap_or(0) < now() {
+                    return Ok(());
+                }
+                to = address.to_owned();
+                let key = format!("{}\t{address}", list.address);
                 self.store.set(ns::SUB, &key, "each")?;
                 self.store.remove(ns::BOUNCES, &key)?;
                 format!(
@@ -338,13 +409,14 @@ impl Bridge {
             message_id: &id,
             in_reply_to: None,
             references: vec![],
+            reply_to: reply_to.as_deref(),
             subject: &format!("{}: {command}", list.name),
             text: &answer,
             html: None,
             automatic: true,
             date: now(),
         };
-        self.deliver(list, std::slice::from_ref(&from.to_owned()), &mail.render())
+        self.deliver(list, std::slice::from_ref(&to), &mail.render())
             .await
     }
 
@@ -742,6 +814,7 @@ impl Bridge {
             message_id: &message_id,
             in_reply_to: in_reply_to.as_deref(),
             references,
+            reply_to: None,
             subject: &subject,
             text: &text,
             html: html.as_deref(),
@@ -841,6 +914,7 @@ impl Bridge {
                 message_id: &id,
                 in_reply_to: None,
                 references: vec![],
+                reply_to: None,
                 subject: &subject,
                 text: &text,
                 html: None,
@@ -1057,6 +1131,7 @@ impl Bridge {
             message_id: &id,
             in_reply_to: None,
             references: vec![],
+            reply_to: None,
             subject: &format!("{}: is {address} yours?", list.name),
             text: &text,
             html: None,

@@ -71,6 +71,10 @@ pub struct MailConfig {
     /// How often digest subscribers get their digest, in seconds.
     #[serde(default = "default_digest_interval")]
     pub digest_interval_secs: u64,
+    /// Subscriptions asked for by mail and not confirmed yet, per list; past it, more asks
+    /// are dropped (each one sends a mail to the address it names).
+    #[serde(default = "default_max_pending")]
+    pub max_pending_subscriptions: usize,
     /// Bounces after which an address is unsubscribed.
     #[serde(default = "default_max_bounces")]
     pub max_bounces: u32,
@@ -115,6 +119,9 @@ fn default_max_recipients() -> usize {
 }
 fn default_digest_interval() -> u64 {
     86_400
+}
+fn default_max_pending() -> usize {
+    1000
 }
 fn default_max_bounces() -> u32 {
     3

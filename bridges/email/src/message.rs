@@ -102,6 +102,8 @@ pub struct Outgoing<'a> {
     pub in_reply_to: Option<&'a str>,
     /// `References` before the parent (the thread's root first).
     pub references: Vec<String>,
+    /// Where replies go, when not to the list (a confirmation's own address).
+    pub reply_to: Option<&'a str>,
     /// The subject.
     pub subject: &'a str,
     /// The plain text.
@@ -133,7 +135,8 @@ impl Outgoing<'_> {
         let from_name = format!("{} via {}", self.author, list.name);
         let _ = write!(h, "From: {}\r\n", mailbox(&from_name, &list.address));
         let _ = write!(h, "To: {}\r\n", mailbox(&list.name, &list.address));
-        let _ = write!(h, "Reply-To: {}\r\n", mailbox(&list.name, &list.address));
+        let reply_to = self.reply_to.unwrap_or(&list.address);
+        let _ = write!(h, "Reply-To: {}\r\n", mailbox(&list.name, reply_to));
         let _ = write!(h, "Subject: {}\r\n", header_text(self.subject));
         let _ = write!(h, "Date: {}\r\n", rfc5322_date(self.date));
         let _ = write!(h, "Message-ID: {}\r\n", self.message_id);
@@ -256,6 +259,7 @@ mod tests {
             message_id: "<m2@lists.example.org>",
             in_reply_to: Some("<m1@example.org>"),
             references: vec!["<m0@example.org>".into()],
+            reply_to: None,
             subject: "Re: Reunion",
             text: "Friday works.\n.\nSee you",
             html: Some("<p>Friday works.</p>"),

@@ -367,8 +367,8 @@ impl Env {
         bridge_testkit::join_admin_room(&self.matrix, &self.alice, "Mail bridge").await
     }
 
-    /// Subscribes `user@example.test` by mail and waits for the welcome.
-    pub async fn subscribe(&self, user: &str) {
+    /// Asks to subscribe `user@example.test` by mail; returns the request that comes back.
+    pub async fn ask_to_subscribe(&self, user: &str) -> Vec<u8> {
         let address = format!("{user}@example.test");
         self.mail
             .submit(
@@ -380,6 +380,42 @@ impl Env {
                     &format!("<sub-{user}@example.test>"),
                     None,
                     "",
+                ),
+            )
+            .await;
+        self.mail
+            .wait_mail(user, "the confirmation request", |m| {
+                m.body_text(0)
+                    .is_some_and(|b| b.contains("asked to subscribe"))
+            })
+            .await
+    }
+
+    /// Subscribes `user@example.test` by mail, confirming with a reply to the request, and
+    /// waits for the welcome.
+    pub async fn subscribe(&self, user: &str) {
+        let address = format!("{user}@example.test");
+        let request = self.ask_to_subscribe(user).await;
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&request)
+            .unwrap();
+        let confirm = parsed
+            .reply_to()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .expect("the request says where to reply")
+            .to_owned();
+        assert!(confirm.starts_with("alumni+confirm-"), "{confirm}");
+        self.mail
+            .submit(
+                &address,
+                &confirm,
+                &mail(
+                    &address,
+                    "Re: subscribe",
+                    &format!("<yes-{user}@example.test>"),
+                    None,
+                    "yes",
                 ),
             )
             .await;
