@@ -555,6 +555,20 @@ impl Intent {
         Ok(res["content_uri"].as_str().unwrap_or_default().to_owned())
     }
 
+    /// Redacts an event (as this user).
+    pub async fn redact(&self, room_id: &str, event_id: &str) -> Result<(), Error> {
+        let txn = self.client.txn_id();
+        self.call(
+            Method::PUT,
+            &[
+                "_matrix", "client", "v3", "rooms", room_id, "redact", event_id, &txn,
+            ],
+            Some(json!({})),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Reads one event of a room (as this user).
     pub async fn get_event(&self, room_id: &str, event_id: &str) -> Result<Value, Error> {
         self.call(

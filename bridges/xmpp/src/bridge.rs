@@ -35,6 +35,8 @@ pub mod xmlns {
     pub const FALLBACK: &str = "urn:xmpp:fallback:0";
     /// Delayed delivery: history a chat replays (XEP-0203).
     pub const DELAY: &str = "urn:xmpp:delay";
+    /// Message retraction (XEP-0424).
+    pub const RETRACT: &str = "urn:xmpp:message-retract:1";
     /// Unique and stable stanza IDs (XEP-0359).
     pub const SID: &str = "urn:xmpp:sid:0";
 }
@@ -686,6 +688,12 @@ impl Bridge {
             }
             return Ok(());
         }
+        if let Some(retracted) = m
+            .child("retract", Some(xmlns::RETRACT))
+            .and_then(|r| r.get("id"))
+        {
+            return self.on_retract(&muc, &room, &nick, retracted).await;
+        }
         let Some(body) = m.child_text("body") else {
             return self.on_subject(&room, Some(&nick), m).await;
         };
@@ -748,6 +756,43 @@ impl Bridge {
             writes.push((ns::MESSAGE, k.as_str(), event_id.as_str()));
         }
         self.store.set_all(&writes)?;
+        Ok(())
+    }
+
+    /// A retraction (XEP-0424): the author's message is redacted on Matrix by whoever showed
+    /// it there (the occupant's ghost, or their own account after a claim).
+    async fn on_retract(
+        &self,
+        muc: &str,
+        room: &str,
+        nick: &str,
+        xmpp_id: &str,
+    ) -> anyhow::Result<()> {
+        let Some(event_id) = self.store.get(ns::MESSAGE, &format!("{muc}\t{xmpp_id}"))? else {
+            return Ok(());
+        };
+        // Only the author retracts: the message must have come from this nick.
+        let author = self
+            .store
+            .get(ns::EVENT, &event_id)?
+            .and_then(|v| v.rsplit('\t').next().map(str::to_owned));
+        if author.as_deref() != Some(nick) {
+            return Ok(());
+        }
+        let shown_by = self
+            .client
+            .bot()
+            .get_event(room, &event_id)
+            .await?
+            .get("sender")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_default();
+        let intent = match &self.double {
+            Some(double) if !self.is_ours(&shown_by) => double.intent(&shown_by),
+            _ => self.client.intent(&shown_by),
+        };
+        intent.redact(room, &event_id).await?;
         Ok(())
     }
 
@@ -922,8 +967,51 @@ impl Bridge {
         match kind {
             "m.room.member" => self.on_member(&muc, room, &event).await,
             "m.room.message" => self.relay_message(&muc, room, sender, &event).await,
+            "m.room.redaction" => self.relay_redaction(&muc, room, sender, &event).await,
             _ => Ok(()),
         }
+    }
+
+    /// A Matrix user redacting their own message: its retraction (XEP-0424) from their puppet.
+    async fn relay_redaction(
+        &self,
+        muc: &str,
+        room: &str,
+        sender: &str,
+        event: &Value,
+    ) -> anyhow::Result<()> {
+        let Some(target) = event["redacts"]
+            .as_str()
+            .or(event["content"]["redacts"].as_str())
+        else {
+            return Ok(());
+        };
+        let (xmpp_id, author) = self.xmpp_id_of(target)?;
+        let target_sender = self.client.bot().get_event(room, target).await?["sender"]
+            .as_str()
+            .map(str::to_owned);
+        if author.is_some() || target_sender.as_deref() != Some(sender) {
+            // Only an author retracts (a moderator's redaction stays on Matrix).
+            return Ok(());
+        }
+        self.ensure_puppet(muc, room, sender).await?;
+        let retract = Element::new("message")
+            .attr("from", self.puppet_jid(sender))
+            .attr("to", muc)
+            .attr("type", "groupchat")
+            .attr("id", event["event_id"].as_str().unwrap_or_default())
+            .with(
+                Element::new("retract")
+                    .attr("xmlns", xmlns::RETRACT)
+                    .attr("id", xmpp_id),
+            )
+            .with(
+                Element::new("fallback")
+                    .attr("xmlns", xmlns::FALLBACK)
+                    .attr("for", xmlns::RETRACT),
+            )
+            .with(Element::new("body").text("/me retracted a previous message"));
+        self.send_confirmed(muc, room, sender, retract).await
     }
 
     /// `!claim JID` in a portal: the asker proves the address is theirs by saying the code in

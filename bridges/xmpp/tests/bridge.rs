@@ -159,8 +159,47 @@ async fn messages_edits_replies_and_presence_flow_both_ways() {
     })
     .await;
     bob.say(MUC, "b5", "still me", vec![]);
-    m.wait_message(alice, &room, GHOST_BOB, "m.text", "still me")
+    let still = m
+        .wait_message(alice, &room, GHOST_BOB, "m.text", "still me")
         .await;
+
+    // Retractions (XEP-0424) are redactions, both ways, by their authors.
+    bob.say(
+        MUC,
+        "b6",
+        "/me retracted a previous message",
+        vec![
+            Element::new("retract")
+                .attr("xmlns", xmlns::RETRACT)
+                .attr("id", "b5"),
+        ],
+    );
+    let still_id = still["event_id"].as_str().unwrap().to_owned();
+    m.wait_event(alice, &room, "bob's message redacted", |e| {
+        e["event_id"] == still_id.as_str() && e["content"].as_object().is_some_and(|c| c.is_empty())
+    })
+    .await;
+    let (status, res) = m
+        .call(
+            "PUT",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/redact/{}/r1",
+                bridge_testkit::enc(&room),
+                bridge_testkit::enc(&hi)
+            ),
+            Some(&alice.token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    let hi_id = hi.clone();
+    bob.expect(30, "alice's retraction", |s| {
+        s.get("from") == Some(alice_in_muc.as_str())
+            && s.child("retract", Some(xmlns::RETRACT))
+                .and_then(|r| r.get("id"))
+                == Some(hi_id.as_str())
+    })
+    .await;
     bob.send(
         Element::new("presence")
             .attr("to", format!("{MUC}/Robert"))
