@@ -248,11 +248,6 @@ impl Bridge {
         Ok(())
     }
 
-    /// The admin room's ID.
-    pub fn admin_room(&self) -> Option<String> {
-        self.admin_room.get()
-    }
-
     /// Posts a notice in the admin room (logged if that fails).
     pub async fn admin_notice(&self, text: &str) {
         self.admin_room.notice(&self.client, text).await
