@@ -186,14 +186,13 @@ impl Client {
             .await
     }
 
-    async fn call_with(
+    /// The URL of a call: `segments` percent-encoded, `?user_id=` for a ghost, then `query`.
+    fn url(
         &self,
-        method: Method,
         segments: &[&str],
         query: &[(&str, &str)],
         as_user: Option<&str>,
-        body: Option<Body>,
-    ) -> Result<Value, Error> {
+    ) -> Result<Url, Error> {
         let mut url = self.inner.base.clone();
         url.path_segments_mut()
             .map_err(|_| Error::Config("homeserver URL cannot be a base".into()))?
@@ -205,6 +204,72 @@ impl Client {
         for (k, v) in query {
             url.query_pairs_mut().append_pair(k, v);
         }
+        Ok(url)
+    }
+
+    /// Downloads a file of the media repository (`mxc://server/id`, through the authenticated
+    /// `/_matrix/client/v1/media/download`): its bytes and content type, or `None` when it is
+    /// larger than `max_bytes` (the download stops there, so a large file costs no memory).
+    pub async fn download(
+        &self,
+        mxc: &str,
+        max_bytes: usize,
+    ) -> Result<Option<(Vec<u8>, String)>, Error> {
+        let Some((server, media_id)) = mxc
+            .strip_prefix("mxc://")
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(s, m)| !s.is_empty() && !m.is_empty() && !m.contains('/'))
+        else {
+            return Err(Error::Config(format!("not a media URI: {mxc:?}")));
+        };
+        let segments = [
+            "_matrix", "client", "v1", "media", "download", server, media_id,
+        ];
+        let url = self.url(&segments, &[], None)?;
+        let mut res = self
+            .inner
+            .http
+            .get(url)
+            .bearer_auth(&self.inner.as_token)
+            .send()
+            .await?;
+        let status = res.status().as_u16();
+        if !(200..300).contains(&status) {
+            let value: Value = res.json().await.unwrap_or_default();
+            return Err(Error::Matrix {
+                status,
+                errcode: value["errcode"].as_str().unwrap_or("").to_owned(),
+                message: format!("GET /{}", segments.join("/")),
+            });
+        }
+        if res.content_length().is_some_and(|n| n > max_bytes as u64) {
+            return Ok(None);
+        }
+        let content_type = res
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = res.chunk().await? {
+            if bytes.len() + chunk.len() > max_bytes {
+                return Ok(None);
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Some((bytes, content_type)))
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        as_user: Option<&str>,
+        body: Option<Body>,
+    ) -> Result<Value, Error> {
+        let url = self.url(segments, query, as_user)?;
         let mut req = self
             .inner
             .http

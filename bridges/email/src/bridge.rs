@@ -415,6 +415,7 @@ impl Bridge {
             html: None,
             automatic: true,
             date: now(),
+            attachments: &[],
         };
         self.deliver(list, std::slice::from_ref(&to), &mail.render())
             .await
@@ -561,9 +562,32 @@ impl Bridge {
                 "formatted_body": format!("{headline_html}{}", ammonia::clean(&html)),
             }),
         };
+        // The attachments go to the media repository first, so the post can name them: the
+        // list passes them on with it.
+        let mut files = Vec::new();
+        for part in mail.attachments() {
+            let filename = part.attachment_name().unwrap_or("attachment").to_owned();
+            let mime = part
+                .content_type()
+                .map(|ct| match ct.subtype() {
+                    Some(sub) => format!("{}/{sub}", ct.ctype()),
+                    None => ct.ctype().to_owned(),
+                })
+                .unwrap_or_else(|| "application/octet-stream".into());
+            let bytes = part.contents().to_vec();
+            let size = bytes.len();
+            let uri = ghost.upload(bytes, &mime, &filename).await?;
+            files.push((filename, mime, size, uri));
+        }
         // Where it came from travels with the event: the appservice may be handed the event
         // before this task has recorded it, and must still know to pass it on as this mail.
-        content[ORIGIN] = json!({ "message_id": message_id, "from": from, "subject": subject });
+        let attached: Vec<Value> = files
+            .iter()
+            .map(|(name, mime, _, uri)| json!({ "name": name, "mimetype": mime, "url": uri }))
+            .collect();
+        content[ORIGIN] = json!({
+            "message_id": message_id, "from": from, "subject": subject, "attachments": attached,
+        });
         if let (Some(parent), Some(root)) = (&parent, &root) {
             content["m.relates_to"] = json!({
                 "rel_type": "m.thread",
@@ -597,18 +621,7 @@ impl Bridge {
         self.store.set_all(&writes)?;
 
         // Attachments, as files in the same thread.
-        for (i, part) in mail.attachments().enumerate() {
-            let filename = part.attachment_name().unwrap_or("attachment").to_owned();
-            let mime = part
-                .content_type()
-                .map(|ct| match ct.subtype() {
-                    Some(sub) => format!("{}/{sub}", ct.ctype()),
-                    None => ct.ctype().to_owned(),
-                })
-                .unwrap_or_else(|| "application/octet-stream".into());
-            let bytes = part.contents().to_vec();
-            let size = bytes.len();
-            let uri = ghost.upload(bytes, &mime, &filename).await?;
+        for (i, (filename, mime, size, uri)) in files.into_iter().enumerate() {
             let msgtype = if mime.starts_with("image/") {
                 "m.image"
             } else {
@@ -620,6 +633,7 @@ impl Bridge {
                 "filename": filename,
                 "url": uri,
                 "info": { "mimetype": mime, "size": size },
+                ORIGIN: { "attachment_of": message_id },
                 "m.relates_to": {
                     "rel_type": "m.thread",
                     "event_id": thread_root,
@@ -728,8 +742,8 @@ impl Bridge {
                 _ => self.mail_of(list, event_id)?,
             };
         let from_mail = author_address.is_some();
-        if self.is_ghost(sender) && !from_mail {
-            return Ok(()); // An attachment of a mail: the mail itself went out.
+        if (self.is_ghost(sender) && !from_mail) || origin["attachment_of"].is_string() {
+            return Ok(()); // An attachment of a mail: it went out with the mail.
         }
         let relates = &content["m.relates_to"];
         let root = (relates["rel_type"] == "m.thread")
@@ -742,11 +756,34 @@ impl Bridge {
             .or_else(|| root.clone());
         let author = self.display_name(room, sender).await;
         let body = content["body"].as_str().unwrap_or_default();
-        let text = match content["msgtype"].as_str() {
+        // The files it carries: a Matrix file, or the attachments of a mail.
+        let mut files: Vec<(String, String, String)> = Vec::new();
+        let is_file = matches!(
+            content["msgtype"].as_str(),
+            Some("m.image" | "m.file" | "m.audio" | "m.video")
+        );
+        let file_name = content["filename"].as_str().unwrap_or(body).to_owned();
+        if is_file && let Some(url) = content["url"].as_str() {
+            let mime = content["info"]["mimetype"].as_str().unwrap_or_default();
+            files.push((url.to_owned(), file_name.clone(), mime.to_owned()));
+        }
+        for file in origin["attachments"].as_array().into_iter().flatten() {
+            if let (Some(url), Some(name)) = (file["url"].as_str(), file["name"].as_str()) {
+                let mime = file["mimetype"].as_str().unwrap_or_default();
+                files.push((url.to_owned(), name.to_owned(), mime.to_owned()));
+            }
+        }
+        let (attachments, left_out) = self.fetch_files(&files).await;
+        let mut text = match content["msgtype"].as_str() {
             Some("m.emote") => format!("* {author} {body}"),
-            Some("m.image" | "m.file" | "m.audio" | "m.video") => format!("[file] {body}"),
+            // With a `filename` beside it, the body is a caption.
+            _ if is_file && file_name != body => body.to_owned(),
+            _ if is_file => format!("[file] {body}"),
             _ => body.to_owned(),
         };
+        for name in &left_out {
+            text.push_str(&format!("\n[file not attached: {name}]"));
+        }
         let (in_reply_to, references, subject) = match (&parent, &root) {
             (Some(parent), root) => {
                 let (parent_id, _, parent_subject) = self.mail_of(list, parent)?;
@@ -820,8 +857,10 @@ impl Bridge {
             html: html.as_deref(),
             automatic: false,
             date: now(),
+            attachments: &attachments,
         };
         let raw = mail.render();
+        drop(attachments);
         let mut each = Vec::new();
         // Someone who claimed their address does not get their own words back either.
         let claimed = claims::remote_of(&self.store, sender)?;
@@ -841,6 +880,39 @@ impl Bridge {
             &format!("{}\t", list.address),
             &format!("{author} ({subject}):\n{text}\n"),
         )
+    }
+
+    /// Downloads files to attach to a mail, as long as together they stay within
+    /// `max_attachment_bytes`; the names of those left out (too large, or not to be had).
+    async fn fetch_files(
+        &self,
+        files: &[(String, String, String)],
+    ) -> (Vec<message::Attachment>, Vec<String>) {
+        let mut room_left = self.config.mail.max_attachment_bytes;
+        let (mut attached, mut left_out) = (Vec::new(), Vec::new());
+        for (url, name, mime) in files {
+            match self.client.download(url, room_left).await {
+                Ok(Some((data, served_type))) => {
+                    room_left -= data.len();
+                    let mime = if mime.is_empty() {
+                        served_type
+                    } else {
+                        mime.clone()
+                    };
+                    attached.push(message::Attachment {
+                        name: name.clone(),
+                        mime,
+                        data,
+                    });
+                }
+                Ok(None) => left_out.push(name.clone()),
+                Err(e) => {
+                    tracing::warn!("{url} could not be attached: {e}");
+                    left_out.push(name.clone());
+                }
+            }
+        }
+        (attached, left_out)
     }
 
     /// Stores `value` under the next number of `counter` (as `{prefix}{seq:020}` in
@@ -920,6 +992,7 @@ impl Bridge {
                 html: None,
                 automatic: false,
                 date: now(),
+                attachments: &[],
             };
             self.deliver(list, &readers, &mail.render()).await?;
         }
@@ -1137,6 +1210,7 @@ impl Bridge {
             html: None,
             automatic: true,
             date: now(),
+            attachments: &[],
         };
         self.deliver(
             list,

@@ -81,6 +81,10 @@ pub struct MailConfig {
     /// Longest wait between retries when the MTA does not take mail, in milliseconds.
     #[serde(default = "default_retry_max")]
     pub retry_max_ms: u64,
+    /// Largest total of files attached to one mail the bridge sends, in bytes (a file shared
+    /// in the room, a post's attachments passed on); a file past it is named in the text.
+    #[serde(default = "default_max_message")]
+    pub max_attachment_bytes: usize,
 }
 
 /// One mailing list, linked to one room.

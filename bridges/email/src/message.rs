@@ -114,6 +114,59 @@ pub struct Outgoing<'a> {
     pub automatic: bool,
     /// The Unix time it is sent.
     pub date: u64,
+    /// Files attached after the text (`multipart/mixed` when there are any).
+    pub attachments: &'a [Attachment],
+}
+
+/// A file a mail carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// Its file name.
+    pub name: String,
+    /// Its media type (`image/png`); one that is not a plain `type/subtype` is sent as
+    /// `application/octet-stream`.
+    pub mime: String,
+    /// Its bytes.
+    pub data: Vec<u8>,
+}
+
+/// `type/subtype` when `mime` is one (RFC 2045 tokens, parameters dropped), else
+/// `application/octet-stream`.
+fn media_type(mime: &str) -> String {
+    let bare = mime.split(';').next().unwrap_or("").trim();
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    match bare.split_once('/') {
+        Some((t, s)) if token(t) && token(s) => bare.to_ascii_lowercase(),
+        _ => "application/octet-stream".into(),
+    }
+}
+
+/// A file name parameter (`filename`, `name`): quoted when it is plain ASCII, else RFC 2231
+/// (`filename*=utf-8''…`, percent-encoded).
+fn name_param(param: &str, name: &str) -> String {
+    let name: String = name.chars().filter(|c| !c.is_control()).collect();
+    if name
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        format!("{param}=\"{name}\"")
+    } else {
+        let encoded: String = name
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        format!("{param}*=utf-8''{encoded}")
+    }
 }
 
 fn base64_lines(data: &[u8]) -> String {
@@ -172,29 +225,47 @@ impl Outgoing<'_> {
             let _ = write!(h, "Auto-Submitted: auto-replied\r\n");
         }
         let _ = write!(h, "MIME-Version: 1.0\r\n");
+        let tag = hex(self.message_id);
+        let tag = tag.get(..24).unwrap_or("b");
         let text_part = format!(
             "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
             base64_lines(self.text.as_bytes())
         );
-        match self.html {
-            None => {
-                h.push_str(&text_part);
-            }
+        let body = match self.html {
+            None => text_part,
             Some(html) => {
-                let boundary = format!(
-                    "=_tsunagu_{}",
-                    hex(self.message_id).get(..24).unwrap_or("b")
-                );
-                let _ = write!(
-                    h,
+                let boundary = format!("=_tsunagu_a_{tag}");
+                format!(
                     "Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n\
                      --{boundary}\r\n{text_part}--{boundary}\r\n\
                      Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\
                      --{boundary}--\r\n",
                     base64_lines(html.as_bytes())
-                );
+                )
             }
+        };
+        if self.attachments.is_empty() {
+            h.push_str(&body);
+            return h.into_bytes();
         }
+        let boundary = format!("=_tsunagu_m_{tag}");
+        let _ = write!(
+            h,
+            "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n--{boundary}\r\n{body}"
+        );
+        for file in self.attachments {
+            let _ = write!(
+                h,
+                "--{boundary}\r\nContent-Type: {}; {}\r\n\
+                 Content-Disposition: attachment; {}\r\n\
+                 Content-Transfer-Encoding: base64\r\n\r\n{}",
+                media_type(&file.mime),
+                name_param("name", &file.name),
+                name_param("filename", &file.name),
+                base64_lines(&file.data)
+            );
+        }
+        let _ = write!(h, "--{boundary}--\r\n");
         h.into_bytes()
     }
 }
@@ -265,6 +336,7 @@ mod tests {
             html: Some("<p>Friday works.</p>"),
             automatic: false,
             date: 0,
+            attachments: &[],
         }
         .render();
         let m = mail_parser::MessageParser::default().parse(&raw).unwrap();
@@ -288,6 +360,70 @@ mod tests {
         assert_eq!(
             header("X-Loop").as_deref(),
             Some("alumni@lists.example.org")
+        );
+    }
+
+    #[test]
+    fn attachments_ride_along_and_parse_back() {
+        use mail_parser::MimeHeaders as _;
+        let list = list();
+        let files = [
+            Attachment {
+                name: "Grüße.txt".into(),
+                mime: "text/plain; charset=utf-8".into(),
+                data: b"hello\r\n".to_vec(),
+            },
+            Attachment {
+                name: "photo \"1\".png".into(),
+                mime: "bogus type\r\nX-Evil: 1".into(),
+                data: (0..=255u8).collect(),
+            },
+        ];
+        let raw = Outgoing {
+            list: &list,
+            author: "Alice",
+            message_id: "<m3@lists.example.org>",
+            in_reply_to: None,
+            references: vec![],
+            reply_to: None,
+            subject: "Photos",
+            text: "From Friday",
+            html: Some("<p>From Friday</p>"),
+            automatic: false,
+            date: 0,
+            attachments: &files,
+        }
+        .render();
+        assert!(!raw.windows(7).any(|w| w == b"X-Evil:"));
+        let m = mail_parser::MessageParser::default().parse(&raw).unwrap();
+        assert_eq!(m.body_text(0).as_deref(), Some("From Friday"));
+        assert_eq!(m.body_html(0).as_deref(), Some("<p>From Friday</p>"));
+        let got: Vec<_> = m
+            .attachments()
+            .map(|a| {
+                (
+                    a.attachment_name().unwrap_or_default().to_owned(),
+                    a.content_type()
+                        .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or_default()))
+                        .unwrap_or_default(),
+                    a.contents().to_vec(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "Grüße.txt".into(),
+                    "text/plain".into(),
+                    b"hello\r\n".to_vec()
+                ),
+                (
+                    "photo \"1\".png".into(),
+                    "application/octet-stream".into(),
+                    (0..=255u8).collect()
+                ),
+            ]
         );
     }
 

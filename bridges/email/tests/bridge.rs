@@ -18,6 +18,33 @@ fn header(raw: &[u8], name: &str) -> Option<String> {
     parse(raw).header_raw(name).map(|v| v.trim().to_owned())
 }
 
+/// A mail's attachments: name, media type, bytes.
+fn attachments(raw: &[u8]) -> Vec<(String, String, Vec<u8>)> {
+    use mail_parser::MimeHeaders;
+    parse(raw)
+        .attachments()
+        .map(|a| {
+            let mime = a
+                .content_type()
+                .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or_default()));
+            (
+                a.attachment_name().unwrap_or_default().to_owned(),
+                mime.unwrap_or_default(),
+                a.contents().to_vec(),
+            )
+        })
+        .collect()
+}
+
+fn file_of(name: &str, bytes: &[u8]) -> (String, String, Vec<u8>) {
+    let mime = if name.ends_with(".png") {
+        "image/png"
+    } else {
+        "text/plain"
+    };
+    (name.to_owned(), mime.to_owned(), bytes.to_vec())
+}
+
 fn body_is(e: &Value, body: &str) -> bool {
     e["type"] == "m.room.message" && e["content"]["body"] == body
 }
@@ -159,6 +186,39 @@ async fn a_mailing_list_and_a_room_talk_both_ways_in_threads() {
         )
         .await;
     assert_eq!((status, bytes), (200, Value::String("hello file".into())));
+    // The list passes the post on to carol with its attachment.
+    let passed = env
+        .mail
+        .wait_mail("carol", "bob's notes", |m| {
+            m.message_id() == Some("notes@example.test")
+        })
+        .await;
+    assert_eq!(
+        attachments(&passed),
+        vec![file_of("notes.txt", b"hello file")]
+    );
+
+    // Room → mail: a picture alice shares (with a caption) is attached to the mail, the same
+    // bytes.
+    let picture: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    let mxc = m.upload(alice, &picture, "image/png").await;
+    m.send(
+        alice,
+        &room,
+        json!({
+            "msgtype": "m.image", "body": "The venue", "filename": "venue.png", "url": mxc,
+            "info": { "mimetype": "image/png", "size": picture.len() },
+        }),
+    )
+    .await;
+    let shared = env
+        .mail
+        .wait_mail("bob", "alice's picture", |m| {
+            m.body_text(0).is_some_and(|b| b.contains("The venue"))
+        })
+        .await;
+    assert_eq!(attachments(&shared), vec![file_of("venue.png", &picture)]);
+    assert_eq!(parse(&shared).subject(), Some("The venue"));
 
     // No loops: alice's mail sent back to the list, and bob's post sent again, show nothing.
     env.mail.submit(BOB, LIST, &got).await;
@@ -502,19 +562,30 @@ async fn a_subscriber_claims_their_address_and_becomes_one_person() {
                 .is_some_and(|b| !b.contains("Thanks are for"))
     })
     .await;
-    env.mail
-        .submit(
-            BOB,
-            LIST,
-            &mail(BOB, "Again", "<again@example.test>", None, "now as myself"),
-        )
-        .await;
+    // His next mail, with a file, shows as him; the list passes it on to carol once, the file
+    // attached (not once more as a mail of its own).
+    env.subscribe("carol").await;
+    let again = format!(
+        "From: {BOB}\r\nTo: {LIST}\r\nSubject: Again\r\nMessage-ID: <again@example.test>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"m\"\r\n\r\n\
+         --m\r\nContent-Type: text/plain\r\n\r\nnow as myself\r\n\
+         --m\r\nContent-Type: text/plain; name=\"plan.txt\"\r\n\
+         Content-Disposition: attachment; filename=\"plan.txt\"\r\n\r\nthe plan\r\n--m--\r\n"
+    );
+    env.mail.submit(BOB, LIST, again.as_bytes()).await;
     let again = m
         .wait_event(alice, &room, "bob's next mail", |e| {
             body_is(e, "Again\n\nnow as myself")
         })
         .await;
     assert_eq!(again["sender"], bob.id.as_str());
+    let passed = env
+        .mail
+        .wait_mail("carol", "bob's mail passed on", |m| {
+            m.message_id() == Some("again@example.test")
+        })
+        .await;
+    assert_eq!(attachments(&passed), vec![file_of("plan.txt", b"the plan")]);
     // What bob says in the room is not mailed back to him.
     m.send_text(&bob, &room, "said in the room by bob").await;
     m.send_text(alice, &room, "alice after bob").await;
@@ -525,4 +596,11 @@ async fn a_subscriber_claims_their_address_and_becomes_one_person() {
         })
         .await;
     assert_eq!(env.mail.count("bob", "said in the room by bob"), 0);
+    env.mail
+        .wait_mail("carol", "alice's message", |m| {
+            m.body_text(0)
+                .is_some_and(|b| b.contains("alice after bob"))
+        })
+        .await;
+    assert_eq!(env.mail.count("carol", "[file]"), 0);
 }

@@ -97,6 +97,22 @@ impl Matrix {
         )
     }
 
+    /// Uploads a file as `user` (`/_matrix/media/v3/upload`); its `mxc://` URI.
+    pub async fn upload(&self, user: &User, bytes: &[u8], content_type: &str) -> String {
+        let res = self
+            .http
+            .post(format!("{}/_matrix/media/v3/upload", self.base))
+            .bearer_auth(&user.token)
+            .header("Content-Type", content_type)
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .expect("upload sent");
+        assert_eq!(res.status().as_u16(), 200, "upload");
+        let v: Value = res.json().await.expect("upload answer");
+        v["content_uri"].as_str().expect("content_uri").to_owned()
+    }
+
     /// Registers with open registration (m.login.dummy).
     pub async fn register(&self, name: &str) -> User {
         let body = json!({ "username": name, "password": format!("pw {name} pw"),
