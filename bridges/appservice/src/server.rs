@@ -10,7 +10,7 @@ use std::{future::Future, sync::Arc};
 
 use axum::{
     Json, Router,
-    body::Bytes,
+    body::{Body, to_bytes},
     extract::{Path, RawQuery, State},
     http::{HeaderMap, StatusCode, header::AUTHORIZATION},
     response::{IntoResponse, Response},
@@ -164,6 +164,11 @@ impl<H: Handler> AppService<H> {
     }
 }
 
+/// Largest transaction body read: the homeserver sends at most 100 events of at most 64 KiB
+/// each (the spec's event size limit) plus ephemeral events, so 16 MiB leaves room; the body is
+/// read only after the token is checked.
+pub const MAX_TRANSACTION_BYTES: usize = 16 * 1024 * 1024;
+
 fn error(status: StatusCode, errcode: &str, message: &str) -> Response {
     (
         status,
@@ -208,11 +213,18 @@ async fn transaction<H: Handler>(
     Path(txn_id): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     if let Some(refusal) = authorize(&app, &headers, query.as_deref()) {
         return refusal;
     }
+    let Ok(body) = to_bytes(body, MAX_TRANSACTION_BYTES).await else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "M_TOO_LARGE",
+            "transaction body too large",
+        );
+    };
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "M_NOT_JSON", "body is not JSON");
     };
@@ -386,6 +398,45 @@ mod tests {
         let (status, _) = put(&app.url, Some("the-hs-token"), "1", body).await;
         assert_eq!(status, 200);
         wait_for(&app.handler, 1).await;
+    }
+
+    #[tokio::test]
+    async fn a_full_transaction_is_taken_and_a_larger_body_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let app = start(store).await;
+        // The most a homeserver sends at once: 100 events near the 64 KiB event limit.
+        let text = "x".repeat(60_000);
+        let events: Vec<Value> = (0..100)
+            .map(|n| json!({ "type": "m.room.message", "n": n, "content": { "body": text } }))
+            .collect();
+        let (status, _) = put(
+            &app.url,
+            Some("the-hs-token"),
+            "big",
+            json!({ "events": events }),
+        )
+        .await;
+        assert_eq!(status, 200);
+        wait_for(&app.handler, 100).await;
+
+        let huge =
+            json!({ "events": [{ "content": { "body": "x".repeat(MAX_TRANSACTION_BYTES) } }] });
+        let (status, res) = put(&app.url, Some("the-hs-token"), "huge", huge).await;
+        assert_eq!(
+            (status, res["errcode"].as_str()),
+            (413, Some("M_TOO_LARGE"))
+        );
+        // Nothing of it was taken: the same ID, sent small, is new.
+        let (status, _) = put(
+            &app.url,
+            Some("the-hs-token"),
+            "huge",
+            json!({ "events": [{ "n": 100 }] }),
+        )
+        .await;
+        assert_eq!(status, 200);
+        wait_for(&app.handler, 101).await;
     }
 
     #[tokio::test]
