@@ -39,6 +39,10 @@ pub mod xmlns {
     pub const RETRACT: &str = "urn:xmpp:message-retract:1";
     /// Unique and stable stanza IDs (XEP-0359).
     pub const SID: &str = "urn:xmpp:sid:0";
+    /// HTTP file upload (XEP-0363).
+    pub const UPLOAD: &str = "urn:xmpp:http:upload:0";
+    /// Out-of-band data (XEP-0066): a file's URL beside the body.
+    pub const OOB: &str = "jabber:x:oob";
 }
 
 /// Store namespaces.
@@ -89,6 +93,10 @@ pub struct Bridge {
     puppets_in: Mutex<HashSet<(String, String)>>,
     /// Message IDs sent to a chat and not yet echoed back, with who waits for the echo.
     pending: Mutex<HashMap<String, oneshot::Sender<Result<(), String>>>>,
+    /// IQs sent, by ID, waiting for their answer.
+    iqs: Mutex<HashMap<String, oneshot::Sender<Element>>>,
+    /// HTTP for files (uploads to the XMPP server, downloads from it); no redirects.
+    http: reqwest::Client,
     /// Ghost user → the display name last set.
     names: Mutex<HashMap<String, String>>,
 }
@@ -184,6 +192,65 @@ pub fn strip_reply_fallback(message: &Element, body: &str) -> String {
 
 /// The body of a Matrix message without its reply fallback (`> <@user> …` lines, then an
 /// empty line), as older clients still send it.
+/// Whether `url` is under one of `prefixes`: the same scheme, host and port, a path under the
+/// prefix's, and no user name (`https://host@elsewhere/` is elsewhere).
+fn under_prefix(prefixes: &[String], url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    prefixes.iter().any(|prefix| {
+        reqwest::Url::parse(prefix).is_ok_and(|p| {
+            p.scheme() == url.scheme()
+                && p.host_str() == url.host_str()
+                && p.port_or_known_default() == url.port_or_known_default()
+                && url.path().starts_with(p.path())
+                && url.username().is_empty()
+                && !url.path().split('/').any(|s| s == ".." || s == "%2e%2e")
+        })
+    })
+}
+
+/// Whether a URL is `http://` or `https://`.
+fn is_http(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+}
+
+/// A file's name from its URL: the last path segment, percent-decoded (`file` when empty).
+fn file_name_of(url: &str) -> String {
+    let last = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.path_segments()?.next_back().map(str::to_owned))
+        .unwrap_or_default();
+    let bytes = last.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    let name: String = String::from_utf8_lossy(&out)
+        .chars()
+        .filter(|c| !c.is_control() && *c != '/')
+        .collect();
+    if name.trim().is_empty() {
+        "file".into()
+    } else {
+        name
+    }
+}
+
 fn strip_matrix_fallback(content: &Value, body: &str) -> String {
     if content["m.relates_to"]["m.in_reply_to"].is_object()
         && body.starts_with("> ")
@@ -214,6 +281,12 @@ impl Bridge {
             joined: Mutex::default(),
             puppets_in: Mutex::default(),
             pending: Mutex::default(),
+            iqs: Mutex::default(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap_or_default(),
             names: Mutex::default(),
         }
     }
@@ -442,6 +515,13 @@ impl Bridge {
     /// Answers IQs: pings and anything else with `service-unavailable`, as RFC 6120 wants.
     async fn on_iq(&self, iq: &Element) {
         let kind = iq.get("type").unwrap_or_default();
+        if kind == "result" || kind == "error" {
+            let id = iq.get("id").unwrap_or_default();
+            if let Some(waiting) = self.iqs.lock().unwrap().remove(id) {
+                let _ = waiting.send(iq.clone());
+            }
+            return;
+        }
         if kind != "get" && kind != "set" {
             return;
         }
@@ -729,7 +809,10 @@ impl Bridge {
             _ => self.ghost(&muc, &nick, None).await?,
         };
         ghost.ensure_joined(&room).await?;
-        let content = self.content_from_xmpp(&muc, m, body)?;
+        let content = match self.file_from_xmpp(m, body).await {
+            Some(file) => file,
+            None => self.content_from_xmpp(&muc, m, body)?,
+        };
         // The transaction ID follows from the message, so a message shown just before a crash
         // and replayed after it is the same event.
         let digest = Sha1::digest(key.as_bytes());
@@ -1136,12 +1219,39 @@ impl Bridge {
         };
         let body = shown["body"].as_str().unwrap_or_default();
         let body = strip_matrix_fallback(content, body);
-        let text = match shown["msgtype"].as_str().unwrap_or("m.text") {
-            "m.emote" => format!("/me {body}"),
-            "m.image" | "m.file" | "m.audio" | "m.video" => format!("[file] {body}"),
-            _ => body,
-        };
+        let is_file = matches!(
+            shown["msgtype"].as_str(),
+            Some("m.image" | "m.file" | "m.audio" | "m.video")
+        );
         let nick = self.ensure_puppet(muc, room, sender).await?;
+        // A file goes to the XMPP server's upload service and is shown by its URL (XEP-0066).
+        let uploaded = match (is_file && edit_of.is_none(), shown["url"].as_str()) {
+            (true, Some(url)) => {
+                let name = shown["filename"].as_str().unwrap_or(&body);
+                let mime = shown["info"]["mimetype"].as_str().unwrap_or_default();
+                match self.upload_to_xmpp(sender, event_id, url, name, mime).await {
+                    Ok(got) => got,
+                    Err(e) => {
+                        tracing::warn!("{event_id}: the file could not be uploaded: {e:#}");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let caption = shown["filename"]
+            .as_str()
+            .is_some_and(|name| name != body)
+            .then_some(&body);
+        let text = match (shown["msgtype"].as_str().unwrap_or("m.text"), &uploaded) {
+            ("m.emote", _) => format!("/me {body}"),
+            (_, Some(get)) => match caption {
+                Some(caption) => format!("{caption}\n{get}"),
+                None => get.clone(),
+            },
+            _ if is_file => format!("[file] {body}"),
+            _ => body.clone(),
+        };
         let mut message = Element::new("message")
             .attr("from", self.puppet_jid(sender))
             .attr("to", muc)
@@ -1194,11 +1304,155 @@ impl Bridge {
             text = format!("{quoted}{text}");
         }
         message = message.with(Element::new("body").text(text));
+        if let Some(get) = uploaded {
+            extra.push(
+                Element::new("x")
+                    .attr("xmlns", xmlns::OOB)
+                    .with(Element::new("url").text(get)),
+            );
+        }
         for e in extra {
             message = message.with(e);
         }
         tracing::debug!("{event_id} as {nick} into {muc}");
         self.send_confirmed(muc, room, sender, message).await
+    }
+
+    /// Uploads a Matrix file to the XMPP server's upload service (XEP-0363) as the puppet of
+    /// `user`: the URL the chat fetches it from, or `None` when there is no upload service or
+    /// the file is larger than `max_file_bytes`.
+    async fn upload_to_xmpp(
+        &self,
+        user: &str,
+        event_id: &str,
+        mxc: &str,
+        name: &str,
+        mime: &str,
+    ) -> anyhow::Result<Option<String>> {
+        let Some(service) = self.config.xmpp.upload_service.clone() else {
+            return Ok(None);
+        };
+        let max = self.config.xmpp.max_file_bytes;
+        let Some((bytes, served)) = self.client.download(mxc, max).await? else {
+            return Ok(None);
+        };
+        let mime = if mime.is_empty() {
+            served
+        } else {
+            mime.to_owned()
+        };
+        let id = format!("upload-{event_id}");
+        let request = Element::new("iq")
+            .attr("type", "get")
+            .attr("id", &id)
+            .attr("from", self.puppet_jid(user))
+            .attr("to", &service)
+            .with(
+                Element::new("request")
+                    .attr("xmlns", xmlns::UPLOAD)
+                    .attr("filename", name)
+                    .attr("size", bytes.len().to_string())
+                    .attr("content-type", &mime),
+            );
+        let (tx, rx) = oneshot::channel();
+        self.iqs.lock().unwrap().insert(id.clone(), tx);
+        self.xmpp.send(&request).await;
+        let timeout = Duration::from_millis(self.config.xmpp.echo_timeout_ms);
+        let answer = tokio::time::timeout(timeout, rx).await;
+        self.iqs.lock().unwrap().remove(&id);
+        let Ok(Ok(answer)) = answer else {
+            anyhow::bail!("{service} did not answer the upload request");
+        };
+        let slot = answer
+            .child("slot", Some(xmlns::UPLOAD))
+            .filter(|_| answer.get("type") == Some("result"))
+            .filter(|_| answer.get("from") == Some(service.as_str()))
+            .with_context(|| format!("{service} gave no upload slot: {}", answer.to_xml()))?;
+        let put = slot.child("put", None).context("no put URL")?;
+        let (Some(put_url), Some(get_url)) = (
+            put.get("url").filter(|u| is_http(u)),
+            slot.child("get", None)
+                .and_then(|g| g.get("url"))
+                .filter(|u| is_http(u)),
+        ) else {
+            anyhow::bail!("{service} gave no usable URLs: {}", answer.to_xml());
+        };
+        let mut upload = self
+            .http
+            .put(put_url)
+            .header(reqwest::header::CONTENT_TYPE, &mime)
+            .body(bytes);
+        // XEP-0363 §5: only these headers may be passed on.
+        for header in put.children.iter().filter(|h| h.name == "header") {
+            let name = header.get("name").unwrap_or_default();
+            if ["Authorization", "Cookie", "Expires"]
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(name))
+            {
+                upload = upload.header(name, header.text.replace(['\r', '\n'], ""));
+            }
+        }
+        let status = upload.send().await?.status();
+        anyhow::ensure!(status.is_success(), "the upload got {status}");
+        Ok(Some(get_url.to_owned()))
+    }
+
+    /// A file shared in a chat (its URL as the body and out-of-band data, XEP-0066), from a
+    /// place `fetch_files_from` allows: fetched and uploaded to Matrix, its file content.
+    /// `None` leaves it a link.
+    async fn file_from_xmpp(&self, m: &Element, body: &str) -> Option<Value> {
+        let url = m.child("x", Some(xmlns::OOB))?.child_text("url")?.trim();
+        if body.trim() != url || !under_prefix(&self.config.xmpp.fetch_files_from, url) {
+            return None;
+        }
+        match self.fetch_file(url).await {
+            Ok(content) => content,
+            Err(e) => {
+                tracing::warn!("{url} could not be fetched: {e:#}");
+                None
+            }
+        }
+    }
+
+    async fn fetch_file(&self, url: &str) -> anyhow::Result<Option<Value>> {
+        let max = self.config.xmpp.max_file_bytes;
+        let mut res = self.http.get(url).send().await?;
+        anyhow::ensure!(res.status().is_success(), "got {}", res.status());
+        if res.content_length().is_some_and(|n| n > max as u64) {
+            return Ok(None);
+        }
+        let mime = res
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = res.chunk().await? {
+            if bytes.len() + chunk.len() > max {
+                return Ok(None);
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let name = file_name_of(url);
+        let size = bytes.len();
+        let uri = self.client.bot().upload(bytes, &mime, &name).await?;
+        let msgtype = match mime.split('/').next() {
+            Some("image") => "m.image",
+            Some("video") => "m.video",
+            Some("audio") => "m.audio",
+            _ => "m.file",
+        };
+        Ok(Some(json!({
+            "msgtype": msgtype,
+            "body": name,
+            "filename": name,
+            "url": uri,
+            "info": { "mimetype": mime, "size": size },
+        })))
     }
 
     /// The XMPP ID of a Matrix event in its chat and, for one from XMPP, its author's nick.
@@ -1282,6 +1536,27 @@ mod tests {
             Some("2024-02-29T00:00:00Z")
         );
         assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn files_are_fetched_only_from_the_upload_service() {
+        let allowed = vec!["https://upload.example.org/share/".to_owned()];
+        let ok = |url: &str| under_prefix(&allowed, url);
+        assert!(ok("https://upload.example.org/share/abc/photo.jpg"));
+        assert!(ok("https://upload.example.org:443/share/abc/photo.jpg"));
+        assert!(!ok("http://upload.example.org/share/abc/photo.jpg"));
+        assert!(!ok("https://upload.example.org.evil.test/share/x"));
+        assert!(!ok("https://upload.example.org@127.0.0.1/share/x"));
+        assert!(!ok("https://upload.example.org:8080/share/x"));
+        assert!(!ok("https://upload.example.org/admin/x"));
+        assert!(!ok("https://127.0.0.1/share/x"));
+        assert!(!ok("not a url"));
+        assert_eq!(
+            file_name_of("https://u.example/share/abc/Gr%C3%BC%C3%9Fe%20x.png"),
+            "Grüße x.png"
+        );
+        assert_eq!(file_name_of("https://u.example/share/a%2Fb"), "ab");
+        assert_eq!(file_name_of("https://u.example/"), "file");
     }
 
     #[test]

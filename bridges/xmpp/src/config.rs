@@ -80,6 +80,20 @@ pub struct XmppConfig {
     /// Longest wait between reconnection attempts, in milliseconds.
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max_ms: u64,
+    /// The XMPP server's HTTP upload service (XEP-0363; Prosody's `http_file_share`
+    /// component), e.g. `upload.example.org`: files shared in Matrix are uploaded there and
+    /// shown in the chat as files. Unset, they are announced by name.
+    #[serde(default)]
+    pub upload_service: Option<String>,
+    /// URL prefixes of files the bridge fetches from XMPP to show in Matrix as files (the
+    /// upload service's download URLs, e.g. `https://upload.example.org/`); a file anywhere
+    /// else stays a link, so a chat cannot make the bridge fetch from inside the network.
+    #[serde(default)]
+    pub fetch_files_from: Vec<String>,
+    /// Largest file bridged either way, in bytes; a larger one is announced by name or stays
+    /// a link.
+    #[serde(default = "default_max_file")]
+    pub max_file_bytes: usize,
 }
 
 fn default_bot() -> String {
@@ -93,6 +107,9 @@ fn default_port() -> u16 {
 }
 fn default_nick() -> String {
     "Matrix".into()
+}
+fn default_max_file() -> usize {
+    10 * 1024 * 1024
 }
 fn default_max_stanza() -> usize {
     256 * 1024

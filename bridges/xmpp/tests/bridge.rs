@@ -415,3 +415,126 @@ async fn an_occupant_claims_their_address_and_becomes_one_person() {
         .unwrap();
     assert_eq!(last_ghost_membership["content"]["membership"], "leave");
 }
+
+/// Out-of-band data (XEP-0066) naming a file's URL.
+fn oob(url: &str) -> Element {
+    Element::new("x")
+        .attr("xmlns", xmlns::OOB)
+        .with(Element::new("url").text(url))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_cross_both_ways_through_the_upload_service() {
+    let env = Env::start(&[MUC]).await;
+    let (m, alice) = (&env.matrix, &env.alice);
+    let mut bob = env.client("bob").await;
+    bob.join_with_bridge(MUC, "Bob").await;
+    let room = m.join(alice, PORTAL).await;
+    let http = reqwest::Client::new();
+    let upload_base = format!("http://127.0.0.1:{}/", env.prosody.http_port);
+
+    // Matrix → XMPP: a picture alice shares goes to the chat's upload service (XEP-0363) and
+    // is shown by its URL, which serves the same bytes.
+    let picture: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    let mxc = m.upload(alice, &picture, "image/png").await;
+    m.send(
+        alice,
+        &room,
+        json!({
+            "msgtype": "m.image", "body": "venue.png", "filename": "venue.png", "url": mxc,
+            "info": { "mimetype": "image/png", "size": picture.len() },
+        }),
+    )
+    .await;
+    let from = format!("{MUC}/Alice Liddell");
+    let got = bob
+        .expect(30, "alice's picture", |s| {
+            s.name == "message"
+                && s.get("from") == Some(from.as_str())
+                && s.child("x", Some(xmlns::OOB)).is_some()
+        })
+        .await;
+    let url = got.child("x", Some(xmlns::OOB)).unwrap().child_text("url");
+    let url = url.unwrap().to_owned();
+    assert_eq!(got.child_text("body"), Some(url.as_str()));
+    assert!(url.starts_with(&upload_base), "{url}");
+    let res = http.get(&url).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.bytes().await.unwrap().to_vec(), picture);
+
+    // A file larger than max_file_bytes is announced by name.
+    let big = vec![7u8; 150_000];
+    let mxc = m.upload(alice, &big, "application/octet-stream").await;
+    m.send(
+        alice,
+        &room,
+        json!({ "msgtype": "m.file", "body": "big.bin", "filename": "big.bin", "url": mxc }),
+    )
+    .await;
+    bob.expect_message(MUC, "Alice Liddell", "[file] big.bin")
+        .await;
+
+    // XMPP → Matrix: bob uploads a file as his client does (a slot from the upload service,
+    // then a PUT) and shares its URL; alice gets a file in the room, the same bytes.
+    bob.send(
+        Element::new("iq")
+            .attr("to", "upload.localhost")
+            .attr("type", "get")
+            .attr("id", "slot1")
+            .with(
+                Element::new("request")
+                    .attr("xmlns", xmlns::UPLOAD)
+                    .attr("filename", "notes.txt")
+                    .attr("size", "10")
+                    .attr("content-type", "text/plain"),
+            ),
+    );
+    let answer = bob
+        .expect(30, "an upload slot", |s| {
+            s.name == "iq" && s.get("id") == Some("slot1")
+        })
+        .await;
+    let slot = answer
+        .child("slot", Some(xmlns::UPLOAD))
+        .unwrap_or_else(|| panic!("no slot: {}", answer.to_xml()));
+    let put = slot.child("put", None).unwrap();
+    let get = slot
+        .child("get", None)
+        .unwrap()
+        .get("url")
+        .unwrap()
+        .to_owned();
+    let mut upload = http
+        .put(put.get("url").unwrap())
+        .header("Content-Type", "text/plain")
+        .body("hello file");
+    for header in put.children.iter().filter(|h| h.name == "header") {
+        upload = upload.header(header.get("name").unwrap(), header.text.as_str());
+    }
+    let status = upload.send().await.unwrap().status();
+    assert!(status.is_success(), "{status}");
+    bob.say(MUC, "f1", &get, vec![oob(&get)]);
+    let file = m
+        .wait_event(alice, &room, "bob's file", |e| {
+            e["sender"] == GHOST_BOB && e["content"]["msgtype"] == "m.file"
+        })
+        .await;
+    assert_eq!(file["content"]["body"], "notes.txt");
+    let mxc = file["content"]["url"].as_str().unwrap();
+    let (server, media) = mxc.trim_start_matches("mxc://").split_once('/').unwrap();
+    let (status, bytes) = m
+        .call(
+            "GET",
+            &format!("/_matrix/client/v1/media/download/{server}/{media}"),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!((status, bytes), (200, Value::String("hello file".into())));
+
+    // A URL anywhere else stays a link: the bridge does not fetch it.
+    let elsewhere = format!("{}/_matrix/client/versions", m.base);
+    bob.say(MUC, "f2", &elsewhere, vec![oob(&elsewhere)]);
+    m.wait_message(alice, &room, GHOST_BOB, "m.text", &elsewhere)
+        .await;
+}

@@ -34,6 +34,8 @@ pub struct Prosody {
     dir: PathBuf,
     pub c2s_port: u16,
     pub component_port: u16,
+    /// HTTP, for the upload service `upload.localhost` (XEP-0363).
+    pub http_port: u16,
     child: Option<Child>,
 }
 
@@ -50,6 +52,7 @@ impl Prosody {
             dir,
             c2s_port: free_port(),
             component_port: free_port(),
+            http_port: free_port(),
             child: None,
         };
         fs::write(prosody.config_path(), prosody.config()).unwrap();
@@ -68,7 +71,9 @@ impl Prosody {
              data_path = \"{dir}/data\"\ncertificates = \"{dir}/certs\"\n\
              interfaces = {{ \"127.0.0.1\" }}\nc2s_ports = {{ {c2s} }}\n\
              component_ports = {{ {component} }}\ncomponent_interfaces = {{ \"127.0.0.1\" }}\n\
-             s2s_ports = {{ }}\nhttp_ports = {{ }}\nhttps_ports = {{ }}\n\
+             s2s_ports = {{ }}\nhttp_ports = {{ {http} }}\nhttp_interfaces = {{ \"127.0.0.1\" }}\n\
+             https_ports = {{ }}\nhttp_default_host = \"upload.localhost\"\n\
+             http_external_url = \"http://127.0.0.1:{http}/\"\n\
              c2s_require_encryption = false\nallow_unencrypted_plain_auth = true\n\
              authentication = \"internal_plain\"\n\
              modules_enabled = {{ \"roster\", \"saslauth\", \"disco\", \"ping\" }}\n\
@@ -80,7 +85,9 @@ impl Prosody {
              \x20 muc_room_default_persistent = true\n\
              \x20 restrict_room_creation = false\n\
              Component \"bridge.localhost\"\n\
-             \x20 component_secret = \"{SECRET}\"\n",
+             \x20 component_secret = \"{SECRET}\"\n\
+             Component \"upload.localhost\" \"http_file_share\"\n",
+            http = self.http_port,
             dir = self.dir.display(),
             c2s = self.c2s_port,
             component = self.component_port,
@@ -113,7 +120,7 @@ impl Prosody {
             .spawn()
             .expect("prosody starts");
         self.child = Some(child);
-        for port in [self.c2s_port, self.component_port] {
+        for port in [self.c2s_port, self.component_port, self.http_port] {
             eventually(30, "prosody to listen", || async move {
                 TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
             })
@@ -377,7 +384,10 @@ impl Env {
                      [xmpp]\nhost = \"127.0.0.1\"\nport = {port}\n\
                      domain = \"bridge.localhost\"\nsecret = \"{SECRET}\"\n\
                      nick = \"{BRIDGE_NICK}\"\nmucs = [{mucs}]\n\
-                     echo_timeout_ms = 5000\nrejoin_interval_ms = 1000\nreconnect_min_ms = 500\nreconnect_max_ms = 2000\n",
+                     echo_timeout_ms = 5000\nrejoin_interval_ms = 1000\nreconnect_min_ms = 500\nreconnect_max_ms = 2000\n\
+                     upload_service = \"upload.localhost\"\n\
+                     fetch_files_from = [\"http://127.0.0.1:{http}/\"]\nmax_file_bytes = 100000\n",
+                    http = prosody.http_port,
                     data = dir.path().join("xmpp-data"),
                     port = prosody.component_port,
                     mucs = mucs.join(", "),
