@@ -109,6 +109,38 @@ pub fn link(store: &Store, remote: &str, user: &str) -> Result<(), Error> {
     ])
 }
 
+/// Undoes `user`'s link, if any; returns the remote identity it was linked to. From then on
+/// the bridge shows that identity by its ghost again, and relays `user` as anyone else.
+pub fn unlink(store: &Store, user: &str) -> Result<Option<String>, Error> {
+    let Some(remote) = remote_of(store, user)? else {
+        return Ok(None);
+    };
+    store.remove(NS, &format!("remote-of\t{user}"))?;
+    if linked_user(store, &remote)?.as_deref() == Some(user) {
+        store.remove(NS, &format!("linked\t{remote}"))?;
+    }
+    Ok(Some(remote))
+}
+
+/// `!unclaim` in a portal: undoes the asker's link ([`unlink`]) and says so in the room, as
+/// the bridge's bot. `shown` names the remote identity for people (`bob on libera`).
+pub async fn unclaim(
+    store: &Store,
+    bot: &crate::Intent,
+    room: &str,
+    user: &str,
+    shown: impl Fn(&str) -> String,
+) -> Result<(), Error> {
+    let text = match unlink(store, user)? {
+        Some(remote) => format!(
+            "{user} is no longer linked with {}: it shows as a bridged person of its own again.",
+            shown(&remote)
+        ),
+        None => format!("{user} has not claimed anything here."),
+    };
+    bot.send_notice(room, &text).await.map(drop)
+}
+
 /// The Matrix user a remote identity is linked to.
 pub fn linked_user(store: &Store, remote: &str) -> Result<Option<String>, Error> {
     store.get(NS, &format!("linked\t{remote}"))
@@ -119,20 +151,36 @@ pub fn remote_of(store: &Store, user: &str) -> Result<Option<String>, Error> {
     store.get(NS, &format!("remote-of\t{user}"))
 }
 
+/// The content field naming the bridge that sent an event as a person (double puppeting):
+/// the homeserver hands such events back to the bridge, which must not relay them again.
+pub const SOURCE: &str = "org.tsunagu.source";
+
+/// Whether `event` is one the bridge `appservice_id` sent as a person (see [`SOURCE`]).
+pub fn relayed_by(event: &serde_json::Value, appservice_id: &str) -> bool {
+    event["content"][SOURCE] == appservice_id
+}
+
 /// A client for double puppeting: acting as the people who linked their remote identity, with
 /// the `as_token` of a second registration whose user namespace is every user of the server,
-/// not exclusive, and whose `url` is null (the homeserver pushes nothing to it). `None` without
-/// such a registration: linked people are then still shown by their ghost.
+/// not exclusive, and whose `url` is null (the homeserver pushes nothing to it). What it sends
+/// is marked as the bridge `source`'s ([`SOURCE`]). `None` without such a registration: linked
+/// people are then still shown by their ghost.
 pub fn double_puppet(
     homeserver_url: &str,
     server_name: &str,
     registration: Option<&Path>,
+    source: &str,
 ) -> Result<Option<Client>, Error> {
     let Some(path) = registration else {
         return Ok(None);
     };
     let reg = Registration::load(path)?;
-    Ok(Some(Client::new(homeserver_url, server_name, &reg)?))
+    Ok(Some(Client::marked(
+        homeserver_url,
+        server_name,
+        &reg,
+        source,
+    )?))
 }
 
 #[cfg(test)]
@@ -168,5 +216,22 @@ mod tests {
             remote_of(&store, "@bob:x").unwrap().as_deref(),
             Some("bob@other.org")
         );
+
+        // Unlinking undoes only the asker's own link.
+        link(&store, "bob@other.org", "@eve:x").unwrap();
+        assert_eq!(
+            unlink(&store, "@bob:x").unwrap().as_deref(),
+            Some("bob@other.org")
+        );
+        assert_eq!(
+            linked_user(&store, "bob@other.org").unwrap().as_deref(),
+            Some("@eve:x")
+        );
+        assert_eq!(unlink(&store, "@bob:x").unwrap(), None);
+        assert_eq!(
+            unlink(&store, "@eve:x").unwrap().as_deref(),
+            Some("bob@other.org")
+        );
+        assert_eq!(linked_user(&store, "bob@other.org").unwrap(), None);
     }
 }

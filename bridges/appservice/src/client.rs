@@ -40,6 +40,9 @@ struct Inner {
     registered: Mutex<HashSet<String>>,
     /// `(room, user)` pairs known to be joined.
     joined: Mutex<HashSet<(String, String)>>,
+    /// Marks what this client sends (see [`crate::claims::SOURCE`]): set on a double-puppet
+    /// client, to the ID of the bridge that acts through it.
+    source: Option<String>,
 }
 
 impl Client {
@@ -68,8 +71,29 @@ impl Client {
                 txn_counter: AtomicU64::new(0),
                 registered: Mutex::default(),
                 joined: Mutex::default(),
+                source: None,
             }),
         })
+    }
+
+    /// A client whose timeline events carry `"org.tsunagu.source": source` in their content,
+    /// so the bridge `source` knows them for its own when the homeserver hands them back.
+    pub fn marked(
+        homeserver_url: &str,
+        server_name: &str,
+        registration: &Registration,
+        source: &str,
+    ) -> Result<Self, Error> {
+        let mut client = Self::new(homeserver_url, server_name, registration)?;
+        if let Some(inner) = Arc::get_mut(&mut client.inner) {
+            inner.source = Some(source.to_owned());
+        }
+        Ok(client)
+    }
+
+    /// The ID of the registration this client acts for.
+    pub fn appservice_id(&self) -> &str {
+        &self.inner.appservice_id
     }
 
     /// The homeserver's domain.
@@ -524,9 +548,12 @@ impl Intent {
         &self,
         room_id: &str,
         event_type: &str,
-        content: Value,
+        mut content: Value,
         txn: &str,
     ) -> Result<String, Error> {
+        if let (Some(source), Some(fields)) = (&self.client.inner.source, content.as_object_mut()) {
+            fields.insert(crate::claims::SOURCE.into(), Value::String(source.clone()));
+        }
         let res = self
             .call(
                 Method::PUT,

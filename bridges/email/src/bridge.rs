@@ -52,6 +52,8 @@ mod ns {
 /// The key, in a message's content, of the mail it came from (`message_id`, `from`,
 /// `subject`).
 const ORIGIN: &str = "org.tsunagu.email";
+/// Most files attached to one mail the bridge sends.
+const MAX_ATTACHMENTS: usize = 20;
 
 /// How long a subscription asked for by mail waits for its confirmation, in seconds.
 const CONFIRM_TTL_SECS: u64 = 86_400;
@@ -576,8 +578,15 @@ impl Bridge {
                 .unwrap_or_else(|| "application/octet-stream".into());
             let bytes = part.contents().to_vec();
             let size = bytes.len();
-            let uri = ghost.upload(bytes, &mime, &filename).await?;
-            files.push((filename, mime, size, uri));
+            match ghost.upload(bytes, &mime, &filename).await {
+                Ok(uri) => files.push((filename, mime, size, uri)),
+                // Larger than the media repository takes: the post says so, without it.
+                Err(e) if e.errcode() == Some("M_TOO_LARGE") => {
+                    let body = content["body"].as_str().unwrap_or_default();
+                    content["body"] = json!(format!("{body}\n[attachment too large: {filename}]"));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         // Where it came from travels with the event: the appservice may be handed the event
         // before this task has recorded it, and must still know to pass it on as this mail.
@@ -680,6 +689,16 @@ impl Bridge {
                         tracing::warn!("the MTA defers {rcpt}; again in {wait:?}");
                         tokio::time::sleep(wait).await;
                         wait = (wait * 2).min(max);
+                    }
+                    Err(e) if e.downcast_ref::<smtp::Refused>().is_some() => {
+                        // Not the address's fault (not a bounce), and no use trying again.
+                        tracing::warn!("the MTA refused a mail for {rcpt}: {e:#}");
+                        self.admin_notice(&format!(
+                            "The MTA refused a mail of {} for {rcpt}, {e:#}; it was not sent.",
+                            list.address
+                        ))
+                        .await;
+                        break;
                     }
                     Err(e) => {
                         tracing::warn!(
@@ -882,18 +901,25 @@ impl Bridge {
         )
     }
 
-    /// Downloads files to attach to a mail, as long as together they stay within
-    /// `max_attachment_bytes`; the names of those left out (too large, or not to be had).
+    /// Downloads files to attach to a mail, as long as together, base64-encoded as the mail
+    /// carries them, they stay within `max_attachment_bytes` (at most [`MAX_ATTACHMENTS`]);
+    /// the names of those left out (too large, or not to be had).
     async fn fetch_files(
         &self,
         files: &[(String, String, String)],
     ) -> (Vec<message::Attachment>, Vec<String>) {
         let mut room_left = self.config.mail.max_attachment_bytes;
         let (mut attached, mut left_out) = (Vec::new(), Vec::new());
-        for (url, name, mime) in files {
-            match self.client.download(url, room_left).await {
+        for (i, (url, name, mime)) in files.iter().enumerate() {
+            // Base64 takes 4 bytes for 3, and 2 more for each line of 76.
+            let raw_left = room_left / 78 * 57;
+            if i >= MAX_ATTACHMENTS || raw_left == 0 {
+                left_out.push(name.clone());
+                continue;
+            }
+            match self.client.download(url, raw_left).await {
                 Ok(Some((data, served_type))) => {
-                    room_left -= data.len();
+                    room_left = room_left.saturating_sub(message::encoded_len(data.len()));
                     let mime = if mime.is_empty() {
                         served_type
                     } else {
@@ -1125,15 +1151,22 @@ impl Bridge {
         let Some(list) = self.list_by_address(&address).cloned() else {
             return Ok(());
         };
+        // Commands come from people in the room, not from mail shown as them.
+        let person =
+            !self.is_ghost(sender) && !claims::relayed_by(&event, self.client.appservice_id());
         let words: Vec<&str> = body.split_whitespace().collect();
         match words.as_slice() {
-            ["!claim", address] if !self.is_ghost(sender) => {
+            ["!claim", address] if person => {
                 return self
                     .claim(&list, room, sender, &address.to_lowercase())
                     .await;
             }
-            ["!confirm", code] if !self.is_ghost(sender) => {
+            ["!confirm", code] if person => {
                 return self.confirm(room, sender, code).await;
+            }
+            ["!unclaim"] if person => {
+                let bot = self.client.bot();
+                return Ok(claims::unclaim(&self.store, &bot, room, sender, str::to_owned).await?);
             }
             _ => {}
         }
@@ -1141,7 +1174,7 @@ impl Bridge {
             words.first(),
             Some(&"!subscribe" | &"!unsubscribe" | &"!subscribers")
         );
-        if !self.is_ghost(sender) && list_command {
+        if person && list_command {
             if self.power(room, sender).await >= 50 {
                 let words: Vec<&str> = body.split_whitespace().collect();
                 return self.command(&list, room, &words).await;

@@ -81,9 +81,11 @@ pub struct MailConfig {
     /// Longest wait between retries when the MTA does not take mail, in milliseconds.
     #[serde(default = "default_retry_max")]
     pub retry_max_ms: u64,
-    /// Largest total of files attached to one mail the bridge sends, in bytes (a file shared
-    /// in the room, a post's attachments passed on); a file past it is named in the text.
-    #[serde(default = "default_max_message")]
+    /// Largest total of files attached to one mail the bridge sends (a file shared in the
+    /// room, a post's attachments passed on), in bytes as the mail carries them (base64, a
+    /// third larger than the files); a file past it is named in the text. Keep it below the
+    /// MTA's message size limit (Postfix: `message_size_limit`, 10,240,000 by default).
+    #[serde(default = "default_max_attachment")]
     pub max_attachment_bytes: usize,
 }
 
@@ -114,6 +116,9 @@ fn default_smtp_port() -> u16 {
 }
 fn default_max_message() -> usize {
     10 * 1024 * 1024
+}
+fn default_max_attachment() -> usize {
+    8_000_000
 }
 fn default_max_connections() -> usize {
     16

@@ -145,10 +145,25 @@ fn media_type(mime: &str) -> String {
     }
 }
 
+/// Longest file name a mail names, in characters (longer ones are shortened, keeping the
+/// extension), so its header line stays within RFC 5322's 998 characters.
+const MAX_NAME_CHARS: usize = 60;
+
 /// A file name parameter (`filename`, `name`): quoted when it is plain ASCII, else RFC 2231
 /// (`filename*=utf-8''…`, percent-encoded).
 fn name_param(param: &str, name: &str) -> String {
-    let name: String = name.chars().filter(|c| !c.is_control()).collect();
+    let mut name: String = name.chars().filter(|c| !c.is_control()).collect();
+    if name.chars().count() > MAX_NAME_CHARS {
+        let ext: String = match name.rsplit_once('.') {
+            Some((_, ext)) if ext.chars().count() <= 10 => format!(".{ext}"),
+            _ => String::new(),
+        };
+        let stem: String = name
+            .chars()
+            .take(MAX_NAME_CHARS - ext.chars().count())
+            .collect();
+        name = format!("{stem}{ext}");
+    }
     if name
         .bytes()
         .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
@@ -167,6 +182,12 @@ fn name_param(param: &str, name: &str) -> String {
             .collect();
         format!("{param}*=utf-8''{encoded}")
     }
+}
+
+/// The length of `n` bytes in base64 lines of 76 characters, each with its CRLF.
+pub fn encoded_len(n: usize) -> usize {
+    let chars = n.div_ceil(3) * 4;
+    chars + chars.div_ceil(76) * 2
 }
 
 fn base64_lines(data: &[u8]) -> String {
@@ -254,12 +275,15 @@ impl Outgoing<'_> {
             "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n--{boundary}\r\n{body}"
         );
         for file in self.attachments {
+            let mut mime = media_type(&file.mime);
+            if mime.starts_with("text/") && std::str::from_utf8(&file.data).is_ok() {
+                mime.push_str("; charset=utf-8");
+            }
             let _ = write!(
                 h,
-                "--{boundary}\r\nContent-Type: {}; {}\r\n\
+                "--{boundary}\r\nContent-Type: {mime}; {}\r\n\
                  Content-Disposition: attachment; {}\r\n\
                  Content-Transfer-Encoding: base64\r\n\r\n{}",
-                media_type(&file.mime),
                 name_param("name", &file.name),
                 name_param("filename", &file.name),
                 base64_lines(&file.data)
@@ -395,6 +419,37 @@ mod tests {
         }
         .render();
         assert!(!raw.windows(7).any(|w| w == b"X-Evil:"));
+        let long = Outgoing {
+            list: &list,
+            author: "A",
+            message_id: "<m4@l>",
+            in_reply_to: None,
+            references: vec![],
+            reply_to: None,
+            subject: "s",
+            text: "t",
+            html: None,
+            automatic: false,
+            date: 0,
+            attachments: &[Attachment {
+                name: format!("{}.pdf", "ü".repeat(400)),
+                mime: "application/pdf".into(),
+                data: vec![1],
+            }],
+        }
+        .render();
+        assert!(long.split(|b| *b == b'\n').all(|line| line.len() <= 998));
+        let parsed = mail_parser::MessageParser::default().parse(&long).unwrap();
+        let name = parsed
+            .attachments()
+            .next()
+            .unwrap()
+            .attachment_name()
+            .unwrap();
+        assert!(
+            name.ends_with(".pdf") && name.chars().count() == MAX_NAME_CHARS,
+            "{name}"
+        );
         let m = mail_parser::MessageParser::default().parse(&raw).unwrap();
         assert_eq!(m.body_text(0).as_deref(), Some("From Friday"));
         assert_eq!(m.body_html(0).as_deref(), Some("<p>From Friday</p>"));

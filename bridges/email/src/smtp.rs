@@ -53,6 +53,19 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The MTA refused the message itself for good: a `5xx` reply to `MAIL FROM` or to the
+/// message's data (too large, say). Sending it again would be refused again.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "refused for good: {}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// Sends one message: `MAIL FROM:<from>`, a `RCPT TO` per recipient, `DATA` (none when
 /// every recipient was refused). Returns the recipients the MTA refused, with its reply code
 /// (`4xx`: try again later; `5xx`: never).
@@ -83,7 +96,11 @@ pub async fn send(
     write
         .write_all(format!("MAIL FROM:<{from}>\r\n").as_bytes())
         .await?;
-    expect(&mut input, 250, "MAIL FROM").await?;
+    let (code, text) = reply(&mut input).await?;
+    if code / 100 == 5 {
+        return Err(Refused(format!("MAIL FROM: {code} {text}")).into());
+    }
+    anyhow::ensure!(code / 100 == 2, "MAIL FROM: {code} {text}");
     let mut refused = Vec::new();
     for rcpt in to {
         write
@@ -102,7 +119,11 @@ pub async fn send(
     write.write_all(b"DATA\r\n").await?;
     expect(&mut input, 354, "DATA").await?;
     write.write_all(&dot_stuff(message)).await?;
-    expect(&mut input, 250, "the message").await?;
+    let (code, text) = reply(&mut input).await?;
+    if code / 100 == 5 {
+        return Err(Refused(format!("the message: {code} {text}")).into());
+    }
+    anyhow::ensure!(code / 100 == 2, "the message: {code} {text}");
     let _ = write.write_all(b"QUIT\r\n").await;
     Ok(refused)
 }

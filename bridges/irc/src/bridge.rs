@@ -364,11 +364,25 @@ impl Bridge {
         let Some(net) = self.network(net_name).cloned() else {
             return Ok(());
         };
+        if claims::relayed_by(&event, self.client.appservice_id()) {
+            return Ok(()); // Said on IRC by someone who claimed their nick: it is there already.
+        }
         let body = event["content"]["body"].as_str().unwrap_or_default().trim();
         if kind == "m.room.message"
             && let Some(nick) = body.strip_prefix("!claim ")
         {
             return self.start_claim(&net, room, sender, nick.trim()).await;
+        }
+        if kind == "m.room.message" && body == "!unclaim" {
+            let shown = |remote: &str| {
+                let (net, nick) = remote
+                    .trim_start_matches("irc:")
+                    .split_once('/')
+                    .unwrap_or(("", remote));
+                format!("{nick} on {net}")
+            };
+            let bot = self.client.bot();
+            return Ok(claims::unclaim(&self.store, &bot, room, sender, shown).await?);
         }
         let lines = match kind {
             "m.room.message" => {

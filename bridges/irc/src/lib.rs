@@ -47,6 +47,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config.homeserver_url,
         &config.server_name,
         config.double_puppet_registration.as_deref(),
+        &registration.id,
     )?;
     let bridge = Arc::new(bridge::Bridge::new(
         config.clone(),

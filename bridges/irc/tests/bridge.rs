@@ -343,4 +343,25 @@ async fn a_nick_is_claimed_and_becomes_one_person() {
         })
         .await;
     assert_eq!(mine["sender"], bob.id.as_str());
+    // What he said on IRC is not said there once more by the bridge.
+    m.send_text(alice, &room, "after bob").await;
+    bob_irc
+        .expect(30, "alice's next message", |l| {
+            let text = l.param(1);
+            assert!(!text.contains("now as myself"), "echoed: {text}");
+            l.command == "PRIVMSG" && text.ends_with("after bob")
+        })
+        .await;
+
+    // bob undoes the link: the nick shows as its ghost again.
+    m.send_text(&bob, &room, "!unclaim").await;
+    m.wait_event(alice, &room, "the link undone", |e| {
+        e["content"]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("is no longer linked with bob on test"))
+    })
+    .await;
+    bob_irc.send("PRIVMSG #test :a ghost again");
+    m.wait_message(alice, &room, GHOST_BOB, "m.text", "a ghost again")
+        .await;
 }

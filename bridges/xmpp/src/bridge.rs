@@ -93,8 +93,8 @@ pub struct Bridge {
     puppets_in: Mutex<HashSet<(String, String)>>,
     /// Message IDs sent to a chat and not yet echoed back, with who waits for the echo.
     pending: Mutex<HashMap<String, oneshot::Sender<Result<(), String>>>>,
-    /// IQs sent, by ID, waiting for their answer.
-    iqs: Mutex<HashMap<String, oneshot::Sender<Element>>>,
+    /// IQs sent, by ID, waiting for their answer from the JID they went to.
+    iqs: Mutex<HashMap<String, (String, oneshot::Sender<Element>)>>,
     /// HTTP for files (uploads to the XMPP server, downloads from it); no redirects.
     http: reqwest::Client,
     /// Ghost user → the display name last set.
@@ -190,8 +190,14 @@ pub fn strip_reply_fallback(message: &Element, body: &str) -> String {
     }
 }
 
-/// The body of a Matrix message without its reply fallback (`> <@user> …` lines, then an
-/// empty line), as older clients still send it.
+/// The chat's own ID for a message (XEP-0359 `stanza-id` set `by` the chat).
+fn stanza_id_of<'a>(m: &'a Element, muc: &str) -> Option<&'a str> {
+    m.children
+        .iter()
+        .find(|c| c.name == "stanza-id" && c.ns() == Some(xmlns::SID) && c.get("by") == Some(muc))
+        .and_then(|c| c.get("id"))
+}
+
 /// Whether `url` is under one of `prefixes`: the same scheme, host and port, a path under the
 /// prefix's, and no user name (`https://host@elsewhere/` is elsewhere).
 fn under_prefix(prefixes: &[String], url: &str) -> bool {
@@ -203,11 +209,20 @@ fn under_prefix(prefixes: &[String], url: &str) -> bool {
             p.scheme() == url.scheme()
                 && p.host_str() == url.host_str()
                 && p.port_or_known_default() == url.port_or_known_default()
-                && url.path().starts_with(p.path())
+                && under_dir(url.path(), p.path())
                 && url.username().is_empty()
                 && !url.path().split('/').any(|s| s == ".." || s == "%2e%2e")
         })
     })
+}
+
+/// Whether `path` is `dir` or below it (`/share` holds `/share/a`, not `/shared`).
+fn under_dir(path: &str, dir: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    path == dir
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Whether a URL is `http://` or `https://`.
@@ -251,6 +266,8 @@ fn file_name_of(url: &str) -> String {
     }
 }
 
+/// The body of a Matrix message without its reply fallback (`> <@user> …` lines, then an
+/// empty line), as older clients still send it.
 fn strip_matrix_fallback(content: &Value, body: &str) -> String {
     if content["m.relates_to"]["m.in_reply_to"].is_object()
         && body.starts_with("> ")
@@ -515,13 +532,6 @@ impl Bridge {
     /// Answers IQs: pings and anything else with `service-unavailable`, as RFC 6120 wants.
     async fn on_iq(&self, iq: &Element) {
         let kind = iq.get("type").unwrap_or_default();
-        if kind == "result" || kind == "error" {
-            let id = iq.get("id").unwrap_or_default();
-            if let Some(waiting) = self.iqs.lock().unwrap().remove(id) {
-                let _ = waiting.send(iq.clone());
-            }
-            return;
-        }
         if kind != "get" && kind != "set" {
             return;
         }
@@ -715,19 +725,11 @@ impl Bridge {
     /// A message from a chat: shown by the occupant's ghost, or, for our own, the echo that
     /// confirms a sent message.
     async fn on_message(&self, m: &Element) -> anyhow::Result<()> {
-        let kind = m.get("type").unwrap_or("normal");
-        let id = m.get("id").unwrap_or_default().to_owned();
-        if kind == "error" {
-            let reason = m
-                .child("error", None)
-                .and_then(|e| e.children.first())
-                .map(|c| c.name.clone())
-                .unwrap_or_default();
-            if let Some(waiting) = self.pending.lock().unwrap().remove(&id) {
-                let _ = waiting.send(Err(reason));
-            }
+        if self.take_answer(m) {
             return Ok(());
         }
+        let kind = m.get("type").unwrap_or("normal");
+        let id = m.get("id").unwrap_or_default().to_owned();
         if kind != "groupchat" || m.get("to") != Some(self.bot_jid().as_str()) {
             return Ok(());
         }
@@ -742,27 +744,7 @@ impl Bridge {
             // From the chat itself: only its subject matters.
             return self.on_subject(&room, None, m).await;
         };
-        let stanza_id = m
-            .children
-            .iter()
-            .find(|c| {
-                c.name == "stanza-id"
-                    && c.ns() == Some(xmlns::SID)
-                    && c.get("by") == Some(muc.as_str())
-            })
-            .and_then(|c| c.get("id"));
-        if self.is_our_nick(&muc, &nick) {
-            // The echo of what we sent: confirms it, and records the chat's ID for it.
-            if let Some(sid) = stanza_id
-                && id.starts_with('$')
-            {
-                self.store.set(ns::MESSAGE, &format!("{muc}\t{sid}"), &id)?;
-            }
-            if let Some(waiting) = self.pending.lock().unwrap().remove(&id) {
-                let _ = waiting.send(Ok(()));
-            }
-            return Ok(());
-        }
+        let stanza_id = stanza_id_of(m, &muc);
         if let Some(retracted) = m
             .child("retract", Some(xmlns::RETRACT))
             .and_then(|r| r.get("id"))
@@ -809,10 +791,16 @@ impl Bridge {
             _ => self.ghost(&muc, &nick, None).await?,
         };
         ghost.ensure_joined(&room).await?;
-        let content = match self.file_from_xmpp(m, body).await {
-            Some(file) => file,
-            None => self.content_from_xmpp(&muc, m, body)?,
-        };
+        let mut content = self.content_from_xmpp(&muc, m, body)?;
+        let text = content["body"].as_str().unwrap_or_default().to_owned();
+        let correction = content["m.relates_to"]["rel_type"] == "m.replace";
+        if !correction && let Some(mut file) = self.file_from_xmpp(m, &text).await {
+            // A file sent as a reply stays one.
+            if content["m.relates_to"]["m.in_reply_to"].is_object() {
+                file["m.relates_to"] = content["m.relates_to"].take();
+            }
+            content = file;
+        }
         // The transaction ID follows from the message, so a message shown just before a crash
         // and replayed after it is the same event.
         let digest = Sha1::digest(key.as_bytes());
@@ -835,6 +823,58 @@ impl Bridge {
         }
         self.store.set_all(&writes)?;
         Ok(())
+    }
+
+    /// Hands a waiting request its answer at once, ahead of the stanzas queued before it (one
+    /// of which may take a while: a file being fetched): an IQ's answer (from the JID the IQ
+    /// went to), a message's error, the chat's echo of a message the bridge sent (recording the
+    /// chat's ID for it). Whether the stanza was one of those.
+    pub fn take_answer(&self, s: &Element) -> bool {
+        let id = s.get("id").unwrap_or_default();
+        match (s.name.as_str(), s.get("type").unwrap_or("normal")) {
+            ("iq", "result" | "error") => {
+                let mut iqs = self.iqs.lock().unwrap();
+                let from_there = iqs
+                    .get(id)
+                    .is_some_and(|(to, _)| s.get("from") == Some(to.as_str()));
+                if from_there && let Some((_, waiting)) = iqs.remove(id) {
+                    let _ = waiting.send(s.clone());
+                }
+                true
+            }
+            ("message", "error") => {
+                let reason = s
+                    .child("error", None)
+                    .and_then(|e| e.children.first())
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default();
+                if let Some(waiting) = self.pending.lock().unwrap().remove(id) {
+                    let _ = waiting.send(Err(reason));
+                }
+                true
+            }
+            ("message", "groupchat") if s.get("to") == Some(self.bot_jid().as_str()) => {
+                let Some(from) = s.get("from").and_then(Jid::parse) else {
+                    return false;
+                };
+                let muc = from.bare();
+                match from.resource.as_deref() {
+                    Some(nick) if self.is_our_nick(&muc, nick) => {}
+                    _ => return false,
+                }
+                if let Some(sid) = stanza_id_of(s, &muc)
+                    && id.starts_with('$')
+                    && let Err(e) = self.store.set(ns::MESSAGE, &format!("{muc}\t{sid}"), id)
+                {
+                    tracing::warn!("recording {sid} in {muc}: {e}");
+                }
+                if let Some(waiting) = self.pending.lock().unwrap().remove(id) {
+                    let _ = waiting.send(Ok(()));
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     /// A retraction (XEP-0424): the author's message is redacted on Matrix by whoever showed
@@ -1036,11 +1076,18 @@ impl Bridge {
         let Some(muc) = self.store.get(ns::ROOM, room)? else {
             return Ok(());
         };
+        if claims::relayed_by(&event, self.client.appservice_id()) {
+            return Ok(()); // Said in the chat by someone who claimed their address.
+        }
         let body = event["content"]["body"].as_str().unwrap_or_default().trim();
         if kind == "m.room.message"
             && let Some(jid) = body.strip_prefix("!claim ")
         {
             return self.start_claim(&muc, room, sender, jid.trim()).await;
+        }
+        if kind == "m.room.message" && body == "!unclaim" {
+            let bot = self.client.bot();
+            return Ok(claims::unclaim(&self.store, &bot, room, sender, str::to_owned).await?);
         }
         match kind {
             "m.room.member" => self.on_member(&muc, room, &event).await,
@@ -1229,7 +1276,7 @@ impl Bridge {
             (true, Some(url)) => {
                 let name = shown["filename"].as_str().unwrap_or(&body);
                 let mime = shown["info"]["mimetype"].as_str().unwrap_or_default();
-                match self.upload_to_xmpp(sender, event_id, url, name, mime).await {
+                match self.upload_to_xmpp(sender, url, name, mime).await {
                     Ok(got) => got,
                     Err(e) => {
                         tracing::warn!("{event_id}: the file could not be uploaded: {e:#}");
@@ -1249,7 +1296,13 @@ impl Bridge {
                 Some(caption) => format!("{caption}\n{get}"),
                 None => get.clone(),
             },
-            _ if is_file => format!("[file] {body}"),
+            _ if is_file => match caption {
+                Some(caption) => format!(
+                    "[file] {}: {caption}",
+                    shown["filename"].as_str().unwrap_or_default()
+                ),
+                None => format!("[file] {body}"),
+            },
             _ => body.clone(),
         };
         let mut message = Element::new("message")
@@ -1324,7 +1377,6 @@ impl Bridge {
     async fn upload_to_xmpp(
         &self,
         user: &str,
-        event_id: &str,
         mxc: &str,
         name: &str,
         mime: &str,
@@ -1341,7 +1393,8 @@ impl Bridge {
         } else {
             mime.to_owned()
         };
-        let id = format!("upload-{event_id}");
+        // Not guessable: only the service's answer may settle it.
+        let id = format!("upload-{}", claims::start_code());
         let request = Element::new("iq")
             .attr("type", "get")
             .attr("id", &id)
@@ -1355,7 +1408,10 @@ impl Bridge {
                     .attr("content-type", &mime),
             );
         let (tx, rx) = oneshot::channel();
-        self.iqs.lock().unwrap().insert(id.clone(), tx);
+        self.iqs
+            .lock()
+            .unwrap()
+            .insert(id.clone(), (service.clone(), tx));
         self.xmpp.send(&request).await;
         let timeout = Duration::from_millis(self.config.xmpp.echo_timeout_ms);
         let answer = tokio::time::timeout(timeout, rx).await;
@@ -1366,7 +1422,6 @@ impl Bridge {
         let slot = answer
             .child("slot", Some(xmlns::UPLOAD))
             .filter(|_| answer.get("type") == Some("result"))
-            .filter(|_| answer.get("from") == Some(service.as_str()))
             .with_context(|| format!("{service} gave no upload slot: {}", answer.to_xml()))?;
         let put = slot.child("put", None).context("no put URL")?;
         let (Some(put_url), Some(get_url)) = (
@@ -1551,6 +1606,15 @@ mod tests {
         assert!(!ok("https://upload.example.org/admin/x"));
         assert!(!ok("https://127.0.0.1/share/x"));
         assert!(!ok("not a url"));
+        let bare = vec!["https://upload.example.org/share".to_owned()];
+        assert!(under_prefix(
+            &bare,
+            "https://upload.example.org/share/a.png"
+        ));
+        assert!(!under_prefix(
+            &bare,
+            "https://upload.example.org/shared/a.png"
+        ));
         assert_eq!(
             file_name_of("https://u.example/share/abc/Gr%C3%BC%C3%9Fe%20x.png"),
             "Grüße x.png"

@@ -44,6 +44,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config.homeserver_url,
         &config.server_name,
         config.double_puppet_registration.as_deref(),
+        &registration.id,
     )?;
     let bridge = Arc::new(bridge::Bridge::new(
         config.clone(),
@@ -65,9 +66,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 fn start_xmpp(bridge: &Arc<bridge::Bridge>, component: Arc<component::Component>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(async move { component.run(tx).await });
-    let xmpp_side = bridge.clone();
+    // Answers to what the bridge waits for are taken at once; everything else is shown in
+    // order, and may wait behind a file being fetched.
+    let (queue, mut queued) = mpsc::unbounded_channel();
+    let answers = bridge.clone();
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
+            if let component::Event::Stanza(s) = &event
+                && answers.take_answer(s)
+            {
+                continue;
+            }
+            if queue.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    let xmpp_side = bridge.clone();
+    tokio::spawn(async move {
+        while let Some(event) = queued.recv().await {
             let what = format!("{event:?}");
             if let Err(e) = xmpp_side.on_xmpp(event).await {
                 tracing::warn!("showing {what} on Matrix: {e:#}");

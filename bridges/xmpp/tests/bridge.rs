@@ -414,6 +414,33 @@ async fn an_occupant_claims_their_address_and_becomes_one_person() {
         .find(|e| e["type"] == "m.room.member" && e["state_key"] == GHOST_BOB)
         .unwrap();
     assert_eq!(last_ghost_membership["content"]["membership"], "leave");
+
+    // What bob said in the chat is not said there once more by a puppet of his account.
+    m.send_text(alice, &room, "after bob").await;
+    let bob_nick = format!("{MUC}/Bob");
+    carol
+        .expect(30, "alice's next message", |s| {
+            let body = s.child_text("body").unwrap_or_default();
+            assert!(
+                body != "now as myself" || s.get("from") == Some(bob_nick.as_str()),
+                "echoed: {}",
+                s.to_xml()
+            );
+            s.name == "message" && body == "after bob"
+        })
+        .await;
+
+    // bob undoes the link: his address shows as its ghost again.
+    m.send_text(&bob, &room, "!unclaim").await;
+    m.wait_event(alice, &room, "the link undone", |e| {
+        e["content"]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("is no longer linked with bob@localhost"))
+    })
+    .await;
+    bob_xmpp.say(MUC, "x4", "a ghost again", vec![]);
+    m.wait_message(alice, &room, GHOST_BOB, "m.text", "a ghost again")
+        .await;
 }
 
 /// Out-of-band data (XEP-0066) naming a file's URL.
