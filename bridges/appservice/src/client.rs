@@ -250,7 +250,7 @@ impl Client {
             "_matrix", "client", "v1", "media", "download", server, media_id,
         ];
         let url = self.url(&segments, &[], None)?;
-        let mut res = self
+        let res = self
             .inner
             .http
             .get(url)
@@ -266,23 +266,7 @@ impl Client {
                 message: format!("GET /{}", segments.join("/")),
             });
         }
-        if res.content_length().is_some_and(|n| n > max_bytes as u64) {
-            return Ok(None);
-        }
-        let content_type = res
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/octet-stream")
-            .to_owned();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = res.chunk().await? {
-            if bytes.len() + chunk.len() > max_bytes {
-                return Ok(None);
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(Some((bytes, content_type)))
+        Ok(read_limited(res, max_bytes).await?)
     }
 
     async fn call_with(
@@ -324,6 +308,35 @@ impl Client {
             })
         }
     }
+}
+
+/// A response's body and its media type (without parameters; `application/octet-stream` when
+/// it names none), or `None` when the body is larger than `max_bytes`: reading stops there, so
+/// a large file costs no memory.
+pub async fn read_limited(
+    mut res: reqwest::Response,
+    max_bytes: usize,
+) -> Result<Option<(Vec<u8>, String)>, reqwest::Error> {
+    if res.content_length().is_some_and(|n| n > max_bytes as u64) {
+        return Ok(None);
+    }
+    let media_type = res
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = res.chunk().await? {
+        if bytes.len() + chunk.len() > max_bytes {
+            return Ok(None);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Some((bytes, media_type)))
 }
 
 /// The appservice acting as one user: the bot or a ghost.

@@ -14,7 +14,7 @@ mod registration;
 mod server;
 mod store;
 
-pub use client::{AdminRoom, Client, Intent};
+pub use client::{AdminRoom, Client, Intent, read_limited};
 pub use registration::{
     Namespace, Namespaces, Registration, random_token, regex_escape, write_atomically,
 };

@@ -176,16 +176,10 @@ async fn a_mailing_list_and_a_room_talk_both_ways_in_threads() {
         .await;
     assert_eq!(file["content"]["body"], "notes.txt");
     let mxc = file["content"]["url"].as_str().unwrap();
-    let (server, media) = mxc.trim_start_matches("mxc://").split_once('/').unwrap();
-    let (status, bytes) = m
-        .call(
-            "GET",
-            &format!("/_matrix/client/v1/media/download/{server}/{media}"),
-            Some(&alice.token),
-            None,
-        )
-        .await;
-    assert_eq!((status, bytes), (200, Value::String("hello file".into())));
+    assert_eq!(
+        m.download(alice, mxc).await,
+        (200, Value::String("hello file".into()))
+    );
     // The list passes the post on to carol with its attachment.
     let passed = env
         .mail
@@ -201,16 +195,9 @@ async fn a_mailing_list_and_a_room_talk_both_ways_in_threads() {
     // Room → mail: a picture alice shares (with a caption) is attached to the mail, the same
     // bytes.
     let picture: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
-    let mxc = m.upload(alice, &picture, "image/png").await;
-    m.send(
-        alice,
-        &room,
-        json!({
-            "msgtype": "m.image", "body": "The venue", "filename": "venue.png", "url": mxc,
-            "info": { "mimetype": "image/png", "size": picture.len() },
-        }),
-    )
-    .await;
+    let file = (&picture[..], "image/png");
+    m.share_file(alice, &room, file, "venue.png", Some("The venue"))
+        .await;
     let shared = env
         .mail
         .wait_mail("bob", "alice's picture", |m| {

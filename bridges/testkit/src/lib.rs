@@ -113,6 +113,40 @@ impl Matrix {
         v["content_uri"].as_str().expect("content_uri").to_owned()
     }
 
+    /// Uploads `bytes` and shares them in `room` as `user`: `m.image` for an image, else
+    /// `m.file`, named `name`, with `caption` as its body when given. The event ID.
+    pub async fn share_file(
+        &self,
+        user: &User,
+        room: &str,
+        (bytes, mime): (&[u8], &str),
+        name: &str,
+        caption: Option<&str>,
+    ) -> String {
+        let mxc = self.upload(user, bytes, mime).await;
+        let msgtype = if mime.starts_with("image/") {
+            "m.image"
+        } else {
+            "m.file"
+        };
+        let content = json!({
+            "msgtype": msgtype, "body": caption.unwrap_or(name), "filename": name, "url": mxc,
+            "info": { "mimetype": mime, "size": bytes.len() },
+        });
+        self.send(user, room, content).await
+    }
+
+    /// Downloads a file of the media repository as `user` (`/_matrix/client/v1/media/download`):
+    /// the status and the body (JSON, else its text).
+    pub async fn download(&self, user: &User, mxc: &str) -> (u16, Value) {
+        let (server, media) = mxc
+            .trim_start_matches("mxc://")
+            .split_once('/')
+            .expect("an mxc URI");
+        let path = format!("/_matrix/client/v1/media/download/{server}/{media}");
+        self.call("GET", &path, Some(&user.token), None).await
+    }
+
     /// Registers with open registration (m.login.dummy).
     pub async fn register(&self, name: &str) -> User {
         let body = json!({ "username": name, "password": format!("pw {name} pw"),

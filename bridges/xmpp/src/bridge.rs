@@ -1471,27 +1471,11 @@ impl Bridge {
 
     async fn fetch_file(&self, url: &str) -> anyhow::Result<Option<Value>> {
         let max = self.config.xmpp.max_file_bytes;
-        let mut res = self.http.get(url).send().await?;
+        let res = self.http.get(url).send().await?;
         anyhow::ensure!(res.status().is_success(), "got {}", res.status());
-        if res.content_length().is_some_and(|n| n > max as u64) {
+        let Some((bytes, mime)) = tsunagu_appservice::read_limited(res, max).await? else {
             return Ok(None);
-        }
-        let mime = res
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .unwrap_or("application/octet-stream")
-            .to_owned();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = res.chunk().await? {
-            if bytes.len() + chunk.len() > max {
-                return Ok(None);
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        };
         let name = file_name_of(url);
         let size = bytes.len();
         let uri = self.client.bot().upload(bytes, &mime, &name).await?;

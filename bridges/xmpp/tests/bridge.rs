@@ -463,16 +463,8 @@ async fn files_cross_both_ways_through_the_upload_service() {
     // Matrix → XMPP: a picture alice shares goes to the chat's upload service (XEP-0363) and
     // is shown by its URL, which serves the same bytes.
     let picture: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
-    let mxc = m.upload(alice, &picture, "image/png").await;
-    m.send(
-        alice,
-        &room,
-        json!({
-            "msgtype": "m.image", "body": "venue.png", "filename": "venue.png", "url": mxc,
-            "info": { "mimetype": "image/png", "size": picture.len() },
-        }),
-    )
-    .await;
+    m.share_file(alice, &room, (&picture, "image/png"), "venue.png", None)
+        .await;
     let from = format!("{MUC}/Alice Liddell");
     let got = bob
         .expect(30, "alice's picture", |s| {
@@ -491,13 +483,8 @@ async fn files_cross_both_ways_through_the_upload_service() {
 
     // A file larger than max_file_bytes is announced by name.
     let big = vec![7u8; 150_000];
-    let mxc = m.upload(alice, &big, "application/octet-stream").await;
-    m.send(
-        alice,
-        &room,
-        json!({ "msgtype": "m.file", "body": "big.bin", "filename": "big.bin", "url": mxc }),
-    )
-    .await;
+    let file = (&big[..], "application/octet-stream");
+    m.share_file(alice, &room, file, "big.bin", None).await;
     bob.expect_message(MUC, "Alice Liddell", "[file] big.bin")
         .await;
 
@@ -548,16 +535,10 @@ async fn files_cross_both_ways_through_the_upload_service() {
         .await;
     assert_eq!(file["content"]["body"], "notes.txt");
     let mxc = file["content"]["url"].as_str().unwrap();
-    let (server, media) = mxc.trim_start_matches("mxc://").split_once('/').unwrap();
-    let (status, bytes) = m
-        .call(
-            "GET",
-            &format!("/_matrix/client/v1/media/download/{server}/{media}"),
-            Some(&alice.token),
-            None,
-        )
-        .await;
-    assert_eq!((status, bytes), (200, Value::String("hello file".into())));
+    assert_eq!(
+        m.download(alice, mxc).await,
+        (200, Value::String("hello file".into()))
+    );
 
     // A URL anywhere else stays a link: the bridge does not fetch it.
     let elsewhere = format!("{}/_matrix/client/versions", m.base);
